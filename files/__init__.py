@@ -1,0 +1,1 @@
+"""files package of the session server."""

@@ -1,0 +1,95 @@
+"""The app factory and its one lifespan, which owns Redis, every feature's services and every task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+import redis.exceptions
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
+
+from . import core_api
+from .auth import TokenAuthority
+from .context import AppContext
+from .embedded_redis import EmbeddedRedis
+from .features import Feature
+from .http import EXCEPTION_HANDLERS
+from .metrics import Metrics, MetricsMiddleware
+from .redis_client import command_client
+from .settings import Settings
+from .tasks import TaskSupervisor
+
+log = logging.getLogger(__name__)
+
+STARTUP_REDIS_WAIT_S = 5.0
+
+
+class StartupError(RuntimeError):
+    """The server cannot start; the message says why and what to do."""
+
+
+def default_features(settings: Settings) -> list[Feature]:
+    """Every feature of the product, in start order."""
+    return []
+
+
+async def _wait_for_redis(ctx_redis: object, url: str) -> None:
+    client = ctx_redis
+    deadline = asyncio.get_running_loop().time() + STARTUP_REDIS_WAIT_S
+    while True:
+        try:
+            await client.ping()  # type: ignore[attr-defined]
+            return
+        except (redis.exceptions.RedisError, OSError) as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                shown = url.split("@")[-1]  # never print a password
+                raise StartupError(f"Redis at {shown} is not reachable ({type(exc).__name__}: {exc}); "
+                                   "check REDIS_URL or unset it to use the embedded Redis") from None
+            await asyncio.sleep(0.1)
+
+
+def create_app(settings: Settings, features: Sequence[Feature] | None = None) -> Starlette:
+    chosen = list(features) if features is not None else default_features(settings)
+    metrics = Metrics.create()
+    if not settings.api_keys:
+        raise StartupError("no API key is configured: set SESSION_SERVER_API_KEYS")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if settings.redis_url is None:
+                embedded = EmbeddedRedis(settings.data_dir / "redis")
+                url = await embedded.start()
+                stack.push_async_callback(embedded.stop)
+            else:
+                url = settings.redis_url
+            client = command_client(url, settings)
+            stack.push_async_callback(client.aclose)
+            await _wait_for_redis(client, url)
+            metrics.redis_up.set(1)
+            tasks = TaskSupervisor()
+            stack.push_async_callback(tasks.stop)
+            ctx = AppContext(settings=settings, redis=client, redis_url=url,
+                             tokens=TokenAuthority(settings.api_keys, max_ttl_s=settings.token_max_ttl_s),
+                             metrics=metrics, tasks=tasks)
+            app.state.ctx = ctx
+            for feature in chosen:
+                await feature.start(ctx)
+                stack.push_async_callback(feature.stop, ctx)
+            log.info("session server ready at %s", settings.base_url)
+            yield
+            log.info("session server draining")
+
+    routes: list[BaseRoute] = core_api.routes()
+    for feature in chosen:
+        routes.extend(feature.routes())
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

@@ -1,0 +1,227 @@
+"""Identity from the platform: short-lived HS256 JWTs signed with an API secret.
+
+The platform's backend holds an API key id and secret. It calls POST /v1/tokens (or signs tokens
+itself) to mint access tokens carrying `sub`, `name`, `role`, `exp` and optional `grants`. The JWT
+header's `kid` names the API key whose secret signed it. Only HS256 is accepted; `exp` and `iat` are
+required and a token may live at most `token_max_ttl_s`.
+
+A role brings default permissions; a token that carries `grants` narrows them to those listed, so a
+permission a token does not grant is denied.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hmac
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from starlette.requests import HTTPConnection
+
+from .errors import Forbidden, InvalidInput, Unauthenticated
+
+ALGORITHM = "HS256"
+LEEWAY_S = 5
+
+
+class Role(enum.StrEnum):
+    CLIENT = "client"
+    PRACTITIONER = "practitioner"
+    SUPPORT = "support"
+    ADMIN = "admin"
+
+
+class Permission(enum.StrEnum):
+    BOOKINGS_READ = "bookings:read"
+    BOOKINGS_WRITE = "bookings:write"
+    AVAILABILITY_WRITE = "availability:write"
+    ROOMS_JOIN = "rooms:join"
+    CHAT_SEND = "chat:send"
+    DOCUMENTS_READ = "documents:read"
+    DOCUMENTS_WRITE = "documents:write"
+    NOTIFICATIONS_READ = "notifications:read"
+    SUPPORT_MONITOR = "support:monitor"
+    ADMIN = "admin"
+
+
+_P = Permission
+ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
+    Role.CLIENT: frozenset({_P.BOOKINGS_READ, _P.BOOKINGS_WRITE, _P.ROOMS_JOIN, _P.CHAT_SEND,
+                            _P.DOCUMENTS_READ, _P.NOTIFICATIONS_READ}),
+    Role.PRACTITIONER: frozenset({_P.BOOKINGS_READ, _P.BOOKINGS_WRITE, _P.AVAILABILITY_WRITE, _P.ROOMS_JOIN,
+                                  _P.CHAT_SEND, _P.DOCUMENTS_READ, _P.DOCUMENTS_WRITE,
+                                  _P.NOTIFICATIONS_READ}),
+    Role.SUPPORT: frozenset({_P.BOOKINGS_READ, _P.ROOMS_JOIN, _P.SUPPORT_MONITOR, _P.NOTIFICATIONS_READ}),
+    Role.ADMIN: frozenset(Permission),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling, exactly as their token states it."""
+
+    sub: str
+    name: str
+    role: Role
+    permissions: frozenset[Permission]
+    grants: tuple[str, ...] | None
+    expires_at: int
+    token_id: str = ""
+
+    def can(self, permission: Permission) -> bool:
+        return permission in self.permissions
+
+    def require(self, permission: Permission) -> None:
+        if permission not in self.permissions:
+            raise Forbidden(f"this token does not grant {permission.value}", code="permission_denied")
+
+    def require_role(self, *roles: Role) -> None:
+        if self.role not in roles:
+            allowed = ", ".join(r.value for r in roles)
+            raise Forbidden(f"this needs the role {allowed}", code="wrong_role")
+
+    def as_json(self) -> dict[str, Any]:
+        return {"sub": self.sub, "name": self.name, "role": self.role.value,
+                "permissions": sorted(p.value for p in self.permissions),
+                "grants": list(self.grants) if self.grants is not None else None,
+                "expires_at": self.expires_at}
+
+
+def _permissions(role: Role, grants: Iterable[str] | None) -> frozenset[Permission]:
+    base = ROLE_PERMISSIONS[role]
+    if grants is None:
+        return base
+    granted = set()
+    for g in grants:
+        try:
+            granted.add(Permission(g))
+        except ValueError:
+            raise InvalidInput(f"unknown grant {g!r}", code="unknown_grant") from None
+    return base & frozenset(granted)
+
+
+class TokenAuthority:
+    """Mints and verifies access tokens with the configured API keys (key id -> secret)."""
+
+    def __init__(self, api_keys: Mapping[str, str], *, max_ttl_s: int) -> None:
+        if not api_keys:
+            raise ValueError("at least one API key is needed")
+        self._keys = dict(api_keys)
+        self._default_kid = next(iter(self._keys))
+        self.max_ttl_s = max_ttl_s
+
+    def check_api_key(self, key_id: str, secret: str) -> str:
+        expected = self._keys.get(key_id)
+        # compare_digest even for unknown ids, so timing does not reveal which ids exist
+        ok = hmac.compare_digest((expected or "\0" * 32).encode(), secret.encode())
+        if expected is None or not ok:
+            raise Unauthenticated("unknown API key or wrong secret", code="bad_api_key")
+        return key_id
+
+    def mint(self, *, sub: str, name: str, role: Role, ttl_s: int, grants: Iterable[str] | None = None,
+             key_id: str | None = None, now: float | None = None) -> tuple[str, int]:
+        if not 1 <= ttl_s <= self.max_ttl_s:
+            raise InvalidInput(f"ttl_s must be between 1 and {self.max_ttl_s}", code="bad_ttl")
+        grants_list = None if grants is None else list(grants)
+        _permissions(role, grants_list)  # refuse unknown grants now, not at first use
+        kid = key_id or self._default_kid
+        issued = int(now if now is not None else time.time())
+        claims: dict[str, Any] = {"sub": sub, "name": name, "role": role.value, "iat": issued,
+                                  "exp": issued + ttl_s, "jti": uuid.uuid4().hex}
+        if grants_list is not None:
+            claims["grants"] = grants_list
+        token = jwt.encode(claims, self._keys[kid], algorithm=ALGORITHM, headers={"kid": kid})
+        return token, issued + ttl_s
+
+    def verify(self, token: str) -> Identity:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthenticated("the access token is malformed", code="token_malformed") from None
+        if header.get("alg") != ALGORITHM:
+            raise Unauthenticated("only HS256 tokens are accepted", code="token_algorithm")
+        kid = header.get("kid", self._default_kid)
+        secret = self._keys.get(kid) if isinstance(kid, str) else None
+        if secret is None:
+            raise Unauthenticated("the token names an unknown key", code="token_unknown_key")
+        try:
+            claims = jwt.decode(token, secret, algorithms=[ALGORITHM], leeway=LEEWAY_S,
+                                options={"require": ["exp", "iat", "sub", "role"]})
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("the access token has expired", code="token_expired") from None
+        except jwt.InvalidSignatureError:
+            raise Unauthenticated("the access token's signature is wrong", code="token_signature") from None
+        except jwt.PyJWTError:
+            raise Unauthenticated("the access token is invalid", code="token_invalid") from None
+        return self._identity(claims)
+
+    def _identity(self, claims: Mapping[str, Any]) -> Identity:
+        try:
+            role = Role(claims["role"])
+        except ValueError:
+            raise Unauthenticated("the token's role is unknown", code="token_invalid") from None
+        exp, iat = claims["exp"], claims["iat"]
+        if not isinstance(exp, int) or not isinstance(iat, int) or exp - iat > self.max_ttl_s + LEEWAY_S:
+            raise Unauthenticated("the token lives longer than allowed", code="token_invalid")
+        sub, name = claims["sub"], claims.get("name", "")
+        grants = claims.get("grants")
+        if (not isinstance(sub, str) or not sub or not isinstance(name, str)
+                or (grants is not None and not (isinstance(grants, list)
+                                                and all(isinstance(g, str) for g in grants)))):
+            raise Unauthenticated("the token's claims are malformed", code="token_invalid")
+        try:
+            permissions = _permissions(role, grants)
+        except InvalidInput:
+            raise Unauthenticated("the token grants unknown permissions", code="token_invalid") from None
+        return Identity(sub=sub, name=name, role=role, permissions=permissions,
+                        grants=tuple(grants) if grants is not None else None, expires_at=exp,
+                        token_id=str(claims.get("jti", "")))
+
+
+def bearer_token(conn: HTTPConnection) -> str:
+    header = conn.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("send an access token as 'Authorization: Bearer <token>'",
+                              code="token_missing", headers={"WWW-Authenticate": "Bearer"})
+    return token.strip()
+
+
+def authenticate(conn: HTTPConnection) -> Identity:
+    """The caller's identity from the request's bearer token (401 if absent or invalid)."""
+    authority: TokenAuthority = conn.app.state.ctx.tokens
+    return authority.verify(bearer_token(conn))
+
+
+def api_key_credentials(conn: HTTPConnection) -> tuple[str, str]:
+    """API key id and secret from HTTP Basic auth (key id as the user name)."""
+    header = conn.headers.get("authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            key_id, sep, secret = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            sep = ""
+        if sep:
+            return key_id, secret
+    raise Unauthenticated("authenticate with the API key id and secret as HTTP Basic credentials",
+                          code="api_key_missing", headers={"WWW-Authenticate": 'Basic realm="api"'})
+
+
+def authenticate_admin(conn: HTTPConnection) -> Identity:
+    """An admin: either an admin token, or the platform's backend with its API key (Basic auth)."""
+    scheme = conn.headers.get("authorization", "").partition(" ")[0].lower()
+    if scheme == "basic":
+        authority: TokenAuthority = conn.app.state.ctx.tokens
+        key_id = authority.check_api_key(*api_key_credentials(conn))
+        return Identity(sub=f"api-key:{key_id}", name="platform", role=Role.ADMIN,
+                        permissions=ROLE_PERMISSIONS[Role.ADMIN], grants=None, expires_at=0)
+    identity = authenticate(conn)
+    identity.require_role(Role.ADMIN)
+    return identity

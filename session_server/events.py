@@ -1,0 +1,66 @@
+"""Domain events on a Redis Stream: the server's record of everything that happened.
+
+Every state change writes its event in the same MULTI/EXEC or Lua script as the change itself, so an
+event exists if and only if its change happened. Consumers (the ledger, notifications, support) read
+with consumer groups: at-least-once, XACK after the effect, idempotent by event id.
+
+Stream entry fields: `id` (event id, uuid4 hex), `type` (e.g. booking.created), `v` (body version),
+`time` (ISO 8601 UTC), `body` (JSON). The catalogue is docs/events.md.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+EVENTS_STREAM = "ss:events"
+# Approximate cap: a stream is a log, not an archive; consumers must keep up within this many entries.
+STREAM_MAXLEN = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: str
+    body: dict[str, Any]
+    version: int = 1
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def fields(self) -> dict[str, str]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "v": str(self.version),
+            "time": self.time.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "body": json.dumps(self.body, separators=(",", ":"), sort_keys=True, ensure_ascii=False),
+        }
+
+    @classmethod
+    def from_fields(cls, raw: dict[bytes, bytes] | dict[str, str]) -> Event:
+        f = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+             for k, v in raw.items()}
+        return cls(type=f["type"], body=json.loads(f["body"]), version=int(f["v"]),
+                   time=datetime.fromisoformat(f["time"].replace("Z", "+00:00")), id=f["id"])
+
+
+def add_to(pipe: Any, event: Event, stream: str = EVENTS_STREAM) -> None:
+    """Queue the event's XADD on a transactional pipeline (MULTI/EXEC) with the change it records."""
+    pipe.xadd(stream, event.fields(), maxlen=STREAM_MAXLEN, approximate=True)
+
+
+def lua_args(event: Event) -> list[str]:
+    """ARGV for Lua scripts that XADD the event themselves: see `LUA_XADD_EVENT`."""
+    f = event.fields()
+    return [f["id"], f["type"], f["v"], f["time"], f["body"]]
+
+
+# Paste into a Lua script whose ARGV[n..n+4] come from lua_args(); call as xadd_event(stream_key, n).
+LUA_XADD_EVENT = """
+local function xadd_event(stream, n)
+  return redis.call('XADD', stream, 'MAXLEN', '~', '%d', '*',
+    'id', ARGV[n], 'type', ARGV[n+1], 'v', ARGV[n+2], 'time', ARGV[n+3], 'body', ARGV[n+4])
+end
+""" % STREAM_MAXLEN

@@ -1,0 +1,39 @@
+"""Redis clients: one pooled client for commands, and dedicated connections for blocking reads.
+
+The command client uses a *blocking* pool: when every connection is busy a request waits up to
+`redis_pool_timeout_s` and then fails as a clean 503, never with "too many connections". Blocking
+stream reads (XREADGROUP BLOCK) and pub/sub get clients of their own whose socket timeout is longer
+than the block time, so the two timeouts never fight.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from .settings import Settings
+
+
+def command_client(url: str, settings: Settings) -> aioredis.Redis:
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_pool_timeout_s,
+        socket_timeout=settings.redis_socket_timeout_s,
+        socket_connect_timeout=min(2.0, settings.redis_socket_timeout_s),
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), retries=1),
+        health_check_interval=30,
+    )
+    return aioredis.Redis(connection_pool=pool, decode_responses=False)
+
+
+def blocking_client(url: str, settings: Settings, *, block_s: float) -> aioredis.Redis:
+    """A client for blocking reads of up to `block_s` seconds (one connection per concurrent reader)."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=block_s + settings.redis_socket_timeout_s,
+        socket_connect_timeout=min(2.0, settings.redis_socket_timeout_s),
+        health_check_interval=30,
+    )
