@@ -1,0 +1,1 @@
+"""Bookings: practitioners, availability, slots, quotes and conflict-free booking."""

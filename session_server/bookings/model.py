@@ -1,0 +1,80 @@
+"""The booking record as other features (rooms, documents, outages, support) read it.
+
+Redis layout (the store owns the writes; other features only read through `load_booking`):
+  ss:booking:{id}   hash: id, practitioner_id, client_id, starts_at, ends_at (epoch seconds, UTC),
+                    status, currency, client_total, practitioner_share, platform_share, discount,
+                    code, created_at, timezone
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+
+BOOKING_KEY = "ss:booking:{}"
+
+
+class BookingStatus(enum.StrEnum):
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"
+    IN_SESSION = "in_session"
+    COMPLETED = "completed"
+    INTERRUPTED = "interrupted"
+    RESCHEDULED = "rescheduled"
+
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    id: str
+    practitioner_id: str
+    client_id: str
+    starts_at: int  # epoch seconds, UTC
+    ends_at: int
+    status: BookingStatus
+    currency: str
+    client_total: int
+    practitioner_share: int
+    platform_share: int
+    discount: int
+    code: str
+    created_at: int
+    timezone: str
+
+    def parties(self) -> frozenset[str]:
+        return frozenset({self.practitioner_id, self.client_id})
+
+    @property
+    def start(self) -> datetime:
+        return datetime.fromtimestamp(self.starts_at, UTC)
+
+    @property
+    def end(self) -> datetime:
+        return datetime.fromtimestamp(self.ends_at, UTC)
+
+    def to_hash(self) -> dict[str, str]:
+        return {f: _s(getattr(self, f)) for f in self.__slots__}
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes]) -> Booking:
+        h = {k.decode(): v.decode() for k, v in raw.items()}
+        return cls(
+            id=h["id"], practitioner_id=h["practitioner_id"], client_id=h["client_id"],
+            starts_at=int(h["starts_at"]), ends_at=int(h["ends_at"]), status=BookingStatus(h["status"]),
+            currency=h["currency"], client_total=int(h["client_total"]),
+            practitioner_share=int(h["practitioner_share"]), platform_share=int(h["platform_share"]),
+            discount=int(h["discount"]), code=h.get("code", ""), created_at=int(h["created_at"]),
+            timezone=h["timezone"],
+        )
+
+
+def _s(v: Any) -> str:
+    return str(v.value) if isinstance(v, enum.Enum) else str(v)
+
+
+async def load_booking(redis: aioredis.Redis, booking_id: str) -> Booking | None:
+    raw = await redis.hgetall(BOOKING_KEY.format(booking_id))
+    return Booking.from_hash(raw) if raw else None
