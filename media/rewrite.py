@@ -23,7 +23,7 @@ def seq_newer(a: int, b: int) -> bool:
 class SeqTsRewriter:
     """Maps (source ssrc, seq, ts) of a publisher onto one continuous output stream."""
 
-    __slots__ = ("_clock_rate", "_last_seq", "_last_ts", "_last_time", "_seq_off", "_source", "_ts_off")
+    __slots__ = ("_clock_rate", "_last_seq", "_last_time", "_last_ts", "_seq_off", "_source", "_ts_off")
 
     def __init__(self, clock_rate: int, seq_start: int = 0, ts_start: int = 0) -> None:
         self._clock_rate = clock_rate

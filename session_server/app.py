@@ -19,7 +19,7 @@ from .embedded_redis import EmbeddedRedis
 from .features import Feature
 from .http import EXCEPTION_HANDLERS
 from .metrics import Metrics, MetricsMiddleware
-from .redis_client import command_client
+from .redis_client import command_client, redacted
 from .settings import Settings
 from .tasks import TaskSupervisor
 
@@ -46,8 +46,7 @@ async def _wait_for_redis(ctx_redis: object, url: str) -> None:
             return
         except (redis.exceptions.RedisError, OSError) as exc:
             if asyncio.get_running_loop().time() > deadline:
-                shown = url.split("@")[-1]  # never print a password
-                raise StartupError(f"Redis at {shown} is not reachable ({type(exc).__name__}: {exc}); "
+                raise StartupError(f"Redis at {redacted(url)} is not reachable ({type(exc).__name__}: {exc}); "
                                    "check REDIS_URL or unset it to use the embedded Redis") from None
             await asyncio.sleep(0.1)
 

@@ -34,12 +34,13 @@ def _preflight_redis(settings: Settings) -> None:
         return
     import redis
 
+    from .redis_client import redacted
+
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
     try:
         client.ping()
     except (redis.RedisError, OSError) as exc:
-        shown = settings.redis_url.split("@")[-1]
-        raise SystemExit(f"error: Redis at {shown} is not reachable ({type(exc).__name__}). "
+        raise SystemExit(f"error: Redis at {redacted(settings.redis_url)} is not reachable ({type(exc).__name__}). "
                          "Check REDIS_URL, or unset it to use the embedded Redis.") from None
     finally:
         client.close()

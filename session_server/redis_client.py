@@ -8,6 +8,8 @@ than the block time, so the two timeouts never fight.
 
 from __future__ import annotations
 
+from urllib.parse import urlparse
+
 import redis.asyncio as aioredis
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
@@ -37,3 +39,12 @@ def blocking_client(url: str, settings: Settings, *, block_s: float) -> aioredis
         socket_connect_timeout=min(2.0, settings.redis_socket_timeout_s),
         health_check_interval=30,
     )
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
+    return parsed._replace(netloc=netloc).geturl()

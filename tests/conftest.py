@@ -33,7 +33,7 @@ from .support import IN_CI, free_port
 
 SYSTEM_REDIS_URL = os.environ.get("TEST_SYSTEM_REDIS_URL", "redis://127.0.0.1:6379/13")
 API_KEY_ID = "test"
-API_SECRET = "s" * 40
+API_SECRET = "s" * 64
 MASTER_KEYS = {"k1": b"\x01" * 32, "k2": b"\x02" * 32}
 
 

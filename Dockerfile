@@ -1,0 +1,15 @@
+# The session server image: the same package the quick start installs, served on all interfaces
+# inside the container (the compose file publishes it).
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY session_server ./session_server
+COPY signaling ./signaling
+COPY media ./media
+COPY files ./files
+COPY ledger ./ledger
+RUN pip install --no-cache-dir .
+USER nobody
+ENV SESSION_SERVER_DATA_DIR=/data
+ENTRYPOINT ["session-server"]
+CMD ["serve"]

@@ -1,0 +1,757 @@
+"""The SFU: one MediaServer per process, rooms of two participants, one peer connection per participant.
+
+Imperative shell around the pure modules (sdp, rewrite, rtcp, keyframe, stats, quality, routing). The only
+code that touches aiortc/aioice internals is media/fastpath.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import struct
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import pylibsrtp
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.sdp import candidate_from_sdp
+from av.frame import Frame
+from prometheus_client.registry import CollectorRegistry
+
+from media import errors, fastpath, rtcp
+from media.config import MediaConfig
+from media.errors import MediaError
+from media.events import MediaEvent, MediaState, MediaStateChanged, QualityReport
+from media.keyframe import KeyframeGate
+from media.metrics import Counters, register
+from media.quality import DirectionStats, PoorStreak, classify, worst
+from media.rewrite import SendHistory, SeqTsRewriter, build_rtx, patch_header, strip_extension, unwrap_rtx
+from media.routing import MAX_PARTICIPANTS, PeerView, plan
+from media.sdp import Description, Section, check_offer, read_description
+from media.stats import InboundStats, StreamSnapshot, interval_loss
+
+logger = logging.getLogger(__name__)
+
+_SEQ_TS_SSRC = struct.Struct("!HII")
+KINDS = ("audio", "video")
+
+
+class _Placeholder(MediaStreamTrack):
+    """Lets aiortc answer sendrecv without ever producing a frame: the SFU writes the RTP itself."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._never: asyncio.Future[None] | None = None
+
+    async def recv(self) -> Frame:
+        self._never = asyncio.get_running_loop().create_future()
+        await self._never
+        raise AssertionError("unreachable")
+
+
+@dataclass(slots=True, eq=False)
+class _In:
+    """One stream a participant publishes (per kind) on one peer connection."""
+
+    kind: str
+    peer: _Peer
+    clock_rate: int
+    ssrc: int | None = None
+    stats: InboundStats | None = None
+    gate: KeyframeGate | None = None
+    targets: list[_Out] = field(default_factory=list)
+    prev: StreamSnapshot | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Out:
+    """One stream the server sends a participant (per kind) on one peer connection."""
+
+    kind: str
+    peer: _Peer
+    clock_rate: int
+    ssrc: int
+    rtx_ssrc: int | None
+    pt_map: dict[str, int]  # publisher codec key -> this subscriber's payload type
+    rtx_pt: dict[int, int]  # payload type -> its RTX payload type
+    rewriter: SeqTsRewriter
+    history: SendHistory | None
+    source: _In | None = None
+    rtx_seq: int = 0
+    packets: int = 0
+    octets: int = 0
+    prev_octets: int = 0
+    sr_sent: dict[int, float] = field(default_factory=dict)  # LSR -> time we sent that SR
+    last_block: rtcp.ReportBlock | None = None
+
+
+class _Peer:
+    """One peer connection of one participant (a reconnection makes a new one)."""
+
+    def __init__(self, server: MediaServer, participant: _Participant, pc: RTCPeerConnection) -> None:
+        self.server = server
+        self.participant = participant
+        self.pc = pc
+        self.counters = server.counters
+        self.created = time.monotonic()
+        self.connected = False
+        self.closed = False
+        self.last_datagram = self.created
+        self.last_rtp = self.created
+        self.rx: pylibsrtp.Session | None = None
+        self.tx: pylibsrtp.Session | None = None
+        self.send: fastpath.Sender | None = None
+        self.tap: fastpath.Tap | None = None
+        self.rtcp_ssrc = random.randrange(1, 0xFFFFFFFF)
+        self.ins: dict[str, _In] = {}
+        self.outs: dict[str, _Out] = {}
+        self.outs_by_ssrc: dict[int, _Out] = {}
+        # payload type -> (stream, codec key, media payload type if this is RTX)
+        self.pt_table: dict[int, tuple[_In, str, int | None]] = {}
+        self.rtt_s: float | None = None
+        self.prev_time = self.created
+
+    # -- setup from the negotiated descriptions ---------------------------------------------------
+
+    def configure(
+        self, offer: Description, answer: Description, history_size: int, kf_interval: float
+    ) -> None:
+        for section in answer.sections:
+            if section.kind not in KINDS or section.port == 0:
+                continue
+            codecs = {c.payload_type: c for c in section.codecs.values()}
+            media_codecs = [c for c in codecs.values() if c.name != "rtx"]
+            if not media_codecs:
+                continue
+            clock = media_codecs[0].clock_rate
+            offered = offer.section(section.kind)
+            if section.direction in ("sendrecv", "recvonly"):
+                inn = _In(section.kind, self, clock, stats=InboundStats(clock))
+                if section.kind == "video":
+                    inn.gate = KeyframeGate(kf_interval)
+                if offered is not None:
+                    inn.ssrc = offered.media_ssrc
+                self.ins[section.kind] = inn
+                for c in media_codecs:
+                    self.pt_table[c.payload_type] = (inn, c.key, None)
+                for rtx_pt, apt in section.rtx_apt.items():
+                    if apt in codecs:
+                        self.pt_table[rtx_pt] = (inn, codecs[apt].key, apt)
+            if section.direction in ("sendrecv", "sendonly") and section.media_ssrc is not None:
+                out = _Out(
+                    kind=section.kind,
+                    peer=self,
+                    clock_rate=clock,
+                    ssrc=section.media_ssrc,
+                    rtx_ssrc=section.rtx_ssrc,
+                    pt_map={c.key: c.payload_type for c in reversed(media_codecs)},
+                    rtx_pt={apt: rtx for rtx, apt in section.rtx_apt.items()},
+                    rewriter=SeqTsRewriter(clock, random.randrange(0x10000), random.randrange(1 << 32)),
+                    history=SendHistory(history_size) if section.kind == "video" else None,
+                    rtx_seq=random.randrange(0x10000),
+                )
+                self.outs[section.kind] = out
+                self.outs_by_ssrc[out.ssrc] = out
+
+    def view(self, audio_only: bool) -> PeerView:
+        return PeerView(
+            receives=frozenset(self.outs) if self.connected else frozenset(),
+            publishes=frozenset(self.ins) if self.connected else frozenset(),
+            audio_only=audio_only,
+        )
+
+    def bind(self) -> bool:
+        """Take the SRTP sessions and the selected pair once DTLS is up."""
+        if self.tap is None or self.closed:
+            return False
+        keys = self.tap.keys()
+        send = self.tap.sender()
+        if keys is None or send is None:
+            return False
+        self.rx, self.tx = keys
+        self.send = send
+        return True
+
+    # -- the forwarding path -------------------------------------------------------------------------
+
+    def on_datagram(self, data: bytes) -> None:
+        now = time.monotonic()
+        self.last_datagram = now
+        rx = self.rx
+        if rx is None:
+            if not self.bind():
+                return
+            rx = self.rx
+            assert rx is not None
+        if 191 < data[1] < 224:
+            self.on_rtcp(data, now)
+            return
+        try:
+            plain = rx.unprotect(data)
+        except pylibsrtp.Error:
+            self.counters.srtp_errors += 1
+            return
+        entry = self.pt_table.get(plain[1] & 0x7F)
+        if entry is None:
+            return
+        inn, key, apt = entry
+        if apt is not None:
+            if inn.ssrc is None:
+                return
+            unwrapped = unwrap_rtx(plain, apt, inn.ssrc)
+            if unwrapped is None:
+                return
+            plain = bytes(unwrapped)
+        seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(plain, 2)
+        counters = self.counters
+        counters.received_packets += 1
+        if apt is None:
+            if ssrc != inn.ssrc:
+                self.new_source(inn, ssrc)
+            assert inn.stats is not None
+            inn.stats.update(seq, ts, now, len(plain))
+            self.last_rtp = now
+        targets = inn.targets
+        if not targets:
+            return
+        body = strip_extension(plain)
+        kind = inn.kind
+        for out in targets:
+            out_pt = out.pt_map.get(key)
+            sub = out.peer
+            if out_pt is None or sub.tx is None or sub.send is None:
+                continue
+            buf = bytearray(body) if len(targets) > 1 else body
+            out_seq, out_ts = out.rewriter.map(ssrc, seq, ts, now)
+            patch_header(buf, out_pt, out_seq, out_ts, out.ssrc)
+            if out.history is not None:
+                out.history.store(out_seq, buf)
+            sub.send(sub.tx.protect(bytes(buf)))
+            out.packets += 1
+            out.octets += len(buf) - 12
+            counters.forwarded_packets[kind] += 1
+            counters.forwarded_bytes[kind] += len(buf)
+
+    def new_source(self, inn: _In, ssrc: int) -> None:
+        inn.ssrc = ssrc
+        if inn.stats is not None:
+            inn.stats.reset_source()
+        inn.prev = None
+
+    # -- RTCP ----------------------------------------------------------------------------------------
+
+    def send_rtcp(self, packet: bytes) -> None:
+        if self.tx is None or self.send is None or self.closed:
+            return
+        with contextlib.suppress(pylibsrtp.Error):
+            self.send(self.tx.protect_rtcp(packet))
+
+    def on_rtcp(self, data: bytes, now: float) -> None:
+        assert self.rx is not None
+        try:
+            plain = self.rx.unprotect_rtcp(data)
+        except pylibsrtp.Error:
+            self.counters.srtp_errors += 1
+            return
+        for packet in rtcp.parse(plain):
+            if isinstance(packet, rtcp.SenderReport):
+                self.forward_sender_report(packet, now)
+                self.on_report_blocks(packet.reports, now)
+            elif isinstance(packet, rtcp.ReceiverReport):
+                self.on_report_blocks(packet.reports, now)
+            elif isinstance(packet, rtcp.KeyframeRequest):
+                out = self.outs_by_ssrc.get(packet.media_ssrc)
+                if out is not None and out.source is not None:
+                    self.server.request_keyframe(out.source, now)
+            elif isinstance(packet, rtcp.Nack):
+                self.on_nack(packet, now)
+            elif isinstance(packet, rtcp.Remb):
+                self.on_remb(packet)
+
+    def forward_sender_report(self, sr: rtcp.SenderReport, now: float) -> None:
+        # The publisher's NTP time is kept (lip sync between its audio and video depends on it); its RTP
+        # time is moved onto the subscriber's timeline.
+        for inn in self.ins.values():
+            if inn.ssrc != sr.ssrc:
+                continue
+            for out in inn.targets:
+                if out.rewriter.source != sr.ssrc:
+                    continue
+                rewritten = rtcp.SenderReport(
+                    out.ssrc, sr.ntp, out.rewriter.map_ts(sr.rtp_ts), out.packets, out.octets
+                )
+                out.sr_sent[(sr.ntp >> 16) & 0xFFFFFFFF] = now
+                if len(out.sr_sent) > 8:
+                    del out.sr_sent[next(iter(out.sr_sent))]
+                out.peer.send_rtcp(rtcp.build_sr(rewritten))
+
+    def on_report_blocks(self, blocks: tuple[rtcp.ReportBlock, ...], now: float) -> None:
+        for block in blocks:
+            out = self.outs_by_ssrc.get(block.ssrc)
+            if out is None:
+                continue
+            out.last_block = block
+            sent = out.sr_sent.get(block.lsr) if block.lsr else None
+            if sent is not None:
+                rtt = max(0.0, now - sent - block.dlsr / 65536)
+                self.rtt_s = rtt if self.rtt_s is None else 0.8 * self.rtt_s + 0.2 * rtt
+            src = out.source
+            if src is None or src.ssrc is None or out.rewriter.source != src.ssrc:
+                continue
+            # The subscriber's loss and delay reach the publisher as a report about its own stream; LSR and
+            # DLSR refer to the publisher's own SR (forwarded with its NTP), so its RTT is end to end.
+            highest = (block.highest_seq & 0xFFFF0000) | out.rewriter.unmap_seq(block.highest_seq & 0xFFFF)
+            passed = rtcp.ReportBlock(
+                src.ssrc,
+                block.fraction_lost,
+                block.packets_lost,
+                highest,
+                block.jitter,
+                block.lsr,
+                block.dlsr,
+            )
+            src.peer.send_rtcp(rtcp.build_rr(src.peer.rtcp_ssrc, (passed,)))
+
+    def on_nack(self, nack: rtcp.Nack, now: float) -> None:
+        out = self.outs_by_ssrc.get(nack.media_ssrc)
+        if out is None or self.tx is None or self.send is None:
+            return
+        counters = self.counters
+        counters.nacks_received += len(nack.lost)
+        missing = []
+        for seq in nack.lost:
+            packet = out.history.get(seq) if out.history is not None else None
+            rtx_pt = out.rtx_pt.get(packet[1] & 0x7F) if packet is not None else None
+            if packet is not None and rtx_pt is not None and out.rtx_ssrc is not None:
+                # A plain resend of the same sequence number would fail the receiver's SRTP replay check.
+                rtx = build_rtx(packet, rtx_pt, out.rtx_seq, out.rtx_ssrc)
+                out.rtx_seq = (out.rtx_seq + 1) & 0xFFFF
+                with contextlib.suppress(pylibsrtp.Error):
+                    self.send(self.tx.protect(bytes(rtx)))
+                counters.nacks_answered += 1
+            else:
+                missing.append(seq)
+        src = out.source
+        if missing and src is not None and src.ssrc is not None and out.rewriter.source == src.ssrc:
+            lost = [out.rewriter.unmap_seq(s) for s in missing]
+            src.peer.send_rtcp(rtcp.build_nack(src.peer.rtcp_ssrc, src.ssrc, lost))
+            counters.nacks_passed_on += len(missing)
+
+    def on_remb(self, remb: rtcp.Remb) -> None:
+        for ssrc in remb.ssrcs:
+            out = self.outs_by_ssrc.get(ssrc)
+            src = out.source if out is not None else None
+            if src is not None and src.ssrc is not None:
+                src.peer.send_rtcp(rtcp.build_remb(src.peer.rtcp_ssrc, remb.bitrate, (src.ssrc,)))
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.connected = False
+        self.rx = self.tx = None
+        self.send = None
+        for inn in self.ins.values():
+            inn.targets = []
+        if self.tap is not None:
+            self.tap.release()
+        self.pc.remove_all_listeners()
+        await self.pc.close()
+        self.server.counters.peer_connections -= 1
+
+
+@dataclass(slots=True, eq=False)
+class _Participant:
+    room: _Room
+    id: str
+    state: MediaState = MediaState.CONNECTING
+    peer: _Peer | None = None
+    audio_only: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    streak: PoorStreak | None = None
+    last_report: QualityReport | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Room:
+    id: str
+    participants: dict[str, _Participant] = field(default_factory=dict)
+
+
+EventCallback = Callable[[MediaEvent], None]
+
+
+class MediaServer:
+    """The process's SFU. Create one, `await start()`, call from the room layer, `await stop()`."""
+
+    def __init__(
+        self,
+        config: MediaConfig,
+        *,
+        registry: CollectorRegistry | None = None,
+        on_event: EventCallback | None = None,
+    ) -> None:
+        self.config = config
+        self.counters = Counters()
+        self._on_event = on_event
+        self._rooms: dict[str, _Room] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._tick_task: asyncio.Task[None] | None = None
+        self._running = False
+        self._last_quality = time.monotonic()
+        if registry is not None:
+            register(registry, self.counters)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        fastpath.check_contract()
+        fastpath.install_announce_hook()
+        self._running = True
+        self._tick_task = asyncio.create_task(self._tick_loop(), name="media-tick")
+
+    async def stop(self) -> None:
+        self._running = False
+        for room_id in list(self._rooms):
+            await self.close_room(room_id)
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tick_task
+            self._tick_task = None
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- the room layer's API ------------------------------------------------------------------------
+
+    async def handle_offer(self, room_id: str, participant_id: str, sdp: str) -> str:
+        """Answer a participant's offer. A new offer from a known participant replaces its peer connection
+        (renegotiation or reconnection after its media path died); the room sees `reconnecting`."""
+        if not self._running:
+            raise MediaError(errors.SERVER_STOPPED)
+        cfg = self.config
+        offer = check_offer(sdp, max_bytes=cfg.max_sdp_bytes, max_sections=cfg.max_media_sections)
+        room = self._rooms.get(room_id)
+        participant = room.participants.get(participant_id) if room is not None else None
+        if participant is None and room is not None and len(room.participants) >= MAX_PARTICIPANTS:
+            raise MediaError(errors.ROOM_FULL, f"at most {MAX_PARTICIPANTS} participants with media")
+        if room is None:
+            room = _Room(room_id)
+        if participant is None:
+            participant = _Participant(room, participant_id)
+            participant.streak = PoorStreak(self.config.poor_reports_before_audio_only)
+        async with participant.lock:
+            peer, answer = await self._negotiate(participant, offer, sdp)
+            if not self._running:
+                await peer.close()
+                raise MediaError(errors.SERVER_STOPPED)
+            if participant.id in room.participants and room.participants[participant.id] is not participant:
+                await peer.close()
+                raise MediaError(errors.NEGOTIATION_FAILED, "participant was replaced")
+            if room_id not in self._rooms:
+                self._rooms[room_id] = room
+                self.counters.rooms += 1
+            if participant.id not in room.participants and len(room.participants) >= MAX_PARTICIPANTS:
+                await peer.close()
+                raise MediaError(errors.ROOM_FULL)
+            room.participants[participant.id] = participant
+            old = participant.peer
+            participant.peer = peer
+            if old is not None:
+                await old.close()
+                self._set_state(participant, MediaState.RECONNECTING, "new offer")
+                self._reroute(room)
+            elif participant.state is not MediaState.CONNECTING:
+                self._set_state(participant, MediaState.RECONNECTING, "new offer")
+            else:
+                self._emit(MediaStateChanged(room.id, participant.id, MediaState.CONNECTING))
+            return answer
+
+    async def add_candidate(
+        self,
+        room_id: str,
+        participant_id: str,
+        candidate: str | None,
+        sdp_mid: str | None = None,
+        sdp_mline_index: int | None = None,
+    ) -> None:
+        """A trickled ICE candidate from the participant ('' or None: end of candidates)."""
+        peer = self._peer(room_id, participant_id)
+        if not candidate:
+            with contextlib.suppress(Exception):
+                await peer.pc.addIceCandidate(None)
+            return
+        text = candidate[len("candidate:") :] if candidate.startswith("candidate:") else candidate
+        if len(text) > 512:
+            raise MediaError(errors.INVALID_CANDIDATE, "too long")
+        try:
+            parsed = candidate_from_sdp(text)
+            parsed.sdpMid = sdp_mid
+            parsed.sdpMLineIndex = sdp_mline_index if sdp_mid is None else None
+            if parsed.sdpMid is None and parsed.sdpMLineIndex is None:
+                parsed.sdpMLineIndex = 0
+            await peer.pc.addIceCandidate(parsed)
+        except Exception as exc:
+            raise MediaError(errors.INVALID_CANDIDATE, str(exc)[:100]) from exc
+
+    async def remove_participant(self, room_id: str, participant_id: str) -> None:
+        room = self._rooms.get(room_id)
+        participant = room.participants.pop(participant_id, None) if room is not None else None
+        if room is None or participant is None:
+            return
+        async with participant.lock:
+            if participant.peer is not None:
+                await participant.peer.close()
+                participant.peer = None
+        self._set_state(participant, MediaState.CLOSED, "removed")
+        self._reroute(room)
+        if not room.participants and self._rooms.get(room_id) is room:
+            del self._rooms[room_id]
+            self.counters.rooms -= 1
+
+    async def close_room(self, room_id: str) -> None:
+        room = self._rooms.get(room_id)
+        if room is None:
+            return
+        for participant_id in list(room.participants):
+            await self.remove_participant(room_id, participant_id)
+        if self._rooms.get(room_id) is room:
+            del self._rooms[room_id]
+            self.counters.rooms -= 1
+
+    def set_audio_only(self, room_id: str, participant_id: str, audio_only: bool) -> None:
+        """Stop (or resume) forwarding video *to* this participant."""
+        room = self._rooms.get(room_id)
+        participant = room.participants.get(participant_id) if room is not None else None
+        if room is None or participant is None:
+            raise MediaError(errors.UNKNOWN_PARTICIPANT)
+        if participant.audio_only != audio_only:
+            participant.audio_only = audio_only
+            self._reroute(room)
+
+    def quality(self, room_id: str, participant_id: str) -> QualityReport | None:
+        room = self._rooms.get(room_id)
+        participant = room.participants.get(participant_id) if room is not None else None
+        return participant.last_report if participant is not None else None
+
+    def state(self, room_id: str, participant_id: str) -> MediaState | None:
+        room = self._rooms.get(room_id)
+        participant = room.participants.get(participant_id) if room is not None else None
+        return participant.state if participant is not None else None
+
+    def rooms(self) -> dict[str, list[str]]:
+        return {rid: list(room.participants) for rid, room in self._rooms.items()}
+
+    def peer_connections(self) -> list[RTCPeerConnection]:
+        participants = [p for room in self._rooms.values() for p in room.participants.values()]
+        return [p.peer.pc for p in participants if p.peer is not None]
+
+    # -- negotiation ---------------------------------------------------------------------------------
+
+    async def _negotiate(self, participant: _Participant, offer: Description, sdp: str) -> tuple[_Peer, str]:
+        servers = [
+            RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+            for s in self.config.ice_servers
+        ]
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        self.counters.peer_connections += 1
+        peer = _Peer(self, participant, pc)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            for transceiver in pc.getTransceivers():
+                section = offer.section(transceiver.kind)
+                if section is not None and section.direction in ("sendrecv", "recvonly"):
+                    pc.addTrack(_Placeholder(transceiver.kind))
+            peer.tap = fastpath.Tap(pc, peer.on_datagram)
+            with fastpath.announce(self.config.announce_addresses):
+                await pc.setLocalDescription(await pc.createAnswer())
+            answer_sdp = pc.localDescription.sdp
+            answer = read_description(answer_sdp)
+        except MediaError:
+            await peer.close()
+            raise
+        except Exception as exc:
+            await peer.close()
+            raise MediaError(errors.NEGOTIATION_FAILED, f"{type(exc).__name__}: {str(exc)[:120]}") from exc
+        if not any(_has_codec(s) for s in answer.sections):
+            await peer.close()
+            raise MediaError(errors.NO_SUPPORTED_CODEC, "no codec in common")
+        peer.configure(offer, answer, self.config.nack_history_size, self.config.keyframe_min_interval_s)
+
+        @pc.on("connectionstatechange")
+        def _on_state() -> None:
+            self._on_pc_state(peer)
+
+        return peer, answer_sdp
+
+    def _on_pc_state(self, peer: _Peer) -> None:
+        participant = peer.participant
+        state = peer.pc.connectionState
+        if participant.peer is not peer or peer.closed:
+            return
+        if state == "connected" and not peer.connected:
+            if not peer.bind():
+                return
+            peer.connected = True
+            now = time.monotonic()
+            peer.last_datagram = peer.last_rtp = now
+            self._set_state(participant, MediaState.CONNECTED)
+            self._reroute(participant.room)
+        elif state in ("failed", "closed"):
+            self._spawn(self._drop_peer(peer, MediaState.RECONNECTING, f"peer connection {state}"))
+
+    async def _drop_peer(self, peer: _Peer, state: MediaState, reason: str) -> None:
+        participant = peer.participant
+        async with participant.lock:
+            if participant.peer is not peer:
+                return
+            participant.peer = None
+            await peer.close()
+        self._set_state(participant, state, reason)
+        self._reroute(participant.room)
+
+    def _peer(self, room_id: str, participant_id: str) -> _Peer:
+        room = self._rooms.get(room_id)
+        participant = room.participants.get(participant_id) if room is not None else None
+        if participant is None or participant.peer is None:
+            raise MediaError(errors.UNKNOWN_PARTICIPANT)
+        return participant.peer
+
+    # -- routing and keyframes -----------------------------------------------------------------------
+
+    def _reroute(self, room: _Room) -> None:
+        peers = {p.id: p.peer for p in room.participants.values() if p.peer is not None and not p.peer.closed}
+        views = {pid: peer.view(room.participants[pid].audio_only) for pid, peer in peers.items()}
+        decided = plan(views)
+        now = time.monotonic()
+        for (pub_id, kind), subs in decided.items():
+            inn = peers[pub_id].ins[kind]
+            new_targets = [peers[sub_id].outs[kind] for sub_id in subs]
+            added = [out for out in new_targets if out not in inn.targets]
+            for out in new_targets:
+                out.source = inn
+            inn.targets = new_targets
+            if added and kind == "video":
+                self.request_keyframe(inn, now)
+        # Streams whose publisher left keep no source.
+        for peer in peers.values():
+            for out in peer.outs.values():
+                if out.source is not None and out not in out.source.targets:
+                    out.source = None
+
+    def request_keyframe(self, inn: _In, now: float) -> None:
+        self.counters.keyframe_triggers += 1
+        if inn.gate is not None and inn.gate.request(now):
+            self._send_pli(inn)
+
+    def _send_pli(self, inn: _In) -> None:
+        if inn.ssrc is None or inn.peer.tx is None:
+            if inn.gate is not None:
+                inn.gate.request(float("-inf"))  # keep it pending until the stream is known
+            return
+        inn.peer.send_rtcp(rtcp.build_pli(inn.peer.rtcp_ssrc, inn.ssrc))
+        self.counters.keyframe_requests += 1
+
+    # -- housekeeping ----------------------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tick_s)
+            try:
+                self._tick(time.monotonic())
+            except Exception:  # one bad room must not stop timeouts for all the others
+                logger.exception("media tick failed")
+
+    def _tick(self, now: float) -> None:
+        cfg = self.config
+        report = now - self._last_quality >= cfg.quality_interval_s
+        if report:
+            self._last_quality = now
+        for room in list(self._rooms.values()):
+            for participant in list(room.participants.values()):
+                peer = participant.peer
+                if peer is None or peer.closed:
+                    continue
+                if not peer.connected:
+                    if now - peer.created > cfg.connect_timeout_s:
+                        self._spawn(self._drop_peer(peer, MediaState.FAILED, "ICE/DTLS did not complete"))
+                    continue
+                if now - peer.last_datagram > cfg.consent_timeout_s:
+                    self._spawn(self._drop_peer(peer, MediaState.RECONNECTING, "consent timeout"))
+                    continue
+                silent = bool(peer.ins) and now - peer.last_rtp > cfg.media_silence_timeout_s
+                if silent and participant.state is MediaState.CONNECTED:
+                    self._set_state(participant, MediaState.MEDIA_STOPPED, "no RTP")
+                elif not silent and participant.state is MediaState.MEDIA_STOPPED:
+                    self._set_state(participant, MediaState.CONNECTED, "RTP resumed")
+                for inn in peer.ins.values():
+                    if inn.gate is not None and inn.gate.due(now):
+                        self._send_pli(inn)
+                if report:
+                    self._report_quality(participant, peer, now)
+
+    def _report_quality(self, participant: _Participant, peer: _Peer, now: float) -> None:
+        dt = max(1e-3, now - peer.prev_time)
+        peer.prev_time = now
+        rtt_ms = peer.rtt_s * 1000 if peer.rtt_s is not None else None
+        up_loss, up_jitter, up_bytes, up_received = 0.0, 0.0, 0, 0
+        for inn in peer.ins.values():
+            assert inn.stats is not None
+            snap = inn.stats.snapshot()
+            up_loss = max(up_loss, interval_loss(inn.prev, snap))
+            up_jitter = max(up_jitter, snap.jitter_s * 1000)
+            up_bytes += snap.bytes - (inn.prev.bytes if inn.prev else 0)
+            up_received += snap.received - (inn.prev.received if inn.prev else 0)
+            inn.prev = snap
+        up = DirectionStats(rtt_ms, up_loss, up_jitter, up_bytes * 8 / dt, up_received > 0 or not peer.ins)
+        down_loss, down_jitter, down_bytes, fed = 0.0, 0.0, 0, False
+        for out in peer.outs.values():
+            down_bytes += out.octets - out.prev_octets
+            out.prev_octets = out.octets
+            fed = fed or out.source is not None
+            if out.last_block is not None:
+                down_loss = max(down_loss, out.last_block.fraction_lost / 256)
+                down_jitter = max(down_jitter, out.last_block.jitter / out.clock_rate * 1000)
+        down = DirectionStats(rtt_ms, down_loss, down_jitter, down_bytes * 8 / dt, down_bytes > 0 or not fed)
+        verdict = worst(classify(up), classify(down))
+        assert participant.streak is not None
+        suggest = participant.streak.observe(verdict) and not participant.audio_only
+        report = QualityReport(participant.room.id, participant.id, verdict, up, down, suggest, time.time())
+        participant.last_report = report
+        self._emit(report)
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+
+    def _set_state(self, participant: _Participant, state: MediaState, reason: str = "") -> None:
+        if participant.state is state:
+            return
+        participant.state = state
+        self._emit(MediaStateChanged(participant.room.id, participant.id, state, reason))
+
+    def _emit(self, event: MediaEvent) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(event)
+        except Exception:
+            logger.exception("media event callback failed")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _has_codec(section: Section) -> bool:
+    return section.port != 0 and any(c.name != "rtx" for c in section.codecs.values())

@@ -1,0 +1,482 @@
+"""Redis I/O for practitioners, availability, codes, bookings and interest: each change and its event in
+one Lua script, so an event exists if and only if its change happened.
+
+Redis layout (all times epoch seconds, UTC):
+  ss:practitioner:{id}            hash: id, display_name, specialty, session_minutes, price_minor, currency,
+                                  timezone, status, created_at, updated_at, activated_at, available_until,
+                                  availability (the spec as entered, JSON), status_reason
+  ss:practitioners                zset: practitioner id -> created_at
+  ss:practitioner:{id}:windows    zset: "start:end" -> start; published UTC windows, merged
+  ss:practitioner:{id}:holds      zset: "start:end:booking_id" -> start; bookings that hold their time range
+  ss:practitioner:{id}:bookings   zset: booking id -> starts_at (every booking, any state)
+  ss:client:{id}:holds            zset: like the practitioner's, for one client's overlapping bookings
+  ss:client:{id}:bookings         zset: booking id -> starts_at
+  ss:bookings                     zset: booking id -> starts_at (all bookings, for admins)
+  ss:booking:{id}                 hash: see model.py; plus status_changed_at, cancel_reason, cancelled_by
+  ss:code:{CODE}                  hash: code, kind, owner_id, amount_minor, percent, referrer_credit_minor,
+                                  expires_at, max_uses, uses, currency, once_per_client, created_at
+  ss:code:{CODE}:clients          set: clients who used a once-per-client (referral) code
+  ss:interest:{practitioner_id}   zset: client id -> time they asked to be told about new slots
+  ss:lock:{name}                  string: the token of the process running a scheduled job (see jobs.py)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ledger.pricing import CodeKind, DiscountCode
+
+from ..errors import Conflict, DomainError, NotFound
+from ..events import EVENTS_STREAM, LUA_XADD_EVENT, Event, lua_args
+from .model import BOOKING_KEY, Booking, BookingStatus, load_booking
+from .rules import (
+    MAX_SESSION_MINUTES,
+    RELEASING_STATES,
+    PractitionerStatus,
+    can_transition,
+    practitioner_sources,
+)
+
+PRACTITIONER_KEY = "ss:practitioner:{}"
+PRACTITIONERS_KEY = "ss:practitioners"
+WINDOWS_KEY = "ss:practitioner:{}:windows"
+P_HOLDS_KEY = "ss:practitioner:{}:holds"
+P_BOOKINGS_KEY = "ss:practitioner:{}:bookings"
+C_HOLDS_KEY = "ss:client:{}:holds"
+C_BOOKINGS_KEY = "ss:client:{}:bookings"
+ALL_BOOKINGS_KEY = "ss:bookings"
+CODE_KEY = "ss:code:{}"
+CODE_CLIENTS_KEY = "ss:code:{}:clients"
+INTEREST_KEY = "ss:interest:{}"
+
+
+def _d(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def at(ts: int | float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def iso(ts: int) -> str:
+    return at(ts).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Practitioner:
+    id: str
+    display_name: str
+    specialty: str
+    session_minutes: int
+    price_minor: int
+    currency: str
+    timezone: str
+    status: PractitionerStatus
+    created_at: int
+    updated_at: int
+    activated_at: int
+    available_until: int
+    availability: dict[str, Any]
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes]) -> Practitioner:
+        h = {_d(k): _d(v) for k, v in raw.items()}
+        return cls(id=h["id"], display_name=h["display_name"], specialty=h["specialty"],
+                   session_minutes=int(h["session_minutes"]), price_minor=int(h["price_minor"]),
+                   currency=h["currency"], timezone=h["timezone"], status=PractitionerStatus(h["status"]),
+                   created_at=int(h["created_at"]), updated_at=int(h.get("updated_at", h["created_at"])),
+                   activated_at=int(h.get("activated_at", "0")),
+                   available_until=int(h.get("available_until", "0")),
+                   availability=json.loads(h.get("availability", "{}")))
+
+    @property
+    def session_s(self) -> int:
+        return self.session_minutes * 60
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "display_name": self.display_name, "specialty": self.specialty,
+                "session_minutes": self.session_minutes, "price_minor": self.price_minor,
+                "currency": self.currency, "timezone": self.timezone, "status": self.status.value,
+                "created_at": iso(self.created_at), "updated_at": iso(self.updated_at)}
+
+
+def code_from_hash(raw: dict[bytes, bytes]) -> DiscountCode:
+    h = {_d(k): _d(v) for k, v in raw.items()}
+    return DiscountCode(code=h["code"], kind=CodeKind(h["kind"]), owner_id=h.get("owner_id", ""),
+                        amount_minor=int(h.get("amount_minor", "0")), percent=int(h.get("percent", "0")),
+                        referrer_credit_minor=int(h.get("referrer_credit_minor", "0")),
+                        expires_at=int(h.get("expires_at", "0")), max_uses=int(h.get("max_uses", "0")),
+                        uses=int(h.get("uses", "0")), currency=h.get("currency", "DZD"))
+
+
+# --- Lua -----------------------------------------------------------------------------------------
+# Every script answers {status, ...}: "ok" or a refusal code the store turns into a DomainError.
+
+_PAIRS = """
+local function hset_pairs(key, from)
+  local args = {}
+  for i = from, #ARGV do args[#args + 1] = ARGV[i] end
+  if #args > 0 then redis.call('HSET', key, unpack(args)) end
+end
+"""
+
+# KEYS: hash, stream, index zset. ARGV: 1-5 event, 6 index score, 7.. field pairs.
+CREATE_LUA = LUA_XADD_EVENT + _PAIRS + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
+hset_pairs(KEYS[1], 7)
+-- the first field pair is (id, <id>): that id goes into the index
+if KEYS[3] ~= '' then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[8]) end
+xadd_event(KEYS[2], 1)
+return {'ok'}
+"""
+
+# KEYS: hash, stream. ARGV: 1-5 event, 6.. field pairs.
+UPDATE_LUA = LUA_XADD_EVENT + _PAIRS + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found'} end
+hset_pairs(KEYS[1], 6)
+xadd_event(KEYS[2], 1)
+return {'ok'}
+"""
+
+# Compare-and-set a status with its event, optionally releasing a held range and checking a guard field.
+# KEYS: hash, stream, [hold zset, hold zset]. ARGV: 1-5 event, 6 allowed current statuses (comma list),
+# 7 guard field ('' none), 8 guard value, 9 hold member ('' none), 10.. field pairs.
+STATUS_LUA = LUA_XADD_EVENT + _PAIRS + """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur then return {'not_found'} end
+local allowed = false
+for s in string.gmatch(ARGV[6], '[^,]+') do if s == cur then allowed = true end end
+if not allowed then return {'illegal', cur} end
+if ARGV[7] ~= '' and redis.call('HGET', KEYS[1], ARGV[7]) ~= ARGV[8] then return {'stale', cur} end
+hset_pairs(KEYS[1], 10)
+if ARGV[9] ~= '' then
+  for i = 3, #KEYS do redis.call('ZREM', KEYS[i], ARGV[9]) end
+end
+xadd_event(KEYS[2], 1)
+return {'ok', cur}
+"""
+
+# KEYS: practitioner hash, windows zset, stream, interest zset.
+# ARGV: 1-5 event, 6 spec JSON, 7 now, 8.. window starts and ends, alternating.
+PUBLISH_LUA = LUA_XADD_EVENT + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found'} end
+redis.call('DEL', KEYS[2])
+local last = tonumber(redis.call('HGET', KEYS[1], 'available_until') or '0')
+for i = 8, #ARGV, 2 do
+  redis.call('ZADD', KEYS[2], ARGV[i], ARGV[i] .. ':' .. ARGV[i + 1])
+  if tonumber(ARGV[i + 1]) > last then last = tonumber(ARGV[i + 1]) end
+end
+redis.call('HSET', KEYS[1], 'availability', ARGV[6], 'available_until', tostring(last), 'updated_at', ARGV[7])
+xadd_event(KEYS[3], 1)
+return {'ok', tostring(redis.call('ZCARD', KEYS[4]))}
+"""
+
+# KEYS: 1 practitioner, 2 practitioner holds, 3 client holds, 4 booking, 5 practitioner bookings,
+#       6 client bookings, 7 all bookings, 8 stream, 9 code, 10 code clients, 11 windows.
+# ARGV: 1 starts_at, 2 ends_at, 3 longest session (s), 4 booking id, 5 price seen, 6 session minutes seen,
+#       7 code ('' none), 8 client id, 9 now, 10-14 event, 15.. booking field pairs.
+BOOK_LUA = LUA_XADD_EVENT + _PAIRS + """
+local p = redis.call('HMGET', KEYS[1], 'status', 'price_minor', 'session_minutes')
+if not p[1] then return {'practitioner_not_found'} end
+if p[1] ~= 'active' then return {'not_bookable'} end
+if p[2] ~= ARGV[5] or p[3] ~= ARGV[6] then return {'price_changed'} end
+local s, e = tonumber(ARGV[1]), tonumber(ARGV[2])
+local w = redis.call('ZREVRANGEBYSCORE', KEYS[11], s, '-inf', 'LIMIT', 0, 1)
+if #w == 0 then return {'not_a_slot'} end
+local ws, we = string.match(w[1], '^(%d+):(%d+)$')
+if tonumber(we) < e or (s - tonumber(ws)) % (e - s) ~= 0 then return {'not_a_slot'} end
+local function busy(key)
+  local items = redis.call('ZRANGEBYSCORE', key, s - tonumber(ARGV[3]), '(' .. e)
+  for _, m in ipairs(items) do
+    local ms, me = string.match(m, '^(%d+):(%d+):')
+    if tonumber(ms) < e and tonumber(me) > s then return true end
+  end
+  return false
+end
+if busy(KEYS[2]) then return {'slot_taken'} end
+if busy(KEYS[3]) then return {'client_overlap'} end
+if ARGV[7] ~= '' then
+  local c = redis.call('HMGET', KEYS[9], 'uses', 'max_uses', 'expires_at', 'once_per_client')
+  if not c[2] then return {'code_unknown'} end
+  if tonumber(c[3]) > 0 and tonumber(ARGV[9]) >= tonumber(c[3]) then return {'code_expired'} end
+  if tonumber(c[2]) > 0 and tonumber(c[1]) >= tonumber(c[2]) then return {'code_used_up'} end
+  if c[4] == '1' then
+    if redis.call('SADD', KEYS[10], ARGV[8]) == 0 then return {'code_already_used'} end
+  end
+  redis.call('HINCRBY', KEYS[9], 'uses', 1)
+end
+hset_pairs(KEYS[4], 15)
+local member = ARGV[1] .. ':' .. ARGV[2] .. ':' .. ARGV[4]
+redis.call('ZADD', KEYS[2], s, member)
+redis.call('ZADD', KEYS[3], s, member)
+redis.call('ZADD', KEYS[5], s, ARGV[4])
+redis.call('ZADD', KEYS[6], s, ARGV[4])
+redis.call('ZADD', KEYS[7], s, ARGV[4])
+xadd_event(KEYS[8], 10)
+return {'ok'}
+"""
+
+# KEYS: interest zset, stream. ARGV: 1-5 event, 6 client id, 7 now.
+INTEREST_LUA = LUA_XADD_EVENT + """
+if redis.call('ZADD', KEYS[1], 'NX', ARGV[7], ARGV[6]) == 0 then return {'already'} end
+xadd_event(KEYS[2], 1)
+return {'ok', tostring(redis.call('ZCARD', KEYS[1]))}
+"""
+
+def refusal(code: str, detail: str = "") -> DomainError:
+    """The DomainError for a refusal code a script or rule returned."""
+    table: dict[str, tuple[type[DomainError], int | None, str]] = {
+        "practitioner_not_found": (NotFound, None, "no such practitioner"),
+        "not_found": (NotFound, None, "not found"),
+        "exists": (Conflict, None, "it already exists"),
+        "not_bookable": (Conflict, None, "this practitioner cannot be booked now"),
+        "price_changed": (Conflict, None, "the price or session length changed; ask for a new quote"),
+        "not_a_slot": (DomainError, 422, "that time is not one of the practitioner's slots"),
+        "slot_taken": (Conflict, None, "that slot has just been booked by someone else"),
+        "client_overlap": (Conflict, None, "you already have a booking at that time"),
+        "code_unknown": (DomainError, 422, "no such code"),
+        "code_expired": (DomainError, 422, "this code has expired"),
+        "code_used_up": (DomainError, 422, "this code has been used up"),
+        "code_already_used": (DomainError, 422, "you have already used this code"),
+        "code_not_applicable": (DomainError, 422, "this code does not apply to this booking"),
+        "illegal_transition": (Conflict, None, "that change is not allowed in the current state"),
+        "stale": (Conflict, None, "the record changed meanwhile; try again"),
+    }
+    cls, status, message = table.get(code, (Conflict, None, code))
+    return cls(detail or message, code=code, status=status)
+
+
+def _result(raw: Sequence[Any]) -> tuple[str, list[str]]:
+    items = [_d(x) for x in raw]
+    return items[0], items[1:]
+
+
+class BookingStore:
+    """Practitioners, availability, codes, bookings and interest in one Redis."""
+
+    def __init__(self, redis: aioredis.Redis, *, stream: str = EVENTS_STREAM) -> None:
+        self.redis = redis
+        self.stream = stream
+        self._create = redis.register_script(CREATE_LUA)
+        self._update = redis.register_script(UPDATE_LUA)
+        self._status = redis.register_script(STATUS_LUA)
+        self._publish = redis.register_script(PUBLISH_LUA)
+        self._book = redis.register_script(BOOK_LUA)
+        self._interest = redis.register_script(INTEREST_LUA)
+
+    # --- practitioners ---
+
+    async def create_practitioner(self, fields: dict[str, str], event: Event, now: int) -> None:
+        pid = fields["id"]
+        pairs = ["id", pid] + [x for k, v in fields.items() if k != "id" for x in (k, v)]
+        status, _ = _result(await self._create(
+            keys=[PRACTITIONER_KEY.format(pid), self.stream, PRACTITIONERS_KEY],
+            args=[*lua_args(event), now, *pairs]))
+        if status != "ok":
+            raise refusal(status, f"practitioner {pid} already exists")
+
+    async def update_practitioner(self, pid: str, fields: dict[str, str], event: Event) -> None:
+        pairs = [x for k, v in fields.items() for x in (k, v)]
+        status, _ = _result(await self._update(keys=[PRACTITIONER_KEY.format(pid), self.stream],
+                                               args=[*lua_args(event), *pairs]))
+        if status != "ok":
+            raise refusal("practitioner_not_found")
+
+    async def practitioner(self, pid: str) -> Practitioner | None:
+        raw = await self.redis.hgetall(PRACTITIONER_KEY.format(pid))
+        return Practitioner.from_hash(raw) if raw else None
+
+    async def require_practitioner(self, pid: str) -> Practitioner:
+        p = await self.practitioner(pid)
+        if p is None:
+            raise refusal("practitioner_not_found")
+        return p
+
+    async def practitioners(self, *, limit: int = 200, offset: int = 0) -> list[Practitioner]:
+        ids = await self.redis.zrange(PRACTITIONERS_KEY, offset, offset + limit - 1)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pid in ids:
+                pipe.hgetall(PRACTITIONER_KEY.format(_d(pid)))
+            raws = await pipe.execute()
+        return [Practitioner.from_hash(r) for r in raws if r]
+
+    async def practitioner_ids(self) -> list[str]:
+        return [_d(x) for x in await self.redis.zrange(PRACTITIONERS_KEY, 0, -1)]
+
+    async def set_practitioner_status(self, pid: str, to: PractitionerStatus, event: Event, now: int,
+                                      reason: str = "", *, guard: tuple[str, str] | None = None) -> str:
+        """Move a practitioner to `to` if the table allows it; returns the previous status."""
+        sources = ",".join(s.value for s in practitioner_sources(to))
+        pairs = ["status", to.value, "updated_at", str(now), "status_reason", reason]
+        if to is PractitionerStatus.ACTIVE:
+            pairs += ["activated_at", str(now)]
+        gf, gv = guard or ("", "")
+        status, rest = _result(await self._status(
+            keys=[PRACTITIONER_KEY.format(pid), self.stream],
+            args=[*lua_args(event), sources, gf, gv, "", *pairs]))
+        if status == "not_found":
+            raise refusal("practitioner_not_found")
+        if status == "illegal":
+            raise refusal("illegal_transition", f"a practitioner cannot go from {rest[0]} to {to.value}")
+        if status != "ok":
+            raise refusal(status)
+        return rest[0]
+
+    # --- availability ---
+
+    async def publish_availability(self, pid: str, spec: dict[str, Any], windows: list[tuple[int, int]],
+                                   event: Event, now: int) -> int:
+        """Replace the published windows; returns how many clients are waiting for slots."""
+        flat = [str(x) for w in windows for x in w]
+        status, rest = _result(await self._publish(
+            keys=[PRACTITIONER_KEY.format(pid), WINDOWS_KEY.format(pid), self.stream, INTEREST_KEY.format(pid)],
+            args=[*lua_args(event), json.dumps(spec, separators=(",", ":")), now, *flat]))
+        if status != "ok":
+            raise refusal("practitioner_not_found")
+        return int(rest[0])
+
+    async def windows_and_busy(self, pid: str, start: int, end: int
+                               ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """Published windows overlapping [start, end) and the held ranges near them."""
+        longest = MAX_SESSION_MINUTES * 60
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrevrangebyscore(WINDOWS_KEY.format(pid), start, "-inf", start=0, num=1)
+            pipe.zrangebyscore(WINDOWS_KEY.format(pid), f"({start}", f"({end}")
+            pipe.zrangebyscore(P_HOLDS_KEY.format(pid), start - longest, f"({end}")
+            first, rest, holds = await pipe.execute()
+        windows = []
+        for m in [*first, *rest]:
+            s, e = _d(m).split(":")
+            if int(e) > start:
+                windows.append((int(s), int(e)))
+        busy = []
+        for m in holds:
+            s, e, _ = _d(m).split(":", 2)
+            busy.append((int(s), int(e)))
+        return windows, busy
+
+    # --- codes ---
+
+    async def create_code(self, code: DiscountCode, event: Event, now: int) -> None:
+        fields = {"code": code.code, "kind": code.kind.value, "owner_id": code.owner_id,
+                  "amount_minor": str(code.amount_minor), "percent": str(code.percent),
+                  "referrer_credit_minor": str(code.referrer_credit_minor),
+                  "expires_at": str(code.expires_at), "max_uses": str(code.max_uses), "uses": "0",
+                  "currency": code.currency, "created_at": str(now),
+                  "once_per_client": "1" if code.kind is CodeKind.REFERRAL else "0"}
+        pairs = [x for k, v in fields.items() for x in (k, v)]
+        status, _ = _result(await self._create(keys=[CODE_KEY.format(code.code), self.stream, ""],
+                                               args=[*lua_args(event), now, *pairs]))
+        if status != "ok":
+            raise refusal("exists", f"the code {code.code} already exists")
+
+    async def code(self, code: str) -> DiscountCode | None:
+        raw = await self.redis.hgetall(CODE_KEY.format(code))
+        return code_from_hash(raw) if raw else None
+
+    async def practitioner_and_code(self, pid: str, code: str | None
+                                    ) -> tuple[Practitioner | None, DiscountCode | None]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(PRACTITIONER_KEY.format(pid))
+            if code:
+                pipe.hgetall(CODE_KEY.format(code))
+            raws = await pipe.execute()
+        p = Practitioner.from_hash(raws[0]) if raws[0] else None
+        c = code_from_hash(raws[1]) if code and raws[1] else None
+        return p, c
+
+    # --- bookings ---
+
+    async def book(self, booking: Booking, practitioner: Practitioner, event: Event, now: int) -> None:
+        pid, cid = booking.practitioner_id, booking.client_id
+        pairs = [x for k, v in booking.to_hash().items() for x in (k, v)]
+        status, _ = _result(await self._book(
+            keys=[PRACTITIONER_KEY.format(pid), P_HOLDS_KEY.format(pid), C_HOLDS_KEY.format(cid),
+                  BOOKING_KEY.format(booking.id), P_BOOKINGS_KEY.format(pid), C_BOOKINGS_KEY.format(cid),
+                  ALL_BOOKINGS_KEY, self.stream, CODE_KEY.format(booking.code),
+                  CODE_CLIENTS_KEY.format(booking.code), WINDOWS_KEY.format(pid)],
+            args=[booking.starts_at, booking.ends_at, MAX_SESSION_MINUTES * 60, booking.id,
+                  practitioner.price_minor, practitioner.session_minutes, booking.code, cid, now,
+                  *lua_args(event), *pairs]))
+        if status != "ok":
+            raise refusal(status)
+
+    async def booking(self, booking_id: str) -> Booking | None:
+        return await load_booking(self.redis, booking_id)
+
+    async def booking_extra(self, booking_id: str) -> dict[str, str]:
+        raw = await self.redis.hmget(BOOKING_KEY.format(booking_id),
+                                     ["status_changed_at", "cancel_reason", "cancelled_by"])
+        return {k: _d(v) for k, v in zip(("status_changed_at", "cancel_reason", "cancelled_by"), raw,
+                                          strict=True) if v is not None}
+
+    async def transition(self, booking_id: str, to_status: BookingStatus, event_type: str,
+                         body: dict[str, Any], now: int, *, extra: dict[str, str] | None = None,
+                         version: int = 1) -> Booking:
+        """Move a booking to `to_status` and emit `event_type` in the same script; 409 if illegal.
+
+        The event body is `body` plus booking_id, practitioner_id, client_id, from and to. A status
+        that releases the time range (cancelled, rescheduled) frees the slot in the same script.
+        Returns the booking as it was before the change.
+        """
+        booking = await load_booking(self.redis, booking_id)
+        if booking is None:
+            raise NotFound("no such booking", code="booking_not_found")
+        if not can_transition(booking.status, to_status):
+            raise refusal("illegal_transition",
+                          f"a booking cannot go from {booking.status.value} to {to_status.value}")
+        full = {**body, "booking_id": booking.id, "practitioner_id": booking.practitioner_id,
+                "client_id": booking.client_id, "from": booking.status.value, "to": to_status.value}
+        event = Event(event_type, full, version=version, time=at(now))
+        member = f"{booking.starts_at}:{booking.ends_at}:{booking.id}" if to_status in RELEASING_STATES else ""
+        pairs = ["status", to_status.value, "status_changed_at", str(now)]
+        for k, v in (extra or {}).items():
+            pairs += [k, v]
+        status, rest = _result(await self._status(
+            keys=[BOOKING_KEY.format(booking_id), self.stream, P_HOLDS_KEY.format(booking.practitioner_id),
+                  C_HOLDS_KEY.format(booking.client_id)],
+            # compare-and-set against the state we decided on, so a concurrent change cannot slip in
+            args=[*lua_args(event), booking.status.value, "", "", member, *pairs]))
+        if status == "illegal":
+            raise refusal("illegal_transition", f"a booking cannot go from {rest[0]} to {to_status.value}")
+        if status != "ok":
+            raise refusal(status)
+        return booking
+
+    async def booking_ids(self, key: str, start: float | str, end: float | str, limit: int) -> list[str]:
+        ids = await self.redis.zrangebyscore(key, start, end, start=0, num=limit)
+        return [_d(i) for i in ids]
+
+    async def bookings(self, ids: Sequence[str]) -> list[tuple[Booking, dict[str, str]]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for bid in ids:
+                pipe.hgetall(BOOKING_KEY.format(bid))
+            raws = await pipe.execute()
+        out = []
+        for raw in raws:
+            if raw:
+                h = {_d(k): _d(v) for k, v in raw.items()}
+                out.append((Booking.from_hash(raw),
+                            {k: h[k] for k in ("status_changed_at", "cancel_reason", "cancelled_by") if k in h}))
+        return out
+
+    # --- interest ---
+
+    async def register_interest(self, pid: str, client_id: str, event: Event, now: int) -> int | None:
+        """Record that a client waits for slots; None if they were already waiting (no new event)."""
+        status, rest = _result(await self._interest(keys=[INTEREST_KEY.format(pid), self.stream],
+                                                    args=[*lua_args(event), client_id, now]))
+        return int(rest[0]) if status == "ok" else None
+
+    async def waiting_clients(self, pid: str) -> list[str]:
+        return [_d(x) for x in await self.redis.zrange(INTEREST_KEY.format(pid), 0, -1)]
+
+    async def forget_interest(self, pid: str, clients: Sequence[str]) -> None:
+        if clients:
+            await self.redis.zrem(INTEREST_KEY.format(pid), *clients)

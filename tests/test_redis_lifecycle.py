@@ -1,0 +1,166 @@
+"""Redis comes and goes: the embedded one survives a SIGKILL with its data, an external one may vanish."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from session_server.app import create_app
+from session_server.embedded_redis import redis_server_binary
+
+from .conftest import API_KEY_ID, API_SECRET, make_settings, running
+from .support import eventually, free_port
+from .test_http_errors import BrokenFeature
+
+
+class PrivateRedis:
+    """A redis-server on a fixed loopback port that the test can stop and start again."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [str(redis_server_binary()), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.directory), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        async def answers() -> bool:
+            client = aioredis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+            try:
+                return bool(await client.ping())
+            except (OSError, aioredis.RedisError):
+                return False
+            finally:
+                await client.aclose()
+
+        await eventually(answers, what="the private redis to answer")
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
+    r = PrivateRedis(tmp_path)
+    await r.start()
+    yield r
+    if r.proc and r.proc.poll() is None:
+        r.stop()
+
+
+async def test_readyz_follows_redis_down_and_up_without_a_restart(tmp_path: Path,
+                                                                  private_redis: PrivateRedis) -> None:
+    app = create_app(make_settings(tmp_path, private_redis.url), features=[BrokenFeature()])
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with running(app), httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+        assert (await c.get("/readyz")).status_code == 200
+        assert (await c.get("/t/count")).status_code == 200
+
+        private_redis.stop()
+        r = await c.get("/readyz")
+        assert r.status_code == 503 and r.json()["code"] == "redis_unavailable"
+        r = await c.get("/t/count")
+        assert r.status_code == 503 and r.json()["code"] == "redis_unavailable"
+        assert (await c.get("/healthz")).status_code == 200  # alive, just not ready
+        metrics = (await c.get("/metrics")).text
+        assert "session_redis_up 0.0" in metrics
+
+        await private_redis.start()
+
+        async def ready() -> bool:
+            return (await c.get("/readyz")).status_code == 200
+
+        await eventually(ready, what="/readyz to recover")
+        assert (await c.get("/t/count")).status_code == 200
+
+
+def _server_env(data_dir: Path, port: int) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin"), "SESSION_SERVER_DATA_DIR": str(data_dir),
+            "SESSION_SERVER_PORT": str(port), "SESSION_SERVER_API_KEYS": f"{API_KEY_ID}:{API_SECRET}",
+            "SESSION_SERVER_LOG_LEVEL": "warning"}
+
+
+async def _start_server(data_dir: Path, port: int) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "session_server.cli", "serve", env=_server_env(data_dir, port),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+
+    async def ready() -> bool:
+        try:
+            async with httpx.AsyncClient() as c:
+                return (await c.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    await eventually(ready, timeout=30, what="the server process to be ready")
+    return proc
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in status
+
+
+async def test_embedded_redis_keeps_acknowledged_writes_across_a_sigkill_and_leaves_no_orphan(
+        tmp_path: Path) -> None:
+    data_dir, port = tmp_path / "data", free_port()
+    server = await _start_server(data_dir, port)
+    redis_pid = int((data_dir / "redis" / "redis.pid").read_text())
+    client = aioredis.Redis(unix_socket_path=str(data_dir / "redis" / "redis.sock"))
+    await client.set("acknowledged", "yes")
+    await client.aclose()
+
+    server.send_signal(signal.SIGKILL)
+    await server.wait()
+
+    async def redis_gone() -> bool:
+        return not _alive(redis_pid)
+
+    await eventually(redis_gone, what="the embedded redis to stop with its parent")
+
+    server = await _start_server(data_dir, port)
+    new_pid = int((data_dir / "redis" / "redis.pid").read_text())
+    client = aioredis.Redis(unix_socket_path=str(data_dir / "redis" / "redis.sock"))
+    assert await client.get("acknowledged") == b"yes"
+    await client.aclose()
+
+    server.send_signal(signal.SIGTERM)
+    assert await server.wait() in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean stop
+
+    async def new_redis_gone() -> bool:
+        return not _alive(new_pid)
+
+    await eventually(new_redis_gone, what="the embedded redis to stop on a clean shutdown")
+    assert not (data_dir / "redis" / "redis.sock").exists()
+
+
+async def test_a_stale_socket_and_pid_file_do_not_stop_the_next_start(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    (data_dir / "redis").mkdir(parents=True)
+    (data_dir / "redis" / "redis.sock").write_text("stale")
+    (data_dir / "redis" / "redis.pid").write_text(f"{os.getpid()}\n")  # alive, but not a redis-server
+    app = create_app(make_settings(tmp_path, None))
+    async with running(app):
+        assert await app.state.ctx.redis.ping()
+    assert _alive(os.getpid())
