@@ -146,8 +146,9 @@ class EmbeddedRedis:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 5
-        while _is_our_redis(pid, self.socket_path) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)  # not our child: there is no wait() to await
+        # Not our child: there is no wait() to await, so poll its /proc entry.
+        while _is_our_redis(pid, self.socket_path) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
         if _is_our_redis(pid, self.socket_path):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -161,7 +162,7 @@ class EmbeddedRedis:
             process.terminate()
         try:
             await asyncio.wait_for(process.wait(), 10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             process.kill()
             await process.wait()
         self.pid_file.unlink(missing_ok=True)

@@ -58,9 +58,9 @@ def lua_args(event: Event) -> list[str]:
 
 
 # Paste into a Lua script whose ARGV[n..n+4] come from lua_args(); call as xadd_event(stream_key, n).
-LUA_XADD_EVENT = """
+LUA_XADD_EVENT = f"""
 local function xadd_event(stream, n)
-  return redis.call('XADD', stream, 'MAXLEN', '~', '%d', '*',
+  return redis.call('XADD', stream, 'MAXLEN', '~', '{STREAM_MAXLEN}', '*',
     'id', ARGV[n], 'type', ARGV[n+1], 'v', ARGV[n+2], 'time', ARGV[n+3], 'body', ARGV[n+4])
 end
-""" % STREAM_MAXLEN
+"""

@@ -49,7 +49,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 10.0,
+async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 10.0,  # noqa: ASYNC109
                      interval: float = 0.02, what: str = "condition") -> T:
     """Poll `check` until it returns a truthy value; fail with `what` if the deadline passes."""
     deadline = time.monotonic() + timeout

@@ -9,6 +9,7 @@ Redis layout (the store owns the writes; other features only read through `load_
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -59,8 +60,8 @@ class Booking:
         return {f: _s(getattr(self, f)) for f in self.__slots__}
 
     @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes]) -> Booking:
-        h = {k.decode(): v.decode() for k, v in raw.items()}
+    def from_hash(cls, raw: Mapping[Any, Any]) -> Booking:
+        h = {_text(k): _text(v) for k, v in raw.items()}
         return cls(
             id=h["id"], practitioner_id=h["practitioner_id"], client_id=h["client_id"],
             starts_at=int(h["starts_at"]), ends_at=int(h["ends_at"]), status=BookingStatus(h["status"]),
@@ -69,6 +70,10 @@ class Booking:
             discount=int(h["discount"]), code=h.get("code", ""), created_at=int(h["created_at"]),
             timezone=h["timezone"],
         )
+
+
+def _text(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
 
 
 def _s(v: Any) -> str:
