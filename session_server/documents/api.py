@@ -1,0 +1,177 @@
+"""HTTP edge of documents: validate, call the service, translate (docs/api.md, "Documents")."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from files.names import content_disposition
+from session_server.auth import Identity, Role, authenticate, authenticate_admin
+from session_server.context import AppContext
+from session_server.errors import Forbidden, InvalidInput, UnsupportedMediaType
+from session_server.http import Body, parse_query, read_json
+
+from .rules import MAX_CLIENTS_PER_SHARE, USER_ID
+from .service import DocumentService
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _service(request: Request) -> DocumentService:
+    ctx: AppContext = request.app.state.ctx
+    service: DocumentService = ctx.documents
+    return service
+
+
+def _name(request: Request) -> str:
+    from files.names import UnsafeName, decode_header_name
+
+    raw = request.headers.get("x-filename")
+    try:
+        name = decode_header_name(raw) if raw is not None else request.query_params.get("name")
+    except UnsafeName as exc:
+        raise InvalidInput(str(exc), code=exc.code) from None
+    if not name:
+        raise InvalidInput("name the document in the X-Filename header (percent-encoded UTF-8) "
+                           "or the `name` query parameter", code="document_name_missing")
+    return name
+
+
+async def upload(request: Request) -> Response:
+    identity = authenticate(request)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # Never inflate on the server: a compressed body is how archive bombs get in.
+        raise UnsupportedMediaType("send the document as it is, without Content-Encoding",
+                                   code="content_encoding_refused")
+    declared = request.headers.get("content-length")
+    length = int(declared) if declared is not None and declared.isdigit() else None
+    try:
+        meta = await _service(request).upload(identity, request.stream(), raw_name=_name(request),
+                                              declared_type=request.headers.get("content-type"),
+                                              declared_length=length)
+    except ClientDisconnect:
+        # Nothing was kept (the service cleans up); the answer only matters for the access log.
+        raise InvalidInput("the client went away before the upload finished",
+                           code="upload_interrupted") from None
+    return JSONResponse(meta.public(), status_code=201,
+                        headers={"Location": f"/v1/documents/{meta.id}", **NO_STORE})
+
+
+async def list_documents(request: Request) -> Response:
+    identity = authenticate(request)
+    service = _service(request)
+    if identity.role is Role.PRACTITIONER:
+        return JSONResponse({"documents": await service.list_owned(identity)}, headers=NO_STORE)
+    if identity.role is Role.CLIENT:
+        return JSONResponse({"documents": await service.list_shared_with(identity)}, headers=NO_STORE)
+    raise Forbidden("documents are listed for practitioners and clients only", code="permission_denied")
+
+
+async def get_document(request: Request) -> Response:
+    identity = authenticate(request)
+    doc = await _service(request).readable(identity, request.path_params["document_id"])
+    return JSONResponse({**doc.public(), "download_url": f"/v1/documents/{doc.id}/content"},
+                        headers=NO_STORE)
+
+
+async def delete_document(request: Request) -> Response:
+    identity = authenticate(request)
+    await _service(request).delete(identity, request.path_params["document_id"])
+    return Response(status_code=204, headers=NO_STORE)
+
+
+async def download(request: Request) -> Response:
+    identity = authenticate(request)
+    dl = await _service(request).open_download(identity, request.path_params["document_id"],
+                                               request.headers.get("range"))
+    media_type = dl.doc.media_type + ("; charset=utf-8" if dl.doc.media_type == "text/plain" else "")
+    headers = {
+        "Content-Length": str(dl.length),
+        "Content-Disposition": content_disposition(dl.doc.name),
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+        "Accept-Ranges": "bytes",
+    }
+    if dl.status == 206:
+        headers["Content-Range"] = f"bytes {dl.start}-{dl.start + dl.length - 1}/{dl.doc.size}"
+    return StreamingResponse(dl.body, status_code=dl.status, media_type=media_type, headers=headers)
+
+
+class ShareRequest(Body):
+    booking_id: str | None = Field(default=None, pattern=USER_ID.pattern)
+    client_ids: list[str] = Field(default_factory=list, max_length=MAX_CLIENTS_PER_SHARE)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ShareRequest:
+        if self.booking_id is None and not self.client_ids:
+            raise ValueError("give a booking_id, client_ids, or both")
+        for c in self.client_ids:
+            if not USER_ID.match(c):
+                raise ValueError("client ids are 1 to 128 letters, digits and ._:@-")
+        return self
+
+
+async def share(request: Request) -> Response:
+    identity = authenticate(request)
+    body = await read_json(request, ShareRequest)
+    shares = await _service(request).share(identity, request.path_params["document_id"],
+                                           booking_id=body.booking_id, client_ids=body.client_ids)
+    status = 201 if any(s["created"] for s in shares) else 200
+    return JSONResponse({"shares": shares}, status_code=status, headers=NO_STORE)
+
+
+async def list_shares(request: Request) -> Response:
+    identity = authenticate(request)
+    shares = await _service(request).shares(identity, request.path_params["document_id"])
+    return JSONResponse({"shares": [s.public() for s in shares]}, headers=NO_STORE)
+
+
+async def revoke(request: Request) -> Response:
+    identity = authenticate(request)
+    await _service(request).revoke(identity, request.path_params["document_id"],
+                                   request.path_params["share_id"])
+    return Response(status_code=204, headers=NO_STORE)
+
+
+class AuditQuery(Body):
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+def _audit_identity(request: Request) -> Identity:
+    if request.headers.get("authorization", "").lower().startswith("basic "):
+        return authenticate_admin(request)
+    return authenticate(request)
+
+
+async def audit(request: Request) -> Response:
+    identity = _audit_identity(request)
+    query = parse_query(request, AuditQuery)
+    entries = await _service(request).audit(identity, request.path_params["document_id"], query.limit)
+    return JSONResponse({"document_id": request.path_params["document_id"], "downloads": entries},
+                        headers=NO_STORE)
+
+
+async def booking_documents(request: Request) -> Response:
+    identity = authenticate(request)
+    docs = await _service(request).list_for_booking(identity, request.path_params["booking_id"])
+    return JSONResponse({"booking_id": request.path_params["booking_id"], "documents": docs},
+                        headers=NO_STORE)
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/v1/documents", upload, methods=["POST"]),
+        Route("/v1/documents", list_documents, methods=["GET"]),
+        Route("/v1/documents/{document_id}", get_document, methods=["GET"]),
+        Route("/v1/documents/{document_id}", delete_document, methods=["DELETE"]),
+        Route("/v1/documents/{document_id}/content", download, methods=["GET"]),
+        Route("/v1/documents/{document_id}/shares", share, methods=["POST"]),
+        Route("/v1/documents/{document_id}/shares", list_shares, methods=["GET"]),
+        Route("/v1/documents/{document_id}/shares/{share_id}", revoke, methods=["DELETE"]),
+        Route("/v1/documents/{document_id}/audit", audit, methods=["GET"]),
+        Route("/v1/bookings/{booking_id}/documents", booking_documents, methods=["GET"]),
+    ]

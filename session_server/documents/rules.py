@@ -1,0 +1,243 @@
+"""Who may do what with a document: pure decisions, no I/O and no clock.
+
+- Only practitioners upload; a document belongs to the practitioner who uploaded it.
+- The owner reads, shares, revokes, deletes and reads the audit log of their document.
+- A client reads a document through an active share: one naming them, or one naming a booking whose
+  client they are (during and after the session, not once the booking is cancelled).
+- Support staff never read documents; admins read audit logs but not contents.
+- A caller who may not read a document is told it does not exist (its existence is health data too).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from session_server.auth import Identity, Permission, Role
+from session_server.bookings.model import Booking, BookingStatus
+from session_server.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Gone,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+
+DOCUMENT_ID = re.compile(r"^[0-9a-f]{32}$")
+USER_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+MAX_CLIENTS_PER_SHARE = 100
+
+
+class DocumentNotFound(NotFound):
+    code = "document_not_found"
+
+
+class DocumentDeleted(Gone):
+    code = "document_deleted"
+
+
+class ShareNotFound(NotFound):
+    code = "share_not_found"
+
+
+class DocumentTooLarge(PayloadTooLarge):
+    code = "document_too_large"
+
+
+class DocumentTypeRefused(UnsupportedMediaType):
+    code = "unsupported_document_type"
+
+
+class EmptyDocument(InvalidInput):
+    code = "empty_document"
+
+
+class UploadIdle(DomainError):
+    status, code, title = 408, "upload_idle_timeout", "Upload timed out"
+
+
+class StorageFull(DomainError):
+    status, code, title = 507, "storage_full", "Insufficient storage"
+
+
+class DocumentIntegrityError(DomainError):
+    status, code, title = 500, "document_integrity_failed", "Document integrity check failed"
+
+
+class NotOwner(Forbidden):
+    code = "not_document_owner"
+
+
+class ShareRevoked(Conflict):
+    code = "share_already_revoked"
+
+
+class ShareKind(enum.StrEnum):
+    BOOKING = "booking"
+    CLIENT = "client"
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentMeta:
+    id: str
+    owner_id: str
+    name: str
+    media_type: str
+    size: int
+    sha256: str
+    created_at: int
+    deleted: bool = False
+
+    def public(self) -> dict[str, object]:
+        return {"id": self.id, "name": self.name, "media_type": self.media_type, "size": self.size,
+                "sha256": self.sha256, "owner_id": self.owner_id, "created_at": self.created_at}
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    id: str
+    document_id: str
+    kind: ShareKind
+    client_id: str  # for a booking share: the booking's client when it was shared
+    booking_id: str  # "" for a client share
+    created_at: int
+    revoked_at: int  # 0 while active
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at == 0
+
+    def public(self) -> dict[str, object]:
+        out: dict[str, object] = {"id": self.id, "document_id": self.document_id, "kind": self.kind.value,
+                                  "client_id": self.client_id, "created_at": self.created_at,
+                                  "revoked_at": self.revoked_at or None}
+        if self.kind is ShareKind.BOOKING:
+            out["booking_id"] = self.booking_id
+        return out
+
+
+def require_uploader(identity: Identity) -> None:
+    identity.require(Permission.DOCUMENTS_WRITE)
+    identity.require_role(Role.PRACTITIONER)
+
+
+def require_owner(identity: Identity, doc: DocumentMeta | None) -> DocumentMeta:
+    """The document, if `identity` owns it; otherwise it does not exist for them."""
+    identity.require(Permission.DOCUMENTS_WRITE)
+    if doc is None or doc.owner_id != identity.sub or identity.role is not Role.PRACTITIONER:
+        raise DocumentNotFound("no such document")
+    if doc.deleted:
+        raise DocumentDeleted("the document was deleted")
+    return doc
+
+
+def share_grants(share: Share, doc: DocumentMeta, identity: Identity,
+                 bookings: Mapping[str, Booking | None]) -> bool:
+    if not share.active or share.document_id != doc.id:
+        return False
+    if share.kind is ShareKind.CLIENT:
+        return share.client_id == identity.sub
+    booking = bookings.get(share.booking_id)
+    return (booking is not None and booking.client_id == identity.sub
+            and booking.practitioner_id == doc.owner_id and booking.status is not BookingStatus.CANCELLED)
+
+
+def may_read(identity: Identity, doc: DocumentMeta, shares: Iterable[Share],
+             bookings: Mapping[str, Booking | None]) -> bool:
+    if not identity.can(Permission.DOCUMENTS_READ) or identity.role in (Role.SUPPORT, Role.ADMIN):
+        return False
+    if doc.deleted:
+        return False
+    if identity.role is Role.PRACTITIONER:
+        return doc.owner_id == identity.sub
+    return identity.role is Role.CLIENT and any(share_grants(s, doc, identity, bookings) for s in shares)
+
+
+def require_reader(identity: Identity, doc: DocumentMeta | None, shares: Iterable[Share],
+                   bookings: Mapping[str, Booking | None]) -> DocumentMeta:
+    if identity.role is Role.SUPPORT:
+        raise Forbidden("support staff never see documents", code="permission_denied")
+    identity.require(Permission.DOCUMENTS_READ)
+    if doc is None:
+        raise DocumentNotFound("no such document")
+    if doc.deleted and doc.owner_id == identity.sub:
+        raise DocumentDeleted("the document was deleted")
+    if not may_read(identity, doc, shares, bookings):
+        raise DocumentNotFound("no such document")
+    return doc
+
+
+def may_read_audit(identity: Identity, owner_id: str) -> bool:
+    return identity.role is Role.ADMIN or (identity.role is Role.PRACTITIONER and identity.sub == owner_id)
+
+
+def check_booking_for_share(booking: Booking | None, owner_id: str) -> Booking:
+    if booking is None or booking.practitioner_id != owner_id:
+        raise NotFound("no such booking among yours", code="booking_not_found")
+    if booking.status is BookingStatus.CANCELLED:
+        raise Conflict("the booking is cancelled", code="booking_cancelled")
+    return booking
+
+
+def check_not_multipart(declared: str | None) -> None:
+    """The body is the document itself: a form upload is refused before a byte of it is read."""
+    if declared and declared.strip().lower().startswith("multipart/"):
+        raise DocumentTypeRefused("send the document itself as the request body, not a multipart form",
+                                  code="multipart_refused")
+
+
+def check_declared_type(declared: str | None, sniffed: str) -> None:
+    """A Content-Type that names another type than the content is refused, not silently corrected."""
+    if not declared:
+        return
+    base = declared.split(";", 1)[0].strip().lower()
+    # curl --data-binary sends x-www-form-urlencoded unless told otherwise: it names no type.
+    if base in ("", "application/octet-stream", "application/x-www-form-urlencoded"):
+        return
+    check_not_multipart(base)
+    if base != sniffed:
+        raise DocumentTypeRefused(f"the body is {sniffed} but the Content-Type says {base}",
+                                  code="content_type_mismatch")
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The one byte range asked for as (start, end) inclusive; None for the whole document.
+
+    Several ranges are answered with the whole document (allowed by RFC 9110); an unsatisfiable
+    range raises RangeNotSatisfiable.
+    """
+    if header is None:
+        return None
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or not spec or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    try:
+        if first == "":
+            suffix = int(last)
+            if suffix <= 0:
+                raise RangeNotSatisfiable(size)
+            return max(0, size - suffix), size - 1
+        start = int(first)
+        end = int(last) if last else size - 1
+    except ValueError:
+        return None
+    if start >= size:
+        raise RangeNotSatisfiable(size)
+    if start < 0 or end < start:
+        return None
+    return start, min(end, size - 1)
+
+
+class RangeNotSatisfiable(DomainError):
+    status, code, title = 416, "range_not_satisfiable", "Range not satisfiable"
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the document has {size} bytes", headers={"Content-Range": f"bytes */{size}"})
