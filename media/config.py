@@ -21,6 +21,9 @@ class MediaConfig:
     # purpose, so in a loopback-only namespace this must say ("127.0.0.1",) or there is no candidate.
     # An empty tuple keeps aioice's own discovery of the machine's interfaces.
     announce_addresses: tuple[str, ...] = ()
+    # 1:1 NAT (a cloud VM's private address behind a public one): (bound address, address to announce).
+    # The answer's host candidates for the bound address carry the public one instead.
+    nat_map: tuple[tuple[str, str], ...] = ()
     ice_servers: tuple[IceServer, ...] = ()
     # No datagram at all from a participant for this long: its media path is dead ("reconnecting").
     consent_timeout_s: float = 10.0

@@ -16,7 +16,12 @@ so an aiortc or aioice upgrade fails loudly instead of silently decoding):
 - aiortc.RTCIceTransport._connection: the aioice Connection;
 - aiortc.RTCDtlsTransport._rx_srtp / _tx_srtp: pylibsrtp Sessions, set when the handshake completes;
 - aiortc.RTCDtlsTransport._send_rtp(data): where aiortc's own RTP/RTCP leaves;
-- aiortc.RTCRtpReceiver's decoder thread attribute (only to observe, in tests, that nothing was decoded).
+- aiortc.RTCRtpReceiver's decoder thread attribute (only to observe, in tests, that nothing was decoded);
+- pylibsrtp.Session._srtp / _cdata / _buffer and pylibsrtp._binding.lib: libsrtp called directly on the
+  session's own buffer (the wrapper allocates and type-checks on every call: about 5 µs per packet);
+- asyncio's selector datagram transport `_sock` and the selector loop's `_add_reader`/`_remove_reader`:
+  sendto on the socket itself, skipping the transport's per-call bookkeeping (a full socket buffer drops
+  the datagram, as the network would), and a reader that drains every waiting datagram per wake-up.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 
 import aioice.ice
 from aiortc import RTCDtlsTransport, RTCIceTransport, RTCPeerConnection
+from pylibsrtp._binding import ffi, lib
 
 _announced: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
     "media_announced_addresses", default=None
@@ -43,6 +49,16 @@ class ContractError(RuntimeError):
 
 def check_contract() -> None:
     problems = []
+    import pylibsrtp
+
+    for name in ("srtp_protect", "srtp_unprotect"):
+        if not hasattr(lib, name):
+            problems.append(f"pylibsrtp._binding.lib.{name}")
+    policy = pylibsrtp.Policy(key=bytes(30), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+    session = pylibsrtp.Session(policy)
+    for name in ("_srtp", "_cdata", "_buffer"):
+        if not hasattr(session, name):
+            problems.append(f"pylibsrtp.Session.{name}")
     if not callable(getattr(aioice.ice, "get_host_addresses", None)):
         problems.append("aioice.ice.get_host_addresses")
     for cls, name in (
@@ -98,6 +114,42 @@ def announce(addresses: tuple[str, ...]) -> Iterator[None]:
 Sender = Callable[[bytes], None]
 
 
+class Srtp:
+    """libsrtp on a pylibsrtp Session's own buffer: write the packet into `buf`, call, read `buf` back.
+
+    One buffer per session is safe because everything runs on the event loop thread and nothing awaits
+    between filling the buffer and reading the result.
+    """
+
+    __slots__ = ("_cdata", "_len", "_srtp", "buf")
+
+    def __init__(self, session: Any) -> None:
+        self._srtp = session._srtp[0]
+        self._cdata = session._cdata
+        self.buf: Any = session._buffer  # a writable cffi buffer (struct.pack_into works on it)
+        self._len = ffi.new("int *")
+
+    def unprotect(self, data: bytes) -> int:
+        """Decrypt `data` into buf; the plaintext length, or -1 if authentication or replay check fails."""
+        n = len(data)
+        if n > 1400:
+            return -1
+        self.buf[0:n] = data
+        length = self._len
+        length[0] = n
+        if lib.srtp_unprotect(self._srtp, self._cdata, length):
+            return -1
+        return int(length[0])
+
+    def protect(self, n: int) -> bytes | None:
+        """Encrypt the `n` plaintext bytes already written into buf; the SRTP packet, or None on failure."""
+        length = self._len
+        length[0] = n
+        if lib.srtp_protect(self._srtp, self._cdata, length):
+            return None
+        return bytes(self.buf[0 : length[0]])
+
+
 class Tap:
     """Intercepts the SRTP datagrams of one bundled peer connection and sends datagrams on its pair.
 
@@ -107,6 +159,7 @@ class Tap:
     """
 
     __slots__ = ("_connection", "_dtls", "_fast_protocol", "_handler", "_orig_data_received")
+    _handler: Callable[[bytes], None]
 
     def __init__(self, pc: RTCPeerConnection, handler: Callable[[bytes], None]) -> None:
         transceivers = pc.getTransceivers()
@@ -158,34 +211,77 @@ class Tap:
             return None
         transport = pair.protocol.transport
         addr = pair.remote_addr
-        sendto = transport.sendto
+        sock = getattr(transport, "_sock", None)
+        if sock is None:  # not a selector transport: go through asyncio
 
-        def send(data: bytes) -> None:
-            if not transport.is_closing():
-                sendto(data, addr)
+            def send(data: bytes) -> None:
+                if not transport.is_closing():
+                    transport.sendto(data, addr)
+
+        else:
+            sendto = sock.sendto
+
+            def send(data: bytes) -> None:
+                try:  # noqa: SIM105 - contextlib.suppress costs a context manager per packet
+                    sendto(data, addr)
+                except OSError:  # full buffer or closed socket: the datagram is lost, as on a network
+                    pass
 
         self._go_fast(pair.protocol)
         return send
 
     def _go_fast(self, protocol: Any) -> None:
-        # Skip aioice's STUN parse attempt (an exception per RTP packet) for RTP/RTCP first bytes.
+        """Read the selected pair's socket ourselves: every datagram waiting, per wake-up.
+
+        asyncio reads one datagram per readiness callback and aioice first tries to parse each as STUN (an
+        exception per RTP packet). Draining the socket in one callback serves a burst of packets (a video
+        frame is several) for one trip through the event loop; STUN and DTLS still go to aioice.
+        """
         if self._fast_protocol is protocol:
             return
         self._fast_protocol = protocol
         original = protocol.datagram_received
         dtls = self._dtls
-        handler = self._handler
+        tap = self
+        transport = protocol.transport
+        sock = getattr(transport, "_sock", None)
+        loop = getattr(transport, "_loop", None)
+        if sock is None or not hasattr(loop, "_add_reader") or not hasattr(loop, "_remove_reader"):
 
-        def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
-            if 127 < data[0] < 192 and dtls._rx_srtp is not None:
-                handler(data)
-            else:
-                original(data, addr)
+            def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
+                if 127 < data[0] < 192 and dtls._rx_srtp is not None:
+                    tap._handler(data)
+                else:
+                    original(data, addr)
 
-        protocol.datagram_received = datagram_received
+            protocol.datagram_received = datagram_received
+            return
+
+        recvfrom = sock.recvfrom
+
+        def drain() -> None:
+            for _ in range(64):  # then let other sockets have a turn
+                try:
+                    data, addr = recvfrom(2048)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    protocol.error_received(exc)
+                    return
+                if data and 127 < data[0] < 192 and dtls._rx_srtp is not None:
+                    tap._handler(data)
+                else:
+                    original(data, addr)
+
+        fd = sock.fileno()
+        assert loop is not None
+        loop._remove_reader(fd)
+        loop._add_reader(fd, drain)
 
     def release(self) -> None:
-        """Drop references to the handler so a closed peer connection can be collected."""
+        """Drop references to the handler so a closed peer connection can be collected.
+
+        The drained socket's reader goes away when aiortc closes the transport."""
         self._handler = _drop
         if self._fast_protocol is not None:
             with contextlib.suppress(AttributeError):

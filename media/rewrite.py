@@ -45,11 +45,16 @@ class SeqTsRewriter:
 
     def rebase(self, source: int, seq: int, ts: int, now: float) -> None:
         """Continue the output after a new source: next seq = last+1, ts advanced by elapsed time."""
-        elapsed = 0.0 if self._last_time is None else max(0.0, now - self._last_time)
-        step = max(1, int(elapsed * self._clock_rate))
+        step = 0
+        if self._last_time is not None:
+            step = max(1, round(max(0.0, now - self._last_time) * self._clock_rate))
         self._source = source
         self._seq_off = (self._last_seq + 1 - seq) & SEQ_MASK
         self._ts_off = (self._last_ts + step - ts) & TS_MASK
+
+    def restart(self) -> None:
+        """Re-base on the next packet even if it comes from the same source."""
+        self._source = None
 
     def map(self, source: int, seq: int, ts: int, now: float) -> tuple[int, int]:
         if source != self._source:
@@ -75,21 +80,20 @@ def header_length(packet: bytes | bytearray) -> int:
     return 12 + 4 * (packet[0] & 0x0F)
 
 
-def strip_extension(packet: bytes) -> bytearray:
+def strip_extension(packet: bytes) -> bytes:
     """Copy of an RTP packet without its header extension.
 
     Extension ids are negotiated per peer connection (and sdes:mid names the publisher's m-line), so they
     would mean something else to the subscriber; the subscriber demultiplexes by the SSRCs in its answer.
     """
     if not packet[0] & 0x10:
-        return bytearray(packet)
+        return packet
     start = header_length(packet)
+    if len(packet) < start + 4:
+        return packet
     words = (packet[start + 2] << 8) | packet[start + 3]
     end = start + 4 + 4 * words
-    out = bytearray(packet)
-    del out[start:end]
-    out[0] &= 0xEF
-    return out
+    return bytes((packet[0] & 0xEF,)) + packet[1:start] + packet[end:]
 
 
 def patch_header(buf: bytearray, payload_type: int, seq: int, ts: int, ssrc: int) -> None:
@@ -116,6 +120,10 @@ def build_rtx(packet: bytes | bytearray, rtx_pt: int, rtx_seq: int, rtx_ssrc: in
 def unwrap_rtx(packet: bytes | bytearray, media_pt: int, media_ssrc: int) -> bytearray | None:
     """The original packet inside an RTX packet, or None for RTX padding-only probes."""
     start = header_length(packet)
+    if packet[0] & 0x10:
+        if len(packet) < start + 4:
+            return None
+        start += 4 + 4 * ((packet[start + 2] << 8) | packet[start + 3])
     payload_end = len(packet) - (packet[-1] if packet[0] & 0x20 else 0)
     if payload_end - start < 2:
         return None
@@ -128,19 +136,32 @@ def unwrap_rtx(packet: bytes | bytearray, media_pt: int, media_ssrc: int) -> byt
 
 
 class SendHistory:
-    """The last `size` packets sent on one output stream, by sequence number, to answer NACKs."""
+    """What was sent on one output stream, by sequence number, to answer NACKs.
 
-    __slots__ = ("_packets", "_size")
+    Keeps the payload as received (immutable bytes, no copy) with the header fields it went out with;
+    the packet is rebuilt only when a NACK asks for it. Parallel lists rather than a tuple per packet: no
+    allocation the garbage collector would have to track on the forwarding path.
+    """
+
+    __slots__ = ("_packets", "_pts", "_seqs", "_size", "_tss")
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._packets: list[bytes | bytearray | None] = [None] * size
+        self._seqs: list[int] = [-1] * size
+        self._packets: list[bytes] = [b""] * size
+        self._pts: list[int] = [0] * size
+        self._tss: list[int] = [0] * size
 
-    def store(self, seq: int, packet: bytes | bytearray) -> None:
-        self._packets[seq % self._size] = packet
+    def store(self, seq: int, packet: bytes, payload_type: int, ts: int) -> None:
+        i = seq % self._size
+        self._seqs[i] = seq
+        self._packets[i] = packet
+        self._pts[i] = payload_type
+        self._tss[i] = ts
 
-    def get(self, seq: int) -> bytes | bytearray | None:
-        packet = self._packets[seq % self._size]
-        if packet is None or ((packet[2] << 8) | packet[3]) != seq:
+    def get(self, seq: int) -> tuple[bytes, int, int] | None:
+        """(packet as received, payload type, timestamp) sent under `seq`, if still kept."""
+        i = seq % self._size
+        if self._seqs[i] != seq:
             return None
-        return packet
+        return self._packets[i], self._pts[i], self._tss[i]

@@ -126,9 +126,7 @@ def parse(data: bytes) -> list[Rtcp]:
                 exponent = b1 >> 2
                 mantissa = ((b1 & 3) << 16) | (b2 << 8) | b3
                 ssrcs = tuple(
-                    struct.unpack_from("!I", data, fci + 8 + 4 * i)[0]
-                    for i in range(num)
-                    if fci + 12 + 4 * i <= end
+                    struct.unpack_from("!I", data, fci + 8 + 4 * i)[0] for i in range(num) if fci + 12 + 4 * i <= end
                 )
                 out.append(Remb(ssrc, mantissa << exponent, ssrcs))
         pos = end

@@ -29,7 +29,8 @@ class Codec:
         """Two codecs with the same key are interchangeable on the wire (same packetization)."""
         if self.name == "h264":
             params = dict(p.split("=", 1) for p in self.fmtp.replace(" ", "").split(";") if "=" in p)
-            return f"h264/{params.get('packetization-mode', '0')}/{params.get('profile-level-id', '')[:4]}"
+            # Same packetization mode and profile_idc: the level may differ (a decoder handles lower levels).
+            return f"h264/{params.get('packetization-mode', '0')}/{params.get('profile-level-id', '')[:2].lower()}"
         return f"{self.name}/{self.clock_rate}"
 
 
@@ -95,7 +96,7 @@ def read_description(text: str) -> Description:
         kind, value = line[0], line[2:]
         if kind == "m":
             parts = value.split()
-            if len(parts) < 4 or not parts[1].isdigit():
+            if len(parts) < 4 or not parts[1].isdigit() or int(parts[1]) > 65535:
                 raise MediaError(errors.SDP_MALFORMED, f"bad m-line: {line[:60]!r}")
             current = Section(kind=parts[0], mid=str(len(sections)), port=int(parts[1]))
             sections.append(current)
@@ -168,12 +169,12 @@ def check_offer(text: str, *, max_bytes: int, max_sections: int) -> Description:
     """Vet an offer from a participant before aiortc parses it."""
     if not isinstance(text, str):
         raise MediaError(errors.SDP_MALFORMED, "an offer is text")
-    if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
-        raise MediaError(errors.SDP_TOO_LARGE, f"more than {max_bytes} bytes")
     if "\x00" in text:
         raise MediaError(errors.SDP_MALFORMED, "NUL byte")
     if text.count("\nm=") + text.startswith("m=") > max_sections:
         raise MediaError(errors.TOO_MANY_MEDIA, f"more than {max_sections} media sections")
+    if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise MediaError(errors.SDP_TOO_LARGE, f"more than {max_bytes} bytes")
     desc = read_description(text)
     if len(desc.sections) > max_sections:
         raise MediaError(errors.TOO_MANY_MEDIA, f"more than {max_sections} media sections")
@@ -182,16 +183,35 @@ def check_offer(text: str, *, max_bytes: int, max_sections: int) -> Description:
         raise MediaError(errors.NO_MEDIA, "no audio or video section")
     if not desc.ice_ufrag or not desc.ice_pwd:
         raise MediaError(errors.MISSING_ICE_CREDENTIALS, "ice-ufrag and ice-pwd are required")
+    if not (4 <= len(desc.ice_ufrag) <= 256 and 22 <= len(desc.ice_pwd) <= 256):
+        raise MediaError(errors.MISSING_ICE_CREDENTIALS, "ice-ufrag or ice-pwd of an invalid length (RFC 8839)")
     if not desc.fingerprint or len(desc.fingerprint.split()) != 2:
         raise MediaError(errors.MISSING_FINGERPRINT, "a DTLS fingerprint is required")
     if len(desc.sections) > 1 and not set(s.mid for s in desc.sections if s.port != 0) <= set(desc.bundle):
         raise MediaError(errors.BUNDLE_REQUIRED, "all media must share one transport (BUNDLE)")
     for section in media:
         if not any(c.name in FORWARDABLE for c in section.codecs.values()):
-            raise MediaError(
-                errors.NO_SUPPORTED_CODEC, f"{section.kind} offers none of {sorted(FORWARDABLE)}"
-            )
+            raise MediaError(errors.NO_SUPPORTED_CODEC, f"{section.kind} offers none of {sorted(FORWARDABLE)}")
     kinds = [s.kind for s in media]
     if len(kinds) != len(set(kinds)):
         raise MediaError(errors.TOO_MANY_MEDIA, "at most one audio and one video section")
     return desc
+
+
+def map_candidates(text: str, nat_map: tuple[tuple[str, str], ...]) -> str:
+    """Replace bound addresses by announced ones in an answer's candidates and connection lines."""
+    if not nat_map:
+        return text
+    mapping = dict(nat_map)
+    lines = text.split("\r\n")
+    for i, line in enumerate(lines):
+        if line.startswith("a=candidate:"):
+            parts = line.split(" ")
+            if len(parts) > 5 and parts[4] in mapping:
+                parts[4] = mapping[parts[4]]
+                lines[i] = " ".join(parts)
+        elif line.startswith("c=IN IP4 "):
+            address = line[len("c=IN IP4 ") :]
+            if address in mapping:
+                lines[i] = "c=IN IP4 " + mapping[address]
+    return "\r\n".join(lines)

@@ -37,12 +37,12 @@ from media.metrics import Counters, register
 from media.quality import DirectionStats, PoorStreak, classify, worst
 from media.rewrite import SendHistory, SeqTsRewriter, build_rtx, patch_header, strip_extension, unwrap_rtx
 from media.routing import MAX_PARTICIPANTS, PeerView, plan
-from media.sdp import Description, Section, check_offer, read_description
+from media.sdp import Description, Section, check_offer, map_candidates, read_description
 from media.stats import InboundStats, StreamSnapshot, interval_loss
 
 logger = logging.getLogger(__name__)
 
-_SEQ_TS_SSRC = struct.Struct("!HII")
+_HEADER = struct.Struct("!BBHII")
 KINDS = ("audio", "video")
 
 
@@ -67,8 +67,8 @@ class _In:
     kind: str
     peer: _Peer
     clock_rate: int
+    stats: InboundStats
     ssrc: int | None = None
-    stats: InboundStats | None = None
     gate: KeyframeGate | None = None
     targets: list[_Out] = field(default_factory=list)
     prev: StreamSnapshot | None = None
@@ -112,6 +112,8 @@ class _Peer:
         self.rx: pylibsrtp.Session | None = None
         self.tx: pylibsrtp.Session | None = None
         self.send: fastpath.Sender | None = None
+        self.rx_codec: fastpath.Srtp | None = None
+        self.tx_codec: fastpath.Srtp | None = None
         self.tap: fastpath.Tap | None = None
         self.rtcp_ssrc = random.randrange(1, 0xFFFFFFFF)
         self.ins: dict[str, _In] = {}
@@ -124,9 +126,7 @@ class _Peer:
 
     # -- setup from the negotiated descriptions ---------------------------------------------------
 
-    def configure(
-        self, offer: Description, answer: Description, history_size: int, kf_interval: float
-    ) -> None:
+    def configure(self, offer: Description, answer: Description, history_size: int, kf_interval: float) -> None:
         for section in answer.sections:
             if section.kind not in KINDS or section.port == 0:
                 continue
@@ -137,7 +137,7 @@ class _Peer:
             clock = media_codecs[0].clock_rate
             offered = offer.section(section.kind)
             if section.direction in ("sendrecv", "recvonly"):
-                inn = _In(section.kind, self, clock, stats=InboundStats(clock))
+                inn = _In(section.kind, self, clock, InboundStats(clock))
                 if section.kind == "video":
                     inn.gate = KeyframeGate(kf_interval)
                 if offered is not None:
@@ -180,28 +180,31 @@ class _Peer:
         if keys is None or send is None:
             return False
         self.rx, self.tx = keys
+        self.rx_codec = fastpath.Srtp(self.rx)
+        self.tx_codec = fastpath.Srtp(self.tx)
         self.send = send
         return True
 
     # -- the forwarding path -------------------------------------------------------------------------
 
     def on_datagram(self, data: bytes) -> None:
+        # The per-packet path: every line here costs microseconds times packets per second.
         now = time.monotonic()
         self.last_datagram = now
-        rx = self.rx
-        if rx is None:
+        codec = self.rx_codec
+        if codec is None:
             if not self.bind():
                 return
-            rx = self.rx
-            assert rx is not None
+            codec = self.rx_codec
+            assert codec is not None
         if 191 < data[1] < 224:
             self.on_rtcp(data, now)
             return
-        try:
-            plain = rx.unprotect(data)
-        except pylibsrtp.Error:
+        n = codec.unprotect(data)
+        if n < 12:
             self.counters.srtp_errors += 1
             return
+        plain: bytes = codec.buf[0:n]
         entry = self.pt_table.get(plain[1] & 0x7F)
         if entry is None:
             return
@@ -213,40 +216,50 @@ class _Peer:
             if unwrapped is None:
                 return
             plain = bytes(unwrapped)
-        seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(plain, 2)
+        first, second, seq, ts, ssrc = _HEADER.unpack_from(plain)
         counters = self.counters
         counters.received_packets += 1
         if apt is None:
             if ssrc != inn.ssrc:
                 self.new_source(inn, ssrc)
-            assert inn.stats is not None
-            inn.stats.update(seq, ts, now, len(plain))
+            inn.stats.update(seq, ts, now, n)
             self.last_rtp = now
         targets = inn.targets
         if not targets:
             return
-        body = strip_extension(plain)
+        if first & 0x10:
+            # Extension ids are negotiated per peer connection (and sdes:mid names the publisher's m-line):
+            # dropped; the subscriber demultiplexes by the SSRCs of its answer.
+            plain = strip_extension(plain)
+            first &= 0xEF
+        size = len(plain)
+        marker = second & 0x80
         kind = inn.kind
         for out in targets:
             out_pt = out.pt_map.get(key)
             sub = out.peer
-            if out_pt is None or sub.tx is None or sub.send is None:
+            tx = sub.tx_codec
+            if out_pt is None or tx is None:
                 continue
-            buf = bytearray(body) if len(targets) > 1 else body
             out_seq, out_ts = out.rewriter.map(ssrc, seq, ts, now)
-            patch_header(buf, out_pt, out_seq, out_ts, out.ssrc)
+            buf = tx.buf
+            buf[0:size] = plain
+            _HEADER.pack_into(buf, 0, first, marker | out_pt, out_seq, out_ts, out.ssrc)
             if out.history is not None:
-                out.history.store(out_seq, buf)
-            sub.send(sub.tx.protect(bytes(buf)))
+                out.history.store(out_seq, plain, out_pt, out_ts)
+            packet = tx.protect(size)
+            if packet is None:
+                counters.srtp_errors += 1
+                continue
+            sub.send(packet)  # type: ignore[misc]
             out.packets += 1
-            out.octets += len(buf) - 12
+            out.octets += size - 12
             counters.forwarded_packets[kind] += 1
-            counters.forwarded_bytes[kind] += len(buf)
+            counters.forwarded_bytes[kind] += size
 
     def new_source(self, inn: _In, ssrc: int) -> None:
         inn.ssrc = ssrc
-        if inn.stats is not None:
-            inn.stats.reset_source()
+        inn.stats.reset_source()
         inn.prev = None
 
     # -- RTCP ----------------------------------------------------------------------------------------
@@ -288,9 +301,7 @@ class _Peer:
             for out in inn.targets:
                 if out.rewriter.source != sr.ssrc:
                     continue
-                rewritten = rtcp.SenderReport(
-                    out.ssrc, sr.ntp, out.rewriter.map_ts(sr.rtp_ts), out.packets, out.octets
-                )
+                rewritten = rtcp.SenderReport(out.ssrc, sr.ntp, out.rewriter.map_ts(sr.rtp_ts), out.packets, out.octets)
                 out.sr_sent[(sr.ntp >> 16) & 0xFFFFFFFF] = now
                 if len(out.sr_sent) > 8:
                     del out.sr_sent[next(iter(out.sr_sent))]
@@ -331,11 +342,14 @@ class _Peer:
         counters.nacks_received += len(nack.lost)
         missing = []
         for seq in nack.lost:
-            packet = out.history.get(seq) if out.history is not None else None
-            rtx_pt = out.rtx_pt.get(packet[1] & 0x7F) if packet is not None else None
-            if packet is not None and rtx_pt is not None and out.rtx_ssrc is not None:
+            kept = out.history.get(seq) if out.history is not None else None
+            rtx_pt = out.rtx_pt.get(kept[1]) if kept is not None else None
+            if kept is not None and rtx_pt is not None and out.rtx_ssrc is not None:
                 # A plain resend of the same sequence number would fail the receiver's SRTP replay check.
-                rtx = build_rtx(packet, rtx_pt, out.rtx_seq, out.rtx_ssrc)
+                body, pt, ts = kept
+                original = bytearray(body)
+                patch_header(original, pt, seq, ts, out.ssrc)
+                rtx = build_rtx(original, rtx_pt, out.rtx_seq, out.rtx_ssrc)
                 out.rtx_seq = (out.rtx_seq + 1) & 0xFFFF
                 with contextlib.suppress(pylibsrtp.Error):
                     self.send(self.tx.protect(bytes(rtx)))
@@ -361,6 +375,7 @@ class _Peer:
         self.closed = True
         self.connected = False
         self.rx = self.tx = None
+        self.rx_codec = self.tx_codec = None
         self.send = None
         for inn in self.ins.values():
             inn.targets = []
@@ -550,6 +565,14 @@ class MediaServer:
         participant = room.participants.get(participant_id) if room is not None else None
         return participant.state if participant is not None else None
 
+    def forwarded_to(self, room_id: str, participant_id: str) -> dict[str, int]:
+        """Packets forwarded to the participant's current peer connection, per kind."""
+        room = self._rooms.get(room_id)
+        participant = room.participants.get(participant_id) if room is not None else None
+        if participant is None or participant.peer is None:
+            return {}
+        return {kind: out.packets for kind, out in participant.peer.outs.items()}
+
     def rooms(self) -> dict[str, list[str]]:
         return {rid: list(room.participants) for rid, room in self._rooms.items()}
 
@@ -576,7 +599,7 @@ class MediaServer:
             peer.tap = fastpath.Tap(pc, peer.on_datagram)
             with fastpath.announce(self.config.announce_addresses):
                 await pc.setLocalDescription(await pc.createAnswer())
-            answer_sdp = pc.localDescription.sdp
+            answer_sdp = map_candidates(pc.localDescription.sdp, self.config.nat_map)
             answer = read_description(answer_sdp)
         except MediaError:
             await peer.close()
@@ -639,6 +662,10 @@ class MediaServer:
             inn = peers[pub_id].ins[kind]
             new_targets = [peers[sub_id].outs[kind] for sub_id in subs]
             added = [out for out in new_targets if out not in inn.targets]
+            for out in added:
+                # Resume right after the last packet this subscriber got: a pause (audio only, a publisher
+                # away) must not look like a burst of loss that the subscriber would NACK.
+                out.rewriter.restart()
             for out in new_targets:
                 out.source = inn
             inn.targets = new_targets
@@ -684,7 +711,9 @@ class MediaServer:
                 if peer is None or peer.closed:
                     continue
                 if not peer.connected:
-                    if now - peer.created > cfg.connect_timeout_s:
+                    if peer.pc.connectionState == "connected":
+                        self._on_pc_state(peer)  # keys or the pair were not ready at the event: retry
+                    if not peer.connected and now - peer.created > cfg.connect_timeout_s:
                         self._spawn(self._drop_peer(peer, MediaState.FAILED, "ICE/DTLS did not complete"))
                     continue
                 if now - peer.last_datagram > cfg.consent_timeout_s:
@@ -707,10 +736,12 @@ class MediaServer:
         rtt_ms = peer.rtt_s * 1000 if peer.rtt_s is not None else None
         up_loss, up_jitter, up_bytes, up_received = 0.0, 0.0, 0, 0
         for inn in peer.ins.values():
-            assert inn.stats is not None
             snap = inn.stats.snapshot()
             up_loss = max(up_loss, interval_loss(inn.prev, snap))
-            up_jitter = max(up_jitter, snap.jitter_s * 1000)
+            if inn.kind == "audio" or "audio" not in peer.ins:
+                # Video packets leave the encoder in bursts, one frame at a time, so their "jitter" measures
+                # frame size; network jitter is judged on audio, as telephony does.
+                up_jitter = max(up_jitter, snap.jitter_s * 1000)
             up_bytes += snap.bytes - (inn.prev.bytes if inn.prev else 0)
             up_received += snap.received - (inn.prev.received if inn.prev else 0)
             inn.prev = snap
@@ -722,7 +753,8 @@ class MediaServer:
             fed = fed or out.source is not None
             if out.last_block is not None:
                 down_loss = max(down_loss, out.last_block.fraction_lost / 256)
-                down_jitter = max(down_jitter, out.last_block.jitter / out.clock_rate * 1000)
+                if out.kind == "audio" or "audio" not in peer.outs:
+                    down_jitter = max(down_jitter, out.last_block.jitter / out.clock_rate * 1000)
         down = DirectionStats(rtt_ms, down_loss, down_jitter, down_bytes * 8 / dt, down_bytes > 0 or not fed)
         verdict = worst(classify(up), classify(down))
         assert participant.streak is not None

@@ -8,14 +8,14 @@ fail.
 
 from __future__ import annotations
 
-import asyncio
 import array
+import asyncio
 import fractions
 import math
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import av
@@ -52,14 +52,14 @@ def require_loopback_namespace() -> None:
 
 
 async def wait_for(
-    predicate: Callable[[], bool], what: str | Callable[[], str], timeout: float = 20.0, step: float = 0.05
+    predicate: Callable[[], bool], what: str | Callable[[], str], within: float = 20.0, step: float = 0.05
 ) -> None:
     """Poll until predicate() holds; on the deadline, fail saying what was missing."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:
             text = what() if callable(what) else what
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {text}")
+            raise AssertionError(f"timed out after {within:.0f} s waiting for: {text}")
         await asyncio.sleep(step)
 
 
@@ -89,6 +89,7 @@ class ToneAudioTrack(AudioStreamTrack):
 
     async def recv(self) -> av.AudioFrame:
         frame = await super().recv()
+        assert isinstance(frame, av.AudioFrame)
         samples = frame.samples
         start = frame.pts or 0
         data = array.array("h", (int(math.sin(2 * math.pi * 440 * (start + i) / 48000) * 8000) for i in range(samples)))
@@ -145,7 +146,7 @@ class Client:
                 if isinstance(frame, av.VideoFrame):
                     self.got.frames += 1
                     self.got.width, self.got.height = frame.width, frame.height
-                else:
+                elif isinstance(frame, av.AudioFrame):
                     self.got.audio_frames += 1
                     pcm = array.array("h", bytes(frame.planes[0]))
                     if pcm and max(abs(x) for x in pcm[:2000]) > 1000:
@@ -170,9 +171,15 @@ class Client:
         await self.pc.close()
 
 
-async def eventually(coro_fn: Callable[[], Awaitable[bool]], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await coro_fn():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {what}")
-        await asyncio.sleep(0.05)
+def cut_media(pc: RTCPeerConnection) -> None:
+    """Make a client's media path go dead both ways (a train entering a tunnel), without any goodbye.
+
+    Test-only reach into aioice: outgoing datagrams on the selected pair are dropped, and incoming ones
+    are swallowed before aiortc sees them.
+    """
+    transceiver = pc.getTransceivers()[0]
+    connection = transceiver.sender.transport.transport._connection
+    pair = connection._nominated[1]
+    pair.protocol.transport.sendto = lambda *args: None  # type: ignore[method-assign]
+    pair.protocol.datagram_received = lambda *args: None  # type: ignore[method-assign]
+    connection._query_consent_task and connection._query_consent_task.cancel()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import aiortc.rtcrtpreceiver
 import pytest
@@ -27,17 +28,17 @@ def _loopback_only() -> None:
 def decoder_threads() -> Iterator[list[threading.Thread]]:
     """Every thread that ever asked aiortc for a decoder (observation only; decoding still happens)."""
     seen: list[threading.Thread] = []
-    original = aiortc.rtcrtpreceiver.get_decoder
+    original = aiortc.rtcrtpreceiver.get_decoder  # type: ignore[attr-defined]
 
-    def recording(codec: object) -> object:
+    def recording(codec: Any) -> Any:
         seen.append(threading.current_thread())
         return original(codec)
 
-    aiortc.rtcrtpreceiver.get_decoder = recording
+    aiortc.rtcrtpreceiver.get_decoder = recording  # type: ignore[attr-defined]
     try:
         yield seen
     finally:
-        aiortc.rtcrtpreceiver.get_decoder = original
+        aiortc.rtcrtpreceiver.get_decoder = original  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -110,10 +111,11 @@ async def test_late_joiner_decodes_because_a_keyframe_request_reached_the_publis
             original()
 
         sender._send_keyframe = observed  # type: ignore[method-assign]
-        await wait_for(
-            lambda: (registry.get_sample_value("media_received_packets_total") or 0) > 150,
-            "alice publishing for a while before bob arrives",
-        )
+        camera = alice.video_sender_track
+        assert camera is not None
+        # Bob arrives 10 s of camera time (300 frames at 30 fps) after alice started publishing.
+        await wait_for(lambda: camera.n >= 300, "alice publishing for 10 s before bob arrives", within=30)
+        assert (registry.get_sample_value("media_received_packets_total") or 0) > 0
         assert keyframe_requests == []
         await bob.join(server, "late")
         await wait_for(lambda: bob.got.frames >= 5, "bob decoding alice's video")
@@ -145,7 +147,8 @@ async def test_state_and_quality_reports_reach_the_room(server: MediaServer, eve
         await wait_for(good_report, "a quality report for alice with RTT and media both ways")
         report = server.quality("q", "alice")
         assert isinstance(report, QualityReport)
-        assert report.quality in ("excellent", "good")
+        # The verdict itself is the pure classifier's (tests/test_media_rules.py); here: it is a live one.
+        assert report.quality != "lost"
         assert report.up.bitrate_bps > 0
         assert any(isinstance(e, QualityReport) and e.participant_id == "bob" for e in events)
     finally:
@@ -163,27 +166,57 @@ async def test_audio_only_stops_video_to_that_participant_and_resuming_brings_a_
         await bob.join(server, "ao")
         await wait_for(lambda: bob.got.frames >= 5, "bob receiving video")
         server.set_audio_only("ao", "bob", True)
+        before = server.forwarded_to("ao", "bob")
         await wait_for(
-            lambda: (server.quality("ao", "bob") or _none).down.bitrate_bps < 60_000
-            and (server.quality("ao", "alice") or _none).down.bitrate_bps > 60_000,
-            "bob's downlink down to audio while alice still gets video",
+            lambda: server.forwarded_to("ao", "bob")["audio"] > before["audio"] + 50,
+            "audio still forwarded to bob",
         )
+        assert server.forwarded_to("ao", "bob")["video"] == before["video"]
+        to_alice = server.forwarded_to("ao", "alice")["video"]
+        await wait_for(lambda: server.forwarded_to("ao", "alice")["video"] > to_alice, "alice still gets video")
         frames = bob.got.frames
-        audio = bob.got.audio_frames
-        await wait_for(lambda: bob.got.audio_frames > audio + 25, "audio still reaching bob")
-        assert bob.got.frames <= frames + 2  # at most what was in flight
         server.set_audio_only("ao", "bob", False)
-        await wait_for(lambda: bob.got.frames > frames + 5, "video back for bob")
+        await wait_for(lambda: bob.got.frames > frames + 5, "video back for bob, decodable at once")
     finally:
         await alice.close()
         await bob.close()
 
 
-class _NoReport:
-    class _D:
-        bitrate_bps = 0.0
+async def test_packets_lost_on_the_way_to_a_subscriber_are_resent_as_rtx_from_the_history(
+    server: MediaServer, registry: CollectorRegistry
+) -> None:
+    alice = Client("alice")
+    bob = Client("bob")
+    try:
+        await alice.join(server, "lossy")
+        await bob.join(server, "lossy")
+        await wait_for(lambda: bob.got.frames >= 5, "bob decoding")
+        drop_every_nth_video_packet(bob, 20)
+        frames = bob.got.frames
+        await wait_for(
+            lambda: (registry.get_sample_value("media_nacks_total", {"outcome": "rtx"}) or 0) >= 5,
+            "NACKs from bob answered with RTX",
+        )
+        await wait_for(lambda: bob.got.frames > frames + 30, "bob still decoding through the loss")
+    finally:
+        await alice.close()
+        await bob.close()
 
-    down = _D()
 
+def drop_every_nth_video_packet(client: Client, n: int) -> None:
+    """Lose some of the server's video packets before the client's aiortc sees them (SRTP headers are clear)."""
+    connection = client.pc.getTransceivers()[0].receiver.transport.transport._connection
+    original = connection.data_received
+    video_pts = {
+        c.payloadType for t in client.pc.getTransceivers() if t.kind == "video" for c in t._codecs if c.name == "VP8"
+    }
+    count = [0]
 
-_none = _NoReport()
+    def lossy(data: bytes, component: int) -> None:
+        if 127 < data[0] < 192 and (data[1] & 0x7F) in video_pts:
+            count[0] += 1
+            if count[0] % n == 0:
+                return
+        original(data, component)
+
+    connection.data_received = lossy  # type: ignore[method-assign]
