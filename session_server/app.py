@@ -12,6 +12,8 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
+from files.keyring import KeyRing
+
 from . import core_api
 from .auth import TokenAuthority
 from .context import AppContext
@@ -34,7 +36,12 @@ class StartupError(RuntimeError):
 
 def default_features(settings: Settings) -> list[Feature]:
     """Every feature of the product, in start order."""
-    return []
+    from .bookings.feature import BookingsFeature
+    from .documents import DocumentsFeature
+    from .notifications.feature import NotificationsFeature
+    from .rooms.feature import RoomsFeature
+
+    return [BookingsFeature(), NotificationsFeature(), RoomsFeature(), DocumentsFeature()]
 
 
 async def _wait_for_redis(ctx_redis: object, url: str) -> None:
@@ -56,6 +63,8 @@ def create_app(settings: Settings, features: Sequence[Feature] | None = None) ->
     metrics = Metrics.create()
     if not settings.api_keys:
         raise StartupError("no API key is configured: set SESSION_SERVER_API_KEYS")
+    if not settings.master_keys:
+        raise StartupError("no master key is configured: set SESSION_SERVER_MASTER_KEYS")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -74,7 +83,8 @@ def create_app(settings: Settings, features: Sequence[Feature] | None = None) ->
             stack.push_async_callback(tasks.stop)
             ctx = AppContext(settings=settings, redis=client, redis_url=url,
                              tokens=TokenAuthority(settings.api_keys, max_ttl_s=settings.token_max_ttl_s),
-                             metrics=metrics, tasks=tasks)
+                             metrics=metrics, tasks=tasks,
+                             keyring=KeyRing(settings.master_keys, settings.active_master_key_id))
             app.state.ctx = ctx
             for feature in chosen:
                 await feature.start(ctx)

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from .auth import Permission, Role, TokenAuthority
-from .settings import Settings, SettingsError, load_settings
 from .local_secrets import with_local_secrets
+from .settings import Settings, SettingsError, load_settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -57,7 +57,7 @@ def serve(settings: Settings) -> int:
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             ws_per_message_deflate=False, lifespan="on", server_header=False,
-                            log_config=None)
+                            log_config=None, ws_max_size=64 * 1024)  # bigger frames: close 1009
     server = uvicorn.Server(config)
     print(f"Session server listening on http://{settings.host}:{settings.port} "
           f"(public URL {settings.base_url})", flush=True)
@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (at most 24 h)")
     tok.add_argument("--grant", action="append", choices=[p.value for p in Permission],
                      help="narrow the token to these permissions (repeatable)")
+    keys = sub.add_parser("keys", help="manage the master keys of the key ring")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_sub.add_parser("rotate", help="re-wrap every document key under the active master key "
+                                       "(safe while the server runs)")
     return parser
 
 
@@ -100,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "token":
             return mint(settings, args)
+        if args.command == "keys":
+            from .documents.keys import run_rotate
+
+            return run_rotate(settings)
         return serve(settings)
     except Exception as exc:  # a clear last word instead of a traceback for the operator
         from .app import StartupError

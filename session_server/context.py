@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
+
+from files.keyring import KeyRing
 
 from .auth import TokenAuthority
 from .metrics import Metrics
 from .settings import Settings
 from .tasks import TaskSupervisor
+
+if TYPE_CHECKING:
+    from .bookings.service import BookingService
+    from .documents.service import DocumentService
+    from .notifications.service import NotificationService
+    from .rooms.ws import RoomService
 
 
 @dataclass
@@ -20,4 +29,9 @@ class AppContext:
     tokens: TokenAuthority
     metrics: Metrics
     tasks: TaskSupervisor
+    keyring: KeyRing  # master keys wrapping per-object data keys (documents, chat)
     # Features add their typed services below, set in their Feature.start().
+    bookings: BookingService = field(init=False)
+    notifications: NotificationService = field(init=False)
+    rooms: RoomService = field(init=False)
+    documents: DocumentService = field(init=False)

@@ -65,6 +65,9 @@ class Settings:
     ice_servers: tuple[IceServer, ...] = ()
     media_consent_timeout_s: float = 10.0
     media_silence_timeout_s: float = 5.0
+    media_connect_timeout_s: float = 20.0
+    # "sfu": media goes through the server (the product); "relay": browsers connect to each other.
+    media_mode: str = "sfu"
     # Redis client.
     redis_max_connections: int = 64
     redis_pool_timeout_s: float = 2.0
@@ -257,6 +260,12 @@ def _types(name: str, raw: str) -> tuple[str, ...]:
     return out
 
 
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    if raw not in choices:
+        raise SettingsError(name, "one of " + ", ".join(choices), raw)
+    return raw
+
+
 def _level(name: str, raw: str) -> str:
     if raw.lower() not in ("critical", "error", "warning", "info", "debug"):
         raise SettingsError(name, "one of critical, error, warning, info, debug", raw)
@@ -279,6 +288,8 @@ _PARSERS: dict[str, Any] = {
     "ice_servers": _ice_servers,
     "media_consent_timeout_s": lambda n, r: _float(n, r, 1, 300),
     "media_silence_timeout_s": lambda n, r: _float(n, r, 0.5, 300),
+    "media_connect_timeout_s": lambda n, r: _float(n, r, 1, 300),
+    "media_mode": lambda n, r: _choice(n, r, ("sfu", "relay")),
     "redis_max_connections": lambda n, r: _int(n, r, 2, 10_000),
     "redis_pool_timeout_s": lambda n, r: _float(n, r, 0.01, 60),
     "redis_socket_timeout_s": lambda n, r: _float(n, r, 0.1, 300),

@@ -39,10 +39,20 @@ class TaskSupervisor:
     def names(self) -> list[str]:
         return sorted(n for n, t in self._tasks.items() if not t.done())
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Cancel every loop and await its exit.
+
+        A cancellation can be lost when it lands inside a Redis call (seen with redis-py on Python 3.11:
+        the task stays "cancelling" and runs on), so cancel again until each task has really ended.
+        """
         self._stopping = True
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        pending = {t for t in self._tasks.values() if not t.done()}
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.1)
+            if pending and asyncio.get_running_loop().time() > deadline:
+                log.error("background tasks did not stop: %s", sorted(t.get_name() for t in pending))
+                break
         self._tasks.clear()

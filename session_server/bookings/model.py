@@ -3,7 +3,8 @@
 Redis layout (the store owns the writes; other features only read through `load_booking`):
   ss:booking:{id}   hash: id, practitioner_id, client_id, starts_at, ends_at (epoch seconds, UTC),
                     status, currency, client_total, practitioner_share, platform_share, discount,
-                    code, created_at, timezone
+                    code, created_at, timezone; the store adds status_changed_at, cancel_reason,
+                    cancelled_by and rev (a change counter), which `Booking` does not carry
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,8 @@ from . import rules
 from .model import Booking, BookingStatus
 from .rules import PractitionerStatus, SlotWindow
 from .store import BookingStore, Practitioner, at, iso, refusal
+
+PRACTITIONER_CACHE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,8 @@ class BookingService:
     def __init__(self, store: BookingStore, settings: Settings) -> None:
         self.store = store
         self.settings = settings
+        # practitioner id -> (valid until, monotonic; record): saves a read per booking
+        self._cache: dict[str, tuple[float, Practitioner]] = {}
 
     def bounds(self, now: int, *, lead_time_s: int | None = None) -> SlotWindow:
         lead = self.settings.booking_lead_time_s if lead_time_s is None else lead_time_s
@@ -71,9 +76,34 @@ class BookingService:
         found = rules.slots(windows, busy, session_s=p.session_s, start=start, end=end, bounds=self.bounds(now))
         return [Slot(s, e, price) for s, e in found]
 
+    async def _practitioner_for_booking(self, pid: str, code: str | None, *, fresh: bool
+                                        ) -> tuple[Practitioner, DiscountCode | None]:
+        """The practitioner from a short cache (a stale entry is caught by the booking script's rev check)."""
+        cached = None if fresh or code else self._cache.get(pid)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1], None
+        p, c = await self.load_for_quote(pid, code)
+        self._cache[pid] = (time.monotonic() + PRACTITIONER_CACHE_S, p)
+        return p, c
+
     async def book(self, *, client_id: str, practitioner_id: str, starts_at: int, code: str | None,
                    expected_total: int | None, now: int, lead_time_s: int | None = None) -> Booking:
-        p, c = await self.load_for_quote(practitioner_id, code)
+        try:
+            return await self._book(client_id=client_id, practitioner_id=practitioner_id, starts_at=starts_at,
+                                    code=code, expected_total=expected_total, now=now, lead_time_s=lead_time_s,
+                                    fresh=False)
+        except DomainError as exc:
+            if exc.code not in ("practitioner_changed", "not_bookable", "practitioner_not_found"):
+                raise
+        self._cache.pop(practitioner_id, None)
+        booking = await self._book(client_id=client_id, practitioner_id=practitioner_id, starts_at=starts_at,
+                                   code=code, expected_total=expected_total, now=now, lead_time_s=lead_time_s,
+                                   fresh=True)
+        return booking
+
+    async def _book(self, *, client_id: str, practitioner_id: str, starts_at: int, code: str | None,
+                    expected_total: int | None, now: int, lead_time_s: int | None, fresh: bool) -> Booking:
+        p, c = await self._practitioner_for_booking(practitioner_id, code, fresh=fresh)
         if p.status is not PractitionerStatus.ACTIVE:
             raise refusal("not_bookable")
         bounds = self.bounds(now, lead_time_s=lead_time_s)

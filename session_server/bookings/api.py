@@ -1,0 +1,546 @@
+"""HTTP edge of bookings: practitioners, availability, slots, codes, quotes, bookings and interest."""
+
+from __future__ import annotations
+
+import enum
+import re
+import time as clock
+from datetime import date, datetime, time
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AwareDatetime, Field, field_validator, model_validator
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from ledger.pricing import CodeKind, DiscountCode
+
+from ..auth import Identity, Permission, Role, authenticate, authenticate_admin
+from ..context import AppContext
+from ..errors import DomainError, Forbidden, InvalidInput, NotFound
+from ..events import Event
+from ..http import Body, parse_query, read_json
+from . import rules
+from .model import Booking, BookingStatus
+from .rules import PractitionerStatus, Specialty
+from .service import BookingService
+from .store import (
+    ALL_BOOKINGS_KEY,
+    C_BOOKINGS_KEY,
+    P_BOOKINGS_KEY,
+    at,
+    iso,
+)
+
+ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
+CODE_PATTERN = r"^[A-Z0-9_-]{3,32}$"
+MAX_PRICE_MINOR = 100_000_000  # one million in major units: anything above is a typo
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+def _now() -> int:
+    return int(clock.time())
+
+
+def _service(request: Request) -> BookingService:
+    ctx: AppContext = request.app.state.ctx
+    service: BookingService = ctx.bookings
+    return service
+
+
+def _check_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("an IANA time zone such as Africa/Algiers") from None
+    return value
+
+
+def _hhmm(value: str, *, end: bool) -> time | None:
+    if end and value == "24:00":
+        return None
+    m = _HHMM.match(value)
+    if not m:
+        raise ValueError("a wall-clock time HH:MM (24:00 allowed as an end)")
+    return time(int(m.group(1)), int(m.group(2)))
+
+
+def _self_or_admin(request: Request, pid: str, permission: Permission) -> Identity:
+    scheme = request.headers.get("authorization", "").partition(" ")[0].lower()
+    if scheme == "basic":
+        return authenticate_admin(request)
+    identity = authenticate(request)
+    identity.require(permission)
+    if identity.role is Role.ADMIN or (identity.role is Role.PRACTITIONER and identity.sub == pid):
+        return identity
+    raise Forbidden("only this practitioner or an admin may change this", code="not_your_profile")
+
+
+# --- bodies --------------------------------------------------------------------------------------
+
+
+class PractitionerIn(Body):
+    id: Id
+    display_name: str = Field(min_length=1, max_length=200)
+    specialty: Specialty
+    session_minutes: int = Field(default=50, ge=15, le=rules.MAX_SESSION_MINUTES)
+    price_minor: int = Field(ge=0, le=MAX_PRICE_MINOR)
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    timezone: str | None = None
+
+    _zone = field_validator("timezone")(lambda v: v if v is None else _check_zone(v))
+
+
+class PractitionerPatch(Body):
+    display_name: str | None = Field(default=None, min_length=1, max_length=200)
+    specialty: Specialty | None = None
+    session_minutes: int | None = Field(default=None, ge=15, le=rules.MAX_SESSION_MINUTES)
+    timezone: str | None = None
+    price_minor: int | None = Field(default=None, ge=0, le=MAX_PRICE_MINOR)
+
+    _zone = field_validator("timezone")(lambda v: v if v is None else _check_zone(v))
+
+
+class StatusIn(Body):
+    status: Literal["active", "suspended"]
+    reason: str = Field(default="", max_length=500)
+
+
+class PriceIn(Body):
+    price_minor: int = Field(ge=0, le=MAX_PRICE_MINOR)
+
+
+class Weekday(enum.StrEnum):
+    MONDAY = "monday"
+    TUESDAY = "tuesday"
+    WEDNESDAY = "wednesday"
+    THURSDAY = "thursday"
+    FRIDAY = "friday"
+    SATURDAY = "saturday"
+    SUNDAY = "sunday"
+
+
+_WEEKDAYS = list(Weekday)
+
+
+class WeeklyIn(Body):
+    day: Weekday
+    start: str
+    end: str
+
+    @model_validator(mode="after")
+    def _times(self) -> WeeklyIn:
+        _hhmm(self.start, end=False)
+        _hhmm(self.end, end=True)
+        return self
+
+
+class ExceptionIn(Body):
+    date: date
+    blocked: bool = False
+    start: str | None = None
+    end: str | None = None
+
+    @model_validator(mode="after")
+    def _times(self) -> ExceptionIn:
+        if (self.start is None) != (self.end is None):
+            raise ValueError("give both start and end, or neither for a blocked day")
+        if self.start is not None and self.end is not None:
+            _hhmm(self.start, end=False)
+            _hhmm(self.end, end=True)
+        return self
+
+
+class AvailabilityIn(Body):
+    weekly: list[WeeklyIn] = Field(default_factory=list, max_length=70)
+    exceptions: list[ExceptionIn] = Field(default_factory=list, max_length=200)
+
+    def spec(self) -> rules.AvailabilitySpec:
+        weekly = tuple(rules.WeeklyWindow(_WEEKDAYS.index(w.day), _hhmm(w.start, end=False) or time(0),
+                                          _hhmm(w.end, end=True)) for w in self.weekly)
+        exceptions = tuple(
+            rules.DatedException(e.date, e.blocked,
+                                 _hhmm(e.start, end=False) if e.start is not None else None,
+                                 _hhmm(e.end, end=True) if e.end is not None else None)
+            for e in self.exceptions)
+        return rules.AvailabilitySpec(weekly, exceptions)
+
+
+class SlotsQuery(Body):
+    start: AwareDatetime = Field(alias="from")
+    end: AwareDatetime = Field(alias="to")
+    code: str | None = Field(default=None, pattern=CODE_PATTERN)
+
+
+class QuoteQuery(Body):
+    practitioner_id: Id
+    code: str | None = Field(default=None, pattern=CODE_PATTERN)
+
+
+class BookingIn(Body):
+    practitioner_id: Id
+    starts_at: AwareDatetime
+    code: str | None = Field(default=None, pattern=CODE_PATTERN)
+    expected_total: int | None = Field(default=None, ge=0)
+
+
+class CancelIn(Body):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class BookingsQuery(Body):
+    start: AwareDatetime | None = Field(default=None, alias="from")
+    end: AwareDatetime | None = Field(default=None, alias="to")
+    practitioner_id: Id | None = None
+    client_id: Id | None = None
+    limit: int = Field(default=100, ge=1, le=500)
+
+
+class CodeIn(Body):
+    code: str = Field(pattern=CODE_PATTERN)
+    amount_minor: int = Field(default=0, ge=0, le=MAX_PRICE_MINOR)
+    percent: int = Field(default=0, ge=0, le=100)
+    expires_at: AwareDatetime | None = None
+    max_uses: int = Field(default=0, ge=0, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _one_value(self) -> CodeIn:
+        if (self.amount_minor > 0) == (self.percent > 0):
+            raise ValueError("give either amount_minor or percent")
+        return self
+
+
+class PlatformCodeIn(CodeIn):
+    kind: Literal["promotion", "referral"]
+    referrer_id: Id | None = None
+    referrer_credit_minor: int = Field(default=0, ge=0, le=MAX_PRICE_MINOR)
+
+    @model_validator(mode="after")
+    def _referrer(self) -> PlatformCodeIn:
+        if (self.kind == "referral") != (self.referrer_id is not None):
+            raise ValueError("a referral code names its referrer_id; a promotion does not")
+        return self
+
+
+# --- views ---------------------------------------------------------------------------------------
+
+
+def booking_view(b: Booking, extra: dict[str, str], identity: Identity) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": b.id, "practitioner_id": b.practitioner_id, "client_id": b.client_id,
+                           "starts_at": iso(b.starts_at), "ends_at": iso(b.ends_at), "status": b.status.value,
+                           "created_at": iso(b.created_at)}
+    if identity.role is Role.SUPPORT:
+        return out  # metadata only
+    out.update({"timezone": b.timezone,
+                "price": {"currency": b.currency, "client_total": b.client_total,
+                          "practitioner_share": b.practitioner_share, "platform_share": b.platform_share,
+                          "discount": b.discount, "code": b.code or None}})
+    if "cancel_reason" in extra:
+        out["cancellation"] = {"reason": extra["cancel_reason"], "by": extra.get("cancelled_by")}
+    return out
+
+
+def _epoch(d: datetime) -> int:
+    return int(d.timestamp())
+
+
+def _check_epoch_range(d: datetime) -> int:
+    value = _epoch(d)
+    if not 0 < value < 4102444800:  # before 2100
+        raise InvalidInput("that date is out of range", code="date_out_of_range")
+    return value
+
+
+# --- handlers: practitioners ---------------------------------------------------------------------
+
+
+async def create_practitioner(request: Request) -> Response:
+    authenticate_admin(request)
+    body = await read_json(request, PractitionerIn)
+    svc, now = _service(request), _now()
+    currency = body.currency or svc.settings.currency
+    zone = body.timezone or svc.settings.default_timezone
+    fields = {"id": body.id, "display_name": body.display_name, "specialty": body.specialty.value,
+              "session_minutes": str(body.session_minutes), "price_minor": str(body.price_minor),
+              "currency": currency, "timezone": zone, "status": PractitionerStatus.PENDING_REVIEW.value,
+              "created_at": str(now), "updated_at": str(now), "activated_at": "0", "available_until": "0",
+              "availability": "{}"}
+    event = Event("practitioner.created",
+                  {"practitioner_id": body.id, "specialty": body.specialty.value,
+                   "session_minutes": body.session_minutes, "price_minor": body.price_minor,
+                   "currency": currency, "timezone": zone, "status": "pending_review"}, time=at(now))
+    await svc.store.create_practitioner(fields, event, now)
+    p = await svc.store.require_practitioner(body.id)
+    return JSONResponse(p.as_json(), status_code=201, headers={"Location": f"/v1/practitioners/{body.id}"})
+
+
+async def update_practitioner(request: Request) -> Response:
+    authenticate_admin(request)
+    pid = request.path_params["pid"]
+    body = await read_json(request, PractitionerPatch)
+    changes = {k: (v.value if isinstance(v, enum.Enum) else v)
+               for k, v in body.model_dump(exclude_none=True).items()}
+    if not changes:
+        raise InvalidInput("nothing to change", code="empty_update")
+    svc, now = _service(request), _now()
+    event = Event("practitioner.updated", {"practitioner_id": pid, "changes": changes}, time=at(now))
+    await svc.store.update_practitioner(pid, {**{k: str(v) for k, v in changes.items()},
+                                              "updated_at": str(now)}, event)
+    return JSONResponse((await svc.store.require_practitioner(pid)).as_json())
+
+
+async def set_status(request: Request) -> Response:
+    admin = authenticate_admin(request)
+    pid = request.path_params["pid"]
+    body = await read_json(request, StatusIn)
+    svc, now = _service(request), _now()
+    to = PractitionerStatus(body.status)
+    event_type = "practitioner.activated" if to is PractitionerStatus.ACTIVE else "practitioner.suspended"
+    event = Event(event_type, {"practitioner_id": pid, "reason": body.reason or None, "by": admin.sub,
+                               "automatic": False}, time=at(now))
+    await svc.store.set_practitioner_status(pid, to, event, now, body.reason)
+    return JSONResponse((await svc.store.require_practitioner(pid)).as_json())
+
+
+async def set_price(request: Request) -> Response:
+    pid = request.path_params["pid"]
+    _self_or_admin(request, pid, Permission.AVAILABILITY_WRITE)
+    body = await read_json(request, PriceIn)
+    svc, now = _service(request), _now()
+    p = await svc.store.require_practitioner(pid)
+    event = Event("practitioner.price_changed", {"practitioner_id": pid, "previous_price_minor": p.price_minor,
+                                                 "price_minor": body.price_minor, "currency": p.currency},
+                  time=at(now))
+    await svc.store.update_practitioner(pid, {"price_minor": str(body.price_minor), "updated_at": str(now)},
+                                        event)
+    return JSONResponse((await svc.store.require_practitioner(pid)).as_json())
+
+
+async def get_practitioner(request: Request) -> Response:
+    identity = authenticate(request)
+    p = await _service(request).store.require_practitioner(request.path_params["pid"])
+    if p.status is not PractitionerStatus.ACTIVE and not _can_see_inactive(identity, p.id):
+        raise NotFound("no such practitioner", code="practitioner_not_found")
+    return JSONResponse(p.as_json())
+
+
+def _can_see_inactive(identity: Identity, pid: str) -> bool:
+    return identity.role in (Role.ADMIN, Role.SUPPORT) or identity.sub == pid
+
+
+class ListQuery(Body):
+    specialty: Specialty | None = None
+    status: PractitionerStatus | None = None
+
+
+async def list_practitioners(request: Request) -> Response:
+    identity = authenticate(request)
+    q = parse_query(request, ListQuery)
+    found = await _service(request).store.practitioners(limit=1000)
+    out = [p.as_json() for p in found
+           if (q.specialty is None or p.specialty == q.specialty.value)
+           and (q.status is None or p.status is q.status)
+           and (p.status is PractitionerStatus.ACTIVE or _can_see_inactive(identity, p.id))]
+    return JSONResponse({"practitioners": out})
+
+
+# --- handlers: availability and slots ------------------------------------------------------------
+
+
+async def put_availability(request: Request) -> Response:
+    pid = request.path_params["pid"]
+    _self_or_admin(request, pid, Permission.AVAILABILITY_WRITE)
+    body = await read_json(request, AvailabilityIn)
+    svc, now = _service(request), _now()
+    p = await svc.store.require_practitioner(pid)
+    windows, waiting = await svc.publish(p, body.spec(), body.model_dump(mode="json"), now)
+    return JSONResponse({"practitioner_id": pid, "timezone": p.timezone, "availability": body.model_dump(mode="json"),
+                         "windows": [{"start": iso(s), "end": iso(e)} for s, e in windows],
+                         "waiting_clients": waiting})
+
+
+async def get_availability(request: Request) -> Response:
+    authenticate(request)
+    pid = request.path_params["pid"]
+    svc, now = _service(request), _now()
+    p = await svc.store.require_practitioner(pid)
+    windows, _ = await svc.store.windows_and_busy(pid, now, now + svc.settings.booking_horizon_days * 86400)
+    return JSONResponse({"practitioner_id": pid, "timezone": p.timezone, "availability": p.availability,
+                         "windows": [{"start": iso(s), "end": iso(e)} for s, e in windows]})
+
+
+async def get_slots(request: Request) -> Response:
+    identity = authenticate(request)
+    pid = request.path_params["pid"]
+    q = parse_query(request, SlotsQuery)
+    start, end = _check_epoch_range(q.start), _check_epoch_range(q.end)
+    try:
+        rules.check_slot_range(start, end)
+    except rules.AvailabilityError as exc:
+        raise DomainError(str(exc), code=exc.code, status=422) from None
+    svc, now = _service(request), _now()
+    p, code = await svc.load_for_quote(pid, q.code)
+    if p.status is not PractitionerStatus.ACTIVE and not _can_see_inactive(identity, pid):
+        raise NotFound("no such practitioner", code="practitioner_not_found")
+    found = await svc.free_slots(p, start, end, now, code, identity.sub)
+    return JSONResponse({"practitioner_id": pid, "timezone": p.timezone, "session_minutes": p.session_minutes,
+                         "slots": [s.as_json() for s in found]})
+
+
+async def get_quote(request: Request) -> Response:
+    identity = authenticate(request)
+    q = parse_query(request, QuoteQuery)
+    svc, now = _service(request), _now()
+    p, code = await svc.load_for_quote(q.practitioner_id, q.code)
+    return JSONResponse({"practitioner_id": p.id, **svc.price(p, code, client_id=identity.sub, now=now).as_json()})
+
+
+async def register_interest(request: Request) -> Response:
+    identity = authenticate(request)
+    identity.require_role(Role.CLIENT)
+    pid = request.path_params["pid"]
+    svc, now = _service(request), _now()
+    p = await svc.store.require_practitioner(pid)
+    if p.status is not PractitionerStatus.ACTIVE:
+        raise NotFound("no such practitioner", code="practitioner_not_found")
+    bounds = svc.bounds(now)
+    if await svc.free_slots(p, bounds.earliest, bounds.latest + 1, now):
+        raise DomainError("this practitioner has free slots: book one", code="slots_available", status=409)
+    event = Event("practitioner.interest_registered", {"practitioner_id": pid, "client_id": identity.sub},
+                  time=at(now))
+    waiting = await svc.store.register_interest(pid, identity.sub, event, now)
+    return JSONResponse({"practitioner_id": pid, "waiting": True, "already_registered": waiting is None},
+                        status_code=200 if waiting is None else 201)
+
+
+# --- handlers: codes and bookings ----------------------------------------------------------------
+
+
+async def create_practitioner_code(request: Request) -> Response:
+    pid = request.path_params["pid"]
+    _self_or_admin(request, pid, Permission.AVAILABILITY_WRITE)
+    body = await read_json(request, CodeIn)
+    svc, now = _service(request), _now()
+    p = await svc.store.require_practitioner(pid)
+    code = DiscountCode(code=body.code, kind=CodeKind.PRACTITIONER, owner_id=pid, amount_minor=body.amount_minor,
+                        percent=body.percent, expires_at=_epoch(body.expires_at) if body.expires_at else 0,
+                        max_uses=body.max_uses, currency=p.currency)
+    return await _create_code(request, code, now)
+
+
+async def create_platform_code(request: Request) -> Response:
+    authenticate_admin(request)
+    body = await read_json(request, PlatformCodeIn)
+    svc, now = _service(request), _now()
+    code = DiscountCode(code=body.code, kind=CodeKind(body.kind), owner_id=body.referrer_id or "",
+                        amount_minor=body.amount_minor, percent=body.percent,
+                        referrer_credit_minor=body.referrer_credit_minor,
+                        expires_at=_epoch(body.expires_at) if body.expires_at else 0,
+                        max_uses=body.max_uses, currency=svc.settings.currency)
+    return await _create_code(request, code, now)
+
+
+async def _create_code(request: Request, code: DiscountCode, now: int) -> Response:
+    if code.expires_at and code.expires_at <= now:
+        raise InvalidInput("the code would already be expired", code="expires_in_past")
+    view = {"code": code.code, "kind": code.kind.value, "owner_id": code.owner_id or None,
+            "amount_minor": code.amount_minor, "percent": code.percent,
+            "referrer_credit_minor": code.referrer_credit_minor,
+            "expires_at": iso(code.expires_at) if code.expires_at else None, "max_uses": code.max_uses,
+            "currency": code.currency}
+    await _service(request).store.create_code(code, Event("code.created", view, time=at(now)), now)
+    return JSONResponse(view, status_code=201)
+
+
+async def create_booking(request: Request) -> Response:
+    identity = authenticate(request)
+    identity.require(Permission.BOOKINGS_WRITE)
+    identity.require_role(Role.CLIENT)
+    body = await read_json(request, BookingIn)
+    starts_at = _check_epoch_range(body.starts_at)
+    svc = _service(request)
+    booking = await svc.book(client_id=identity.sub, practitioner_id=body.practitioner_id, starts_at=starts_at,
+                             code=body.code, expected_total=body.expected_total, now=_now())
+    return JSONResponse(booking_view(booking, {}, identity), status_code=201,
+                        headers={"Location": f"/v1/bookings/{booking.id}"})
+
+
+def _may_see(identity: Identity, b: Booking) -> bool:
+    return identity.role in (Role.ADMIN, Role.SUPPORT) or identity.sub in b.parties()
+
+
+async def get_booking(request: Request) -> Response:
+    identity = authenticate(request)
+    identity.require(Permission.BOOKINGS_READ)
+    svc = _service(request)
+    found = await svc.store.bookings([request.path_params["bid"]])
+    if not found or not _may_see(identity, found[0][0]):
+        raise NotFound("no such booking", code="booking_not_found")
+    return JSONResponse(booking_view(*found[0], identity))
+
+
+async def list_bookings(request: Request) -> Response:
+    identity = authenticate(request)
+    identity.require(Permission.BOOKINGS_READ)
+    q = parse_query(request, BookingsQuery)
+    lo: float | str = _check_epoch_range(q.start) if q.start else "-inf"
+    hi: float | str = _check_epoch_range(q.end) if q.end else "+inf"
+    if identity.role is Role.CLIENT:
+        key = C_BOOKINGS_KEY.format(identity.sub)
+    elif identity.role is Role.PRACTITIONER:
+        key = P_BOOKINGS_KEY.format(identity.sub)
+    elif q.practitioner_id:
+        key = P_BOOKINGS_KEY.format(q.practitioner_id)
+    elif q.client_id:
+        key = C_BOOKINGS_KEY.format(q.client_id)
+    else:
+        key = ALL_BOOKINGS_KEY
+    svc = _service(request)
+    ids = await svc.store.booking_ids(key, lo, hi, q.limit)
+    return JSONResponse({"bookings": [booking_view(b, x, identity) for b, x in await svc.store.bookings(ids)]})
+
+
+async def cancel_booking(request: Request) -> Response:
+    identity = authenticate(request)
+    identity.require(Permission.BOOKINGS_WRITE)
+    body = await read_json(request, CancelIn)
+    svc, now = _service(request), _now()
+    bid = request.path_params["bid"]
+    booking = await svc.store.booking(bid)
+    if booking is None or not (identity.role is Role.ADMIN or identity.sub in booking.parties()):
+        raise NotFound("no such booking", code="booking_not_found")
+    by = "admin" if identity.role is Role.ADMIN else (
+        "client" if identity.sub == booking.client_id else "practitioner")
+    if by != "admin" and now >= booking.starts_at and booking.status is BookingStatus.CONFIRMED:
+        raise DomainError("the session has already started; contact support", code="too_late_to_cancel",
+                          status=409)
+    await svc.store.transition(bid, BookingStatus.CANCELLED, "booking.cancelled",
+                               {"by": by, "reason": body.reason, "starts_at": iso(booking.starts_at)}, now,
+                               extra={"cancel_reason": body.reason, "cancelled_by": by})
+    found = await svc.store.bookings([bid])
+    return JSONResponse(booking_view(*found[0], identity))
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/v1/practitioners", create_practitioner, methods=["POST"]),
+        Route("/v1/practitioners", list_practitioners, methods=["GET"]),
+        Route("/v1/practitioners/{pid}", get_practitioner, methods=["GET"]),
+        Route("/v1/practitioners/{pid}", update_practitioner, methods=["PATCH"]),
+        Route("/v1/practitioners/{pid}/status", set_status, methods=["POST"]),
+        Route("/v1/practitioners/{pid}/price", set_price, methods=["PUT"]),
+        Route("/v1/practitioners/{pid}/availability", put_availability, methods=["PUT"]),
+        Route("/v1/practitioners/{pid}/availability", get_availability, methods=["GET"]),
+        Route("/v1/practitioners/{pid}/slots", get_slots, methods=["GET"]),
+        Route("/v1/practitioners/{pid}/interest", register_interest, methods=["POST"]),
+        Route("/v1/practitioners/{pid}/codes", create_practitioner_code, methods=["POST"]),
+        Route("/v1/codes", create_platform_code, methods=["POST"]),
+        Route("/v1/quotes", get_quote, methods=["GET"]),
+        Route("/v1/bookings", create_booking, methods=["POST"]),
+        Route("/v1/bookings", list_bookings, methods=["GET"]),
+        Route("/v1/bookings/{bid}", get_booking, methods=["GET"]),
+        Route("/v1/bookings/{bid}/cancel", cancel_booking, methods=["POST"]),
+    ]

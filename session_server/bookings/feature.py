@@ -1,0 +1,37 @@
+"""The bookings feature: its routes, its service on the context, the suspension job and the demo seed."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from ..context import AppContext
+from . import api
+from .jobs import SuspensionJob
+from .service import BookingService
+from .store import BookingStore
+
+
+class BookingsFeature:
+    name = "bookings"
+
+    def __init__(self, *, suspension_interval_s: float = 3600.0) -> None:
+        self.suspension_interval_s = suspension_interval_s
+
+    def routes(self) -> list[BaseRoute]:
+        return api.routes()
+
+    async def start(self, ctx: AppContext) -> None:
+        store = BookingStore(ctx.redis)
+        ctx.bookings = BookingService(store, ctx.settings)
+        job = SuspensionJob(store, ctx.settings.suspend_after_idle_days, interval_s=self.suspension_interval_s)
+        self._job = job
+        ctx.tasks.spawn("bookings.suspension", job.loop)
+        if ctx.settings.demo:
+            from ..demo import seed_demo
+
+            await seed_demo(ctx)
+
+    async def stop(self, ctx: AppContext) -> None:
+        job: SuspensionJob | None = getattr(self, "_job", None)
+        if job is not None:
+            job.stopping.set()

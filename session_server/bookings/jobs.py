@@ -1,0 +1,113 @@
+"""Scheduled jobs of bookings: the automatic suspension of practitioners with no availability.
+
+Several server processes may share one Redis. A job runs in one process at a time: it takes a lock
+(SET NX PX with a random token) and releases it with a Lua compare-and-delete, so a process whose lock
+expired never deletes the lock another process now holds. The job itself is idempotent: each suspension
+is a compare-and-set on the practitioner's status *and* on the `available_until` it judged, so two runs
+(or a run racing a new publication of availability) never suspend twice or suspend someone who just
+published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+
+from ..errors import Conflict
+from ..events import Event
+from .rules import DAY_S, PractitionerStatus
+from .store import BookingStore, at, iso
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = "ss:lock:{}"
+SUSPENSION_JOB = "suspension"
+
+UNLOCK_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisLock:
+    """A lease held by one process; `release` deletes it only while it is still ours."""
+
+    def __init__(self, redis: aioredis.Redis, name: str, *, ttl_s: float) -> None:
+        self.redis = redis
+        self.key = LOCK_KEY.format(name)
+        self.ttl_ms = int(ttl_s * 1000)
+        self.token = secrets.token_hex(16)
+        self._unlock = redis.register_script(UNLOCK_LUA)
+
+    async def acquire(self) -> bool:
+        return bool(await self.redis.set(self.key, self.token, nx=True, px=self.ttl_ms))
+
+    async def release(self) -> bool:
+        return bool(await self._unlock(keys=[self.key], args=[self.token]))
+
+
+def idle_since(activated_at: int, available_until: int) -> int:
+    """Since when a practitioner has had no published availability (pure)."""
+    return max(activated_at, available_until)
+
+
+def is_idle(activated_at: int, available_until: int, now: int, idle_days: int) -> bool:
+    return now - idle_since(activated_at, available_until) >= idle_days * DAY_S
+
+
+@dataclass
+class SuspensionJob:
+    store: BookingStore
+    idle_days: int
+    interval_s: float = 3600.0
+    lock_ttl_s: float = 300.0
+    clock: Callable[[], float] = time.time
+    # Set by the feature's stop(): a cancellation that lands inside a Redis call can be swallowed by the
+    # client library, so the loop also watches this event.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run_once(self, now: int | None = None) -> list[str] | None:
+        """Suspend every idle active practitioner; None if another process holds the lock."""
+        lock = RedisLock(self.store.redis, SUSPENSION_JOB, ttl_s=self.lock_ttl_s)
+        if not await lock.acquire():
+            return None
+        try:
+            return await self._suspend_idle(int(self.clock()) if now is None else now)
+        finally:
+            await lock.release()
+
+    async def _suspend_idle(self, now: int) -> list[str]:
+        suspended = []
+        for pid in await self.store.practitioner_ids():
+            p = await self.store.practitioner(pid)
+            if p is None or p.status is not PractitionerStatus.ACTIVE:
+                continue
+            if not is_idle(p.activated_at, p.available_until, now, self.idle_days):
+                continue
+            event = Event("practitioner.suspended",
+                          {"practitioner_id": pid, "reason": "no_availability", "automatic": True, "by": None,
+                           "idle_since": iso(idle_since(p.activated_at, p.available_until)),
+                           "idle_days": self.idle_days}, time=at(now))
+            try:
+                await self.store.set_practitioner_status(
+                    pid, PractitionerStatus.SUSPENDED, event, now, "no_availability",
+                    guard=("available_until", str(p.available_until)))
+            except Conflict:
+                continue  # changed meanwhile (published, or already suspended): nothing to do
+            suspended.append(pid)
+        if suspended:
+            log.info("suspended %d practitioner(s) with no availability", len(suspended))
+        return suspended
+
+    async def loop(self) -> None:
+        while not self.stopping.is_set():
+            await self.run_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), self.interval_s)

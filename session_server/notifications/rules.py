@@ -1,0 +1,69 @@
+"""Which events notify whom, and with what. Pure: no I/O, no clock.
+
+A notification carries ids, times and counts, never names or free text written by another person
+(a cancellation reason stays in the booking, which only its parties can read).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..events import Event
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    id: str
+    user_id: str
+    kind: str
+    created_at: str  # ISO 8601 UTC, the time of the event that caused it
+    data: dict[str, Any]
+
+    def as_json(self, *, read: bool | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "kind": self.kind, "created_at": self.created_at,
+                               "data": self.data}
+        if read is not None:
+            out["read"] = read
+        return out
+
+
+def notification_id(event_id: str, user_id: str) -> str:
+    """Deterministic, so that an event delivered twice makes the same notification once."""
+    return hashlib.sha256(f"{event_id}\0{user_id}".encode()).hexdigest()[:24]
+
+
+def needs_waiting_clients(event: Event) -> bool:
+    """Does deciding on this event need the practitioner's waiting list?"""
+    return event.type == "availability.published" and int(event.body.get("windows", 0)) > 0
+
+
+def notifications_for(event: Event, waiting_clients: Sequence[str] = ()) -> list[Notification]:
+    b = event.body
+    when = event.time.isoformat().replace("+00:00", "Z")
+
+    def note(user: str, kind: str, data: dict[str, Any]) -> Notification:
+        return Notification(notification_id(event.id, user), user, kind, when, data)
+
+    t = event.type
+    if t == "booking.created":
+        return [note(b["practitioner_id"], "booking.created",
+                     {"booking_id": b["booking_id"], "starts_at": b["starts_at"], "ends_at": b["ends_at"],
+                      "client_id": b["client_id"]})]
+    if t == "booking.cancelled":
+        data = {"booking_id": b["booking_id"], "starts_at": b.get("starts_at"), "by": b.get("by")}
+        others = {"client": [b["practitioner_id"]], "practitioner": [b["client_id"]]}.get(
+            str(b.get("by")), [b["practitioner_id"], b["client_id"]])
+        return [note(u, "booking.cancelled", data) for u in others]
+    if t == "practitioner.interest_registered":
+        return [note(b["practitioner_id"], "clients.waiting", {"practitioner_id": b["practitioner_id"]})]
+    if t == "availability.published" and waiting_clients:
+        return [note(c, "slots.available", {"practitioner_id": b["practitioner_id"]}) for c in waiting_clients]
+    if t == "practitioner.suspended":
+        return [note(b["practitioner_id"], "account.suspended",
+                     {"reason": b.get("reason"), "automatic": bool(b.get("automatic"))})]
+    if t == "practitioner.activated":
+        return [note(b["practitioner_id"], "account.activated", {})]
+    return []

@@ -1,0 +1,139 @@
+"""The rooms feature: /v1/rooms/{booking_id}/ws, the /room/{booking_id} page, and the node's loops."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import logging
+import uuid
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
+
+from signaling.bus import RoomBus
+from signaling.media import MediaBridge, RelayBridge
+from signaling.messages import IdSource
+
+from ..bookings.model import Booking, BookingStatus
+from ..context import AppContext
+from ..errors import Conflict
+from ..redis_client import blocking_client
+from .store import PUSH_PATTERN, RoomStore
+from .ws import Hooks, RoomService, SessionStartedHook
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "room"
+BUS_READY_WAIT_S = 5.0
+# The page holds the access token it read from the URL fragment: no third-party anything, no caching,
+# no referrer, no framing.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; "
+                                "img-src 'self' data: blob:; media-src 'self' blob: mediastream:; "
+                                "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'"),
+    "Permissions-Policy": "camera=(self), microphone=(self)",
+}
+
+
+class RoomsFeature:
+    name = "rooms"
+
+    def __init__(self, hooks: Hooks | None = None, bridge: MediaBridge | None = None) -> None:
+        self.hooks = hooks or Hooks()
+        self._bridge = bridge
+        self.service: RoomService | None = None
+        self._page = (STATIC_DIR / "room.html").read_text(encoding="utf-8")
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            WebSocketRoute("/v1/rooms/{booking_id}/ws", self._socket),
+            Route("/room/{booking_id}", self._room_page, methods=["GET"]),
+            Mount("/static/room", StaticFiles(directory=STATIC_DIR), name="room-static"),
+        ]
+
+    async def _socket(self, ws: WebSocket) -> None:
+        if self.service is None:
+            await ws.close(1013)
+            return
+        await self.service.handle(ws)
+
+    async def _room_page(self, request: Request) -> Response:
+        return HTMLResponse(self._page, headers=PAGE_HEADERS)
+
+    async def start(self, ctx: AppContext) -> None:
+        if self.hooks.on_session_started is None and hasattr(ctx, "bookings"):
+            self.hooks.on_session_started = _move_booking_in_session(ctx)
+        ids = IdSource()
+        node_id = uuid.uuid4().hex
+        store = RoomStore(ctx.redis, ctx.keyring)
+        service_ref: list[RoomService] = []
+
+        async def open_chat(room_id: str, record: dict[str, object]) -> tuple[int, str]:
+            return await service_ref[0].open_chat(room_id, record)
+
+        bus = RoomBus(open_chat, ids)
+        bridge = self._bridge or RelayBridge(store.publish, ids)
+        service = RoomService(settings=ctx.settings, store=store, bus=bus, bridge=bridge, tokens=ctx.tokens,
+                              ids=ids, node_id=node_id, hooks=self.hooks,
+                              connections_gauge=ctx.metrics.ws_connections.labels("room"))
+        service_ref.append(service)
+        ready = asyncio.Event()
+
+        async def listen() -> None:
+            # a connection of its own: pub/sub holds it for as long as the node lives
+            client = blocking_client(ctx.redis_url, ctx.settings, block_s=3600)
+            try:
+                await bus.run(client, (store.bus_pattern, PUSH_PATTERN), ready.set)
+            finally:
+                await client.aclose()
+
+        async def clock() -> None:
+            while True:
+                try:
+                    await service.tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("room clock tick failed; next tick retries")
+                await asyncio.sleep(service.timings.tick_s)
+
+        await store.node_alive(node_id, int(service.timings.node_ttl_s * 1000))
+        ctx.tasks.spawn("rooms-bus", listen)
+        ctx.tasks.spawn("rooms-chat", store.run_appender)
+        ctx.tasks.spawn("rooms-clock", clock)
+        try:
+            await asyncio.wait_for(ready.wait(), BUS_READY_WAIT_S)
+        except TimeoutError:
+            log.warning("the room bus is not subscribed yet; rooms start anyway and catch up")
+        self.service = service
+        ctx.rooms = service
+        log.info("rooms ready on node %s (media mode %s)", node_id[:8], bridge.mode)
+
+    async def stop(self, ctx: AppContext) -> None:
+        service, self.service = self.service, None
+        if service is not None:
+            await service.drain()
+            try:
+                await service.store.node_gone(service.node_id)
+            except Exception:
+                log.warning("could not withdraw this node's liveness key; it expires by itself")
+
+
+def _move_booking_in_session(ctx: AppContext) -> SessionStartedHook:
+    """When both parties are first present the booking becomes in_session, with its event."""
+
+    async def hook(booking: Booking) -> None:
+        try:
+            await ctx.bookings.store.transition(booking.id, BookingStatus.IN_SESSION, "booking.in_session",
+                                                {}, int(time.time()))
+        except Conflict:
+            pass  # already in session (a second node got there first), or cancelled meanwhile
+
+    return hook

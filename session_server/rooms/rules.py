@@ -1,0 +1,97 @@
+"""Room rules: when a room is open, who may enter, what each role sees. Pure: no I/O, no clock.
+
+- A room belongs to one booking. It opens `open_before_s` before the start and closes `grace_after_s`
+  after the end. Only confirmed (or already running) bookings have a room.
+- The booking's client and practitioner are the parties. A support agent or an admin may also enter;
+  they are listed to everyone like any participant (nobody is hidden), but they never receive the
+  chat text or the documents (health data) and take no part in the media.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..auth import Identity, Permission, Role
+from ..bookings.model import Booking, BookingStatus
+from ..errors import DomainError, Forbidden, Gone, NotFound
+
+JOINABLE = frozenset({BookingStatus.CONFIRMED, BookingStatus.IN_SESSION})
+PARTY_ROLES = frozenset({Role.CLIENT, Role.PRACTITIONER})
+STAFF_ROLES = frozenset({Role.SUPPORT, Role.ADMIN})
+
+
+class RoomNotOpenYet(DomainError):
+    status, code, title = 425, "room_not_open", "Room not open yet"
+
+
+class RoomClosed(Gone):
+    code, title = "room_closed", "Room closed"
+
+
+class RoomState(enum.StrEnum):
+    EMPTY = "empty"
+    WAITING_FOR_PRACTITIONER = "waiting_for_practitioner"
+    WAITING_FOR_CLIENT = "waiting_for_client"
+    IN_SESSION = "in_session"
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    opens_at: int  # epoch seconds, UTC
+    closes_at: int
+
+    def is_open(self, now: float) -> bool:
+        return self.opens_at <= now < self.closes_at
+
+
+def window(booking: Booking, open_before_s: int, grace_after_s: int) -> Window:
+    return Window(booking.starts_at - open_before_s, booking.ends_at + grace_after_s)
+
+
+def admit(identity: Identity, booking: Booking | None, win: Window | None, now: float) -> Role:
+    """The role the caller enters with, or the refusal. Checks run cheapest and least revealing first:
+    a stranger learns nothing about the booking's times or status."""
+    identity.require(Permission.ROOMS_JOIN)
+    if booking is None or win is None:
+        raise NotFound("there is no room for this booking", code="room_not_found")
+    role = identity.role
+    if role is Role.CLIENT and identity.sub != booking.client_id:
+        raise Forbidden("this room belongs to another booking's client", code="not_a_party")
+    if role is Role.PRACTITIONER and identity.sub != booking.practitioner_id:
+        raise Forbidden("this room belongs to another practitioner's booking", code="not_a_party")
+    if booking.status not in JOINABLE:
+        raise RoomClosed(f"the booking is {booking.status.value}; its room is closed")
+    if now < win.opens_at:
+        raise RoomNotOpenYet("the room opens shortly before the session starts",
+                             opens_at=win.opens_at)
+    if now >= win.closes_at:
+        raise RoomClosed("the session is over and its room is closed")
+    return role
+
+
+def receives_health_data(role: Role | str) -> bool:
+    """Chat text and documents reach the parties only."""
+    return role in PARTY_ROLES
+
+
+def room_state(present_roles: Iterable[Role | str]) -> RoomState:
+    roles = set(present_roles)
+    has_client, has_practitioner = Role.CLIENT in roles, Role.PRACTITIONER in roles
+    if has_client and has_practitioner:
+        return RoomState.IN_SESSION
+    if has_client:
+        return RoomState.WAITING_FOR_PRACTITIONER
+    if has_practitioner:
+        return RoomState.WAITING_FOR_CLIENT
+    return RoomState.EMPTY
+
+
+def media_peer(role: Role | str, booking: Booking) -> str | None:
+    """In relay mode each party's media goes to the other party, and nobody else's goes anywhere."""
+    if role == Role.CLIENT:
+        return booking.practitioner_id
+    if role == Role.PRACTITIONER:
+        return booking.client_id
+    return None

@@ -1,0 +1,534 @@
+// The session room page: signaling over one WebSocket (protocol v1, see docs/protocol.md), video
+// directly between the two browsers, chat that survives reconnects. No build step, no dependencies.
+(() => {
+  "use strict";
+
+  const $ = (id) => document.getElementById(id);
+  const I18N = window.ROOM_I18N;
+  const bookingId = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "");
+  const storeKey = "room:" + bookingId;
+  // Close codes after which reconnecting cannot help (see docs/protocol.md).
+  const CLOSE_FINAL = { 4401: "err_token", 4403: "err_not_a_party", 4404: "err_room_not_found",
+    4409: "err_replaced", 4410: "err_room_closed", 4425: "err_room_not_open", 4429: "err_too_many" };
+
+  // --- the token: read once from the fragment, then kept off the address bar -------------------
+  let token = null;
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  if (fragment.get("token")) {
+    token = fragment.get("token");
+    sessionStorage.setItem(storeKey + ":token", token);
+    history.replaceState(null, "", location.pathname + location.search);
+  } else {
+    token = sessionStorage.getItem(storeKey + ":token");
+  }
+
+  // --- language --------------------------------------------------------------------------------
+  const query = new URLSearchParams(location.search);
+  let lang = query.get("lang") || localStorage.getItem("room:lang") || (navigator.language || "ar").slice(0, 2);
+  if (!I18N[lang]) lang = "ar";
+
+  function t(key, vars) {
+    const text = (I18N[lang] && I18N[lang][key]) || I18N.en[key] || key;
+    return text.replace(/\{(\w+)\}/g, (_, k) => (vars && vars[k] != null ? vars[k] : ""));
+  }
+
+  function applyLanguage() {
+    document.documentElement.lang = lang;
+    document.documentElement.dir = I18N[lang].dir;
+    $("lang").value = lang;
+    document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+    document.querySelectorAll("[data-i18n-placeholder]").forEach((el) => {
+      el.placeholder = t(el.dataset.i18nPlaceholder);
+    });
+    document.title = t("title");
+    renderAll();
+  }
+
+  // --- state -----------------------------------------------------------------------------------
+  const state = {
+    ws: null, conn: "connecting", me: null, room: null, participants: new Map(), lastSeq: 0,
+    joinedOnce: false, iceServers: [], heartbeatS: 10, lastHeard: 0, retry: 0, final: null,
+    unacked: new Map(), myMessages: new Map(), delivered: 0, typing: new Map(), docs: new Map(),
+    pc: null, pendingCandidates: [], localStream: null, mic: true, cam: true, left: false,
+    typingSent: 0, typingTimer: null,
+  };
+
+  function newId() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID().replace(/-/g, "");
+    return Math.random().toString(16).slice(2) + Date.now().toString(16);
+  }
+
+  function send(msg) {
+    if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return false;
+    if (!msg.id) msg.id = newId();
+    state.ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  function peer() {
+    if (!state.me) return null;
+    const want = state.me.role === "client" ? "practitioner" : state.me.role === "practitioner" ? "client" : null;
+    for (const p of state.participants.values()) if (p.role === want) return p;
+    return null;
+  }
+
+  function notice(text) {
+    const el = $("notice");
+    el.textContent = text;
+    el.hidden = !text;
+    if (text) setTimeout(() => { if (el.textContent === text) el.hidden = true; }, 6000);
+  }
+
+  // --- rendering -------------------------------------------------------------------------------
+  function renderAll() {
+    renderConn(); renderWaiting(); renderParticipants(); renderControls(); renderTyping(); renderDocs();
+    document.querySelectorAll("#messages li").forEach(renderMessageMeta);
+  }
+
+  function renderConn() {
+    const el = $("conn");
+    el.dataset.state = state.conn;
+    el.textContent = state.final ? t(state.final) : t("state_" + state.conn);
+  }
+
+  function renderWaiting() {
+    const el = $("waiting");
+    if (!state.me) { el.textContent = state.final ? t(state.final) : ""; return; }
+    if (state.left) { el.textContent = t("left"); return; }
+    const other = peer();
+    let text;
+    if (state.me.role === "client") {
+      text = !other ? t("waiting_for_practitioner")
+        : other.state === "reconnecting" ? t("peer_reconnecting", { name: other.name }) : t("in_session");
+    } else if (state.me.role === "practitioner") {
+      text = !other ? t("waiting_for_client")
+        : other.state === "reconnecting" ? t("peer_reconnecting", { name: other.name })
+          : state.pc && state.pc.connectionState === "connected" ? t("in_session")
+            : t("client_waiting", { name: other.name });
+    } else {
+      text = t("staff_view");
+    }
+    el.textContent = text;
+    el.dataset.waiting = other ? "no" : "yes";
+    const p = peer();
+    $("remote-name").textContent = p ? p.name : "";
+    $("remote-flags").textContent = p ? [p.audio ? "" : t("muted"), p.video ? "" : t("camera_off")]
+      .filter(Boolean).join(" · ") : "";
+  }
+
+  function renderParticipants() {
+    const ul = $("participants");
+    ul.replaceChildren();
+    for (const p of state.participants.values()) {
+      const li = document.createElement("li");
+      li.dataset.state = p.state;
+      li.dataset.role = p.role;
+      const name = document.createElement("strong");
+      name.textContent = p.name || p.id;
+      const role = document.createElement("span");
+      role.className = "role";
+      role.textContent = t("role_" + p.role);
+      const st = document.createElement("span");
+      st.className = "pstate";
+      st.textContent = t("p_" + p.state);
+      li.append(name, " ", role, " ", st);
+      ul.append(li);
+    }
+  }
+
+  function renderControls() {
+    $("toggle-mic").textContent = t(state.mic ? "mic_on" : "mic_off");
+    $("toggle-mic").setAttribute("aria-pressed", String(state.mic));
+    $("toggle-cam").textContent = t(state.cam ? "cam_on" : "cam_off");
+    $("toggle-cam").setAttribute("aria-pressed", String(state.cam));
+    const party = state.me && (state.me.role === "client" || state.me.role === "practitioner");
+    $("chat-input").disabled = !party || state.left;
+    $("chat-send").disabled = !party || state.left;
+  }
+
+  function renderTyping() {
+    const names = [...state.typing.keys()].map((id) => (state.participants.get(id) || { name: "" }).name);
+    $("typing").textContent = names.length ? t("typing", { name: names.join(", ") }) : "";
+  }
+
+  const timeFormat = () => new Intl.DateTimeFormat(lang === "ar" ? "ar-DZ" : lang,
+    { hour: "2-digit", minute: "2-digit" });
+
+  function renderMessageMeta(li) {
+    const meta = li.querySelector(".meta");
+    const when = Number(li.dataset.time || Date.now());
+    let status = "";
+    if (li.dataset.mine === "yes") {
+      if (li.dataset.seq === "") status = " · " + t("sending");
+      else if (Number(li.dataset.seq) <= state.delivered) status = " · " + t("delivered");
+    }
+    meta.textContent = (li.dataset.mine === "yes" ? t("you") : li.dataset.name) + " · "
+      + timeFormat().format(new Date(when)) + status;
+  }
+
+  function addMessage({ seq, time, senderId, name, text, ref }) {
+    const ol = $("messages");
+    let li = ref ? ol.querySelector(`li[data-ref="${CSS.escape(ref)}"]`) : null;
+    if (seq != null && ol.querySelector(`li[data-seq="${seq}"]`)) return;
+    if (!li) {
+      li = document.createElement("li");
+      const meta = document.createElement("div");
+      meta.className = "meta";
+      const body = document.createElement("div");
+      body.className = "text";
+      body.textContent = text;
+      li.append(meta, body);
+      li.dataset.ref = ref || "";
+      ol.append(li);
+    }
+    li.dataset.seq = seq == null ? "" : String(seq);
+    li.dataset.time = String(time || Date.now());
+    li.dataset.name = name || "";
+    li.dataset.mine = state.me && senderId === state.me.id ? "yes" : "no";
+    li.className = li.dataset.mine === "yes" ? "mine" : "theirs";
+    renderMessageMeta(li);
+    ol.scrollTop = ol.scrollHeight;
+  }
+
+  function renderDocs() {
+    const ul = $("documents");
+    ul.replaceChildren();
+    for (const d of state.docs.values()) {
+      const li = document.createElement("li");
+      const a = document.createElement("a");
+      a.href = "#";
+      a.textContent = d.name || d.filename || d.title || d.id;
+      a.title = t("download");
+      a.addEventListener("click", (ev) => { ev.preventDefault(); download(d); });
+      li.append(a);
+      ul.append(li);
+    }
+    $("no-docs").hidden = state.docs.size > 0;
+  }
+
+  // --- documents -------------------------------------------------------------------------------
+  function addDocument(d) {
+    if (!d || typeof d !== "object" || !d.id) return;
+    state.docs.set(String(d.id), d);
+    renderDocs();
+  }
+
+  async function loadDocuments() {
+    const id = encodeURIComponent(bookingId);
+    for (const url of ["/v1/bookings/" + id + "/documents", "/v1/documents/shared?booking_id=" + id]) {
+      try {
+        const r = await fetch(url, { headers: { Authorization: "Bearer " + token }, cache: "no-store" });
+        if (r.status !== 200) continue;
+        const body = await r.json();
+        const list = Array.isArray(body) ? body : body.documents || body.items || [];
+        list.forEach(addDocument);
+        return;
+      } catch (_) { /* the list is optional: shared documents also arrive live */ }
+    }
+  }
+
+  async function download(d) {
+    const url = d.download_url || d.url || "/v1/documents/" + encodeURIComponent(d.id) + "/content";
+    try {
+      const r = await fetch(url, { headers: { Authorization: "Bearer " + token }, cache: "no-store" });
+      if (!r.ok) throw new Error(String(r.status));
+      const blob = await r.blob();
+      const a = document.createElement("a");
+      a.href = URL.createObjectURL(blob);
+      a.download = d.name || d.filename || "document";
+      document.body.append(a);
+      a.click();
+      setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+    } catch (_) { notice(t("err_generic")); }
+  }
+
+  // --- media -----------------------------------------------------------------------------------
+  async function startLocalMedia() {
+    const tries = [{ audio: true, video: true }, { audio: true, video: false }];
+    for (const constraints of tries) {
+      try {
+        state.localStream = await navigator.mediaDevices.getUserMedia(constraints);
+        $("local-video").srcObject = state.localStream;
+        if (!constraints.video) state.cam = false;
+        return;
+      } catch (_) { /* try with less */ }
+    }
+    notice(t("no_camera"));
+  }
+
+  function closePc() {
+    if (state.pc) { state.pc.onicecandidate = null; state.pc.ontrack = null; state.pc.close(); }
+    state.pc = null;
+    state.pendingCandidates = [];
+    $("remote-video").srcObject = null;
+  }
+
+  function newPc() {
+    closePc();
+    const pc = new RTCPeerConnection({ iceServers: state.iceServers });
+    state.pc = pc;
+    if (state.localStream) state.localStream.getTracks().forEach((tr) => pc.addTrack(tr, state.localStream));
+    pc.onicecandidate = (ev) => {
+      const p = peer();
+      if (p) send({ type: "candidate", to: p.id, candidate: ev.candidate ? ev.candidate.toJSON() : null });
+    };
+    pc.ontrack = (ev) => {
+      const v = $("remote-video");
+      if (v.srcObject !== ev.streams[0]) v.srcObject = ev.streams[0] || new MediaStream([ev.track]);
+    };
+    pc.onconnectionstatechange = () => renderWaiting();
+    return pc;
+  }
+
+  // Both sides start afresh whenever the other party (re)appears; only the practitioner offers.
+  async function peerAppeared() {
+    const p = peer();
+    if (!p || !state.me) return;
+    const pc = newPc();
+    if (state.me.role !== "practitioner") return;
+    try {
+      const offer = await pc.createOffer();
+      if (pc !== state.pc) return;
+      await pc.setLocalDescription(offer);
+      send({ type: "offer", to: p.id, sdp: pc.localDescription.sdp });
+    } catch (_) { notice(t("err_generic")); }
+  }
+
+  async function onOffer(msg) {
+    const pc = state.pc || newPc();
+    try {
+      await pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+      await flushCandidates(pc);
+      const answer = await pc.createAnswer();
+      await pc.setLocalDescription(answer);
+      send({ type: "answer", to: msg.from, sdp: pc.localDescription.sdp });
+    } catch (_) { notice(t("err_generic")); }
+  }
+
+  async function onAnswer(msg) {
+    const pc = state.pc;
+    if (!pc || pc.signalingState !== "have-local-offer") return;
+    try {
+      await pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+      await flushCandidates(pc);
+    } catch (_) { notice(t("err_generic")); }
+  }
+
+  async function onCandidate(msg) {
+    const pc = state.pc;
+    if (!pc) return;
+    if (!pc.remoteDescription) { state.pendingCandidates.push(msg.candidate); return; }
+    try { await pc.addIceCandidate(msg.candidate || null); } catch (_) { /* stale candidate */ }
+  }
+
+  async function flushCandidates(pc) {
+    const list = state.pendingCandidates;
+    state.pendingCandidates = [];
+    for (const c of list) { try { await pc.addIceCandidate(c || null); } catch (_) { /* stale */ } }
+  }
+
+  function sendMediaState() {
+    send({ type: "media.state", audio: state.mic, video: state.cam, audio_only: false });
+  }
+
+  // --- the socket ------------------------------------------------------------------------------
+  function connect() {
+    if (state.left || state.final) return;
+    state.conn = state.joinedOnce ? "reconnecting" : "connecting";
+    renderConn();
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(`${scheme}//${location.host}/v1/rooms/${encodeURIComponent(bookingId)}/ws`,
+      ["session.v1", "bearer." + token]);
+    state.ws = ws;
+    ws.onopen = () => {
+      const join = { type: "join", v: 1 };
+      if (state.joinedOnce) join.last_seq = state.lastSeq;
+      send(join);
+    };
+    ws.onmessage = (ev) => {
+      state.lastHeard = Date.now();
+      let msg;
+      try { msg = JSON.parse(ev.data); } catch (_) { return; }
+      handle(msg);
+    };
+    ws.onclose = (ev) => {
+      if (state.ws !== ws) return;
+      state.ws = null;
+      if (CLOSE_FINAL[ev.code]) state.final = CLOSE_FINAL[ev.code];
+      if (state.left || state.final) {
+        state.conn = "closed";
+        closePc();
+        renderAll();
+        return;
+      }
+      state.conn = "reconnecting";
+      renderConn();
+      const delay = Math.min(5000, 300 * 2 ** state.retry++);
+      setTimeout(connect, delay);
+    };
+  }
+
+  function handle(msg) {
+    switch (msg.type) {
+      case "joined": return onJoined(msg);
+      case "ping": return send({ type: "pong", ref: msg.id });
+      case "participant.joined": {
+        const p = msg.participant;
+        state.participants.set(p.id, p);
+        renderAll();
+        const other = peer();
+        if (other && other.id === p.id) peerAppeared();
+        return;
+      }
+      case "participant.updated":
+        state.participants.set(msg.participant.id, msg.participant);
+        return renderAll();
+      case "participant.reconnecting": {
+        const p = state.participants.get(msg.participant_id);
+        if (p) p.state = "reconnecting";
+        return renderAll();
+      }
+      case "participant.left": {
+        const other = peer();
+        state.participants.delete(msg.participant_id);
+        state.typing.delete(msg.participant_id);
+        if (other && other.id === msg.participant_id) closePc();
+        return renderAll();
+      }
+      case "session.started": return renderWaiting();
+      case "offer": return onOffer(msg);
+      case "answer": return onAnswer(msg);
+      case "candidate": return onCandidate(msg);
+      case "chat.message": return onChat(msg);
+      case "chat.ack": {
+        state.unacked.delete(msg.ref);
+        const li = $("messages").querySelector(`li[data-ref="${CSS.escape(msg.ref)}"]`);
+        if (li) { li.dataset.seq = String(msg.seq); renderMessageMeta(li); }
+        return;
+      }
+      case "chat.delivered":
+        state.delivered = Math.max(state.delivered, msg.seq);
+        return document.querySelectorAll("#messages li.mine").forEach(renderMessageMeta);
+      case "typing":
+        if (msg.active) state.typing.set(msg.participant_id, Date.now() + 6000);
+        else state.typing.delete(msg.participant_id);
+        return renderTyping();
+      case "document.shared": return addDocument(msg.document);
+      case "ack": return notice(t("reported"));
+      case "room.closing": state.final = "err_room_closed"; return renderAll();
+      case "error": {
+        const key = "err_" + msg.code;
+        if (msg.code.startsWith("token_")) return notice(t("err_token"));
+        return notice(I18N.en[key] ? t(key) : t("err_generic"));
+      }
+      default: return undefined;
+    }
+  }
+
+  function onJoined(msg) {
+    state.joinedOnce = true;
+    state.retry = 0;
+    state.conn = "connected";
+    state.me = msg.you;
+    state.room = msg.room;
+    state.iceServers = msg.ice_servers || [];
+    state.heartbeatS = msg.heartbeat_interval_s || 10;
+    state.participants = new Map(msg.participants.map((p) => [p.id, p]));
+    for (const c of msg.chat) onChat(c);
+    // sends the server never acknowledged go again with the same ids: the server keeps each once
+    for (const m of state.unacked.values()) send(m);
+    renderAll();
+    if (!state.mic || !state.cam) sendMediaState();
+    if (peer()) peerAppeared();
+  }
+
+  function onChat(msg) {
+    state.lastSeq = Math.max(state.lastSeq, msg.seq);
+    addMessage({ seq: msg.seq, time: msg.time, senderId: msg.sender.id, name: msg.sender.name,
+      text: msg.text, ref: msg.ref });
+    state.typing.delete(msg.sender.id);
+    renderTyping();
+    if (state.me && msg.sender.id !== state.me.id) send({ type: "chat.received", seq: msg.seq });
+  }
+
+  // --- the user's actions ----------------------------------------------------------------------
+  $("chat-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const input = $("chat-input");
+    const text = input.value.trim();
+    if (!text || !state.me) return;
+    const msg = { type: "chat.send", id: newId(), text };
+    state.unacked.set(msg.id, msg);
+    addMessage({ seq: null, time: Date.now(), senderId: state.me.id, name: state.me.name, text, ref: msg.id });
+    send(msg);
+    input.value = "";
+    send({ type: "typing", active: false });
+    state.typingSent = 0;
+  });
+
+  $("chat-input").addEventListener("input", () => {
+    const now = Date.now();
+    if (now - state.typingSent > 3000) { state.typingSent = now; send({ type: "typing", active: true }); }
+    clearTimeout(state.typingTimer);
+    state.typingTimer = setTimeout(() => { state.typingSent = 0; send({ type: "typing", active: false }); }, 4000);
+  });
+
+  $("toggle-mic").addEventListener("click", () => {
+    state.mic = !state.mic;
+    if (state.localStream) state.localStream.getAudioTracks().forEach((tr) => { tr.enabled = state.mic; });
+    renderControls();
+    sendMediaState();
+  });
+
+  $("toggle-cam").addEventListener("click", () => {
+    state.cam = !state.cam;
+    if (state.localStream) state.localStream.getVideoTracks().forEach((tr) => { tr.enabled = state.cam; });
+    renderControls();
+    sendMediaState();
+  });
+
+  $("report").addEventListener("click", () => {
+    // the outage flow listens for this event as well as for the server's acknowledgement
+    window.dispatchEvent(new CustomEvent("room:problem-report", { detail: { bookingId } }));
+    send({ type: "problem.report", kind: "connection" });
+  });
+
+  $("leave").addEventListener("click", () => {
+    state.left = true;
+    send({ type: "leave" });
+    closePc();
+    if (state.localStream) state.localStream.getTracks().forEach((tr) => tr.stop());
+    renderAll();
+  });
+
+  $("lang").addEventListener("change", (ev) => {
+    lang = ev.target.value;
+    localStorage.setItem("room:lang", lang);
+    applyLanguage();
+  });
+
+  // a socket that hears nothing for more than two heartbeats is dead even if the OS has not noticed
+  setInterval(() => {
+    const now = Date.now();
+    for (const [id, until] of state.typing) if (until < now) state.typing.delete(id);
+    renderTyping();
+    if (state.ws && state.conn === "connected" && now - state.lastHeard > state.heartbeatS * 2500) {
+      state.ws.close();
+    }
+  }, 1000);
+
+  // what the acceptance test reads: the peer connection's own statistics
+  window.roomDebug = {
+    pc: () => state.pc,
+    state: () => ({ conn: state.conn, me: state.me, participants: [...state.participants.values()],
+      lastSeq: state.lastSeq, room: state.room }),
+  };
+
+  applyLanguage();
+  if (!token) {
+    state.final = "err_token";
+    renderAll();
+    return;
+  }
+  startLocalMedia().finally(() => { connect(); loadDocuments(); });
+})();

@@ -1,0 +1,368 @@
+"""Bookings through the HTTP API on real Redis: practitioners, availability, slots, quotes, bookings, events."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+
+from session_server.bookings.model import BookingStatus
+from session_server.bookings.rules import BOOKING_TRANSITIONS
+from session_server.context import AppContext
+from session_server.errors import Conflict
+
+from .bookings_support import events, every_day, first_slot, iso, local_day, make_practitioner, settled
+from .conftest import api_key_auth, auth
+
+Token = Callable[..., str]
+
+
+async def test_a_new_practitioner_awaits_review_and_only_an_active_one_is_bookable(
+        client: httpx.AsyncClient, token: Token, redis_client: aioredis.Redis) -> None:
+    await make_practitioner(client, "p1", activate=False, weekly=every_day())
+    c = auth(token("client", "c1"))
+    r = await client.get("/v1/practitioners/p1", headers=api_key_auth())
+    assert r.status_code == 401  # the API key is for admin actions through admin routes only
+    r = await client.get("/v1/practitioners/p1", headers=auth(token("admin", "a1")))
+    assert r.json()["status"] == "pending_review"
+    assert (await client.get("/v1/practitioners/p1", headers=c)).status_code == 404
+    assert (await client.get("/v1/practitioners", headers=c)).json() == {"practitioners": []}
+    r = await client.post("/v1/bookings", headers=c, json={"practitioner_id": "p1",
+                                                           "starts_at": iso(time.time() + 7200)})
+    assert r.status_code == 409 and r.json()["code"] == "not_bookable"
+    r = await client.post("/v1/practitioners/p1/status", headers=api_key_auth(), json={"status": "active"})
+    assert r.json()["status"] == "active"
+    r = await client.post("/v1/practitioners/p1/status", headers=api_key_auth(), json={"status": "active"})
+    assert r.status_code == 409 and r.json()["code"] == "illegal_transition"
+    assert [e.type for e in await events(redis_client)] == [
+        "practitioner.created", "availability.published", "practitioner.activated"]
+    slot = await first_slot(client, "p1", c)
+    assert slot["price"]["client_total"] == 200_000 + 50_000
+
+
+async def test_defaults_are_fifty_minutes_dzd_and_africa_algiers(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/practitioners", headers=api_key_auth(), json={
+        "id": "p9", "display_name": "A", "specialty": "speech_therapist", "price_minor": 1000})
+    assert r.status_code == 201
+    assert {k: r.json()[k] for k in ("session_minutes", "currency", "timezone", "status")} == {
+        "session_minutes": 50, "currency": "DZD", "timezone": "Africa/Algiers", "status": "pending_review"}
+
+
+async def test_a_client_books_a_slot_at_the_quoted_price_and_the_practitioner_sees_it(
+        client: httpx.AsyncClient, token: Token, redis_client: aioredis.Redis) -> None:
+    await make_practitioner(client, "p1", weekly=every_day())
+    c = auth(token("client", "c1"))
+    slot = await first_slot(client, "p1", c)
+    assert slot["price"] == {"currency": "DZD", "practitioner_price": 200_000, "commission": 50_000,
+                             "discount": 0, "practitioner_share": 200_000, "platform_share": 50_000,
+                             "client_total": 250_000, "code": None, "code_kind": None, "referrer_credit": 0}
+    r = await client.post("/v1/bookings", headers=c, json={
+        "practitioner_id": "p1", "starts_at": slot["starts_at"], "expected_total": 250_000})
+    assert r.status_code == 201, r.text
+    booking = r.json()
+    assert booking["status"] == "confirmed" and booking["ends_at"] == slot["ends_at"]
+    assert booking["price"]["client_total"] == 250_000
+    created = await events(redis_client, "booking.created")
+    assert len(created) == 1 and created[0].body["booking_id"] == booking["id"]
+    assert created[0].body["client_total"] == 250_000
+    mine = await client.get("/v1/bookings", headers=auth(token("practitioner", "p1")))
+    assert [b["id"] for b in mine.json()["bookings"]] == [booking["id"]]
+    # the booked slot is no longer offered
+    again = await first_slot(client, "p1", c)
+    assert again["starts_at"] != slot["starts_at"]
+    r = await client.post("/v1/bookings", headers=auth(token("client", "c2")),
+                          json={**P1, "starts_at": slot["starts_at"]})
+    assert r.status_code == 409 and r.json()["code"] == "slot_taken"
+    assert len(await events(redis_client, "booking.created")) == 1
+
+
+async def test_a_price_change_applies_to_new_bookings_only(client: httpx.AsyncClient, token: Token) -> None:
+    await make_practitioner(client, "p1", weekly=every_day())
+    c, p = auth(token("client", "c1")), auth(token("practitioner", "p1"))
+    slot = await first_slot(client, "p1", c)
+    r = await client.post("/v1/bookings", headers=c, json={**P1, "starts_at": slot["starts_at"]})
+    booking_id = r.json()["id"]
+    r = await client.put("/v1/practitioners/p1/price", headers=p, json={"price_minor": 400_000})
+    assert r.status_code == 200 and r.json()["price_minor"] == 400_000
+    assert (await client.put("/v1/practitioners/p1/price", headers=auth(token("practitioner", "p2")),
+                             json={"price_minor": 1})).status_code == 403
+    r = await client.get(f"/v1/bookings/{booking_id}", headers=c)
+    assert r.json()["price"]["client_total"] == 250_000
+    slot = await first_slot(client, "p1", c)
+    assert slot["price"]["client_total"] == 450_000
+    r = await client.post("/v1/bookings", headers=auth(token("client", "c2")), json={
+        "practitioner_id": "p1", "starts_at": slot["starts_at"], "expected_total": 250_000})
+    assert r.status_code == 409 and r.json()["code"] == "price_changed"
+    assert r.json()["quote"]["client_total"] == 450_000
+
+
+async def test_either_party_cancels_with_a_reason_and_the_slot_is_free_again(
+        client: httpx.AsyncClient, token: Token, redis_client: aioredis.Redis) -> None:
+    await make_practitioner(client, "p1", weekly=every_day())
+    c, p = auth(token("client", "c1")), auth(token("practitioner", "p1"))
+    slot = await first_slot(client, "p1", c)
+    for who, headers in (("client", c), ("practitioner", p)):
+        r = await client.post("/v1/bookings", headers=c, json={"practitioner_id": "p1",
+                                                               "starts_at": slot["starts_at"]})
+        assert r.status_code == 201, r.text
+        bid = r.json()["id"]
+        r = await client.post(f"/v1/bookings/{bid}/cancel", headers=headers, json={"reason": "travel"})
+        assert r.status_code == 200
+        assert r.json()["status"] == "cancelled"
+        assert r.json()["cancellation"] == {"reason": "travel", "by": who}
+        r = await client.post(f"/v1/bookings/{bid}/cancel", headers=headers, json={"reason": "again"})
+        assert r.status_code == 409 and r.json()["code"] == "illegal_transition"
+    cancelled = await events(redis_client, "booking.cancelled")
+    assert [e.body["by"] for e in cancelled] == ["client", "practitioner"]
+    assert cancelled[0].body["from"] == "confirmed" and cancelled[0].body["to"] == "cancelled"
+    r = await client.post("/v1/bookings/nope/cancel", headers=c, json={"reason": "x"})
+    assert r.status_code == 404
+
+
+async def test_clients_see_their_own_admins_all_and_support_only_metadata(
+        client: httpx.AsyncClient, token: Token) -> None:
+    await make_practitioner(client, "p1", weekly=every_day())
+    c1, c2 = auth(token("client", "c1")), auth(token("client", "c2"))
+    slot = await first_slot(client, "p1", c1)
+    bid = (await client.post("/v1/bookings", headers=c1, json={"practitioner_id": "p1",
+                                                               "starts_at": slot["starts_at"]})).json()["id"]
+    assert (await client.get(f"/v1/bookings/{bid}", headers=c2)).status_code == 404
+    assert (await client.get("/v1/bookings", headers=c2)).json() == {"bookings": []}
+    assert (await client.get("/v1/bookings", headers=auth(token("practitioner", "p2")))).json() == {"bookings": []}
+    admin = (await client.get("/v1/bookings", headers=auth(token("admin", "a1")))).json()["bookings"]
+    assert [b["id"] for b in admin] == [bid] and "price" in admin[0]
+    support = (await client.get(f"/v1/bookings/{bid}", headers=auth(token("support", "s1")))).json()
+    assert set(support) == {"id", "practitioner_id", "client_id", "starts_at", "ends_at", "status", "created_at"}
+    r = await client.post("/v1/bookings", headers=auth(token("support", "s1")),
+                          json={**P1, "starts_at": slot["starts_at"]})
+    assert r.status_code == 403
+
+
+async def test_codes_discount_the_right_share_and_refuse_clearly(client: httpx.AsyncClient, token: Token,
+                                                                 redis_client: aioredis.Redis) -> None:
+    await make_practitioner(client, "p1", weekly=every_day())
+    p = auth(token("practitioner", "p1"))
+    r = await client.post("/v1/practitioners/p1/codes", headers=p, json={"code": "HALF", "percent": 50, "max_uses": 1})
+    assert r.status_code == 201, r.text
+    r = await client.post("/v1/codes", headers=api_key_auth(), json={
+        "code": "PROMO", "kind": "promotion", "amount_minor": 999_999})
+    assert r.status_code == 201
+    r = await client.post("/v1/codes", headers=api_key_auth(), json={
+        "code": "FRIEND", "kind": "referral", "referrer_id": "c9", "amount_minor": 10_000,
+        "referrer_credit_minor": 5_000})
+    assert r.status_code == 201
+    c1 = auth(token("client", "c1"))
+    q = (await client.get("/v1/quotes", headers=c1, params={"practitioner_id": "p1", "code": "HALF"})).json()
+    assert (q["practitioner_share"], q["platform_share"], q["client_total"]) == (100_000, 50_000, 150_000)
+    q = (await client.get("/v1/quotes", headers=c1, params={"practitioner_id": "p1", "code": "PROMO"})).json()
+    assert (q["discount"], q["practitioner_share"], q["platform_share"]) == (50_000, 200_000, 0)
+    slot = await first_slot(client, "p1", c1)
+    r = await client.post("/v1/bookings", headers=c1, json={**P1, "starts_at": slot["starts_at"],
+                                                            "code": "HALF", "expected_total": 150_000})
+    assert r.status_code == 201, r.text
+    assert r.json()["price"] == {"currency": "DZD", "client_total": 150_000, "practitioner_share": 100_000,
+                                 "platform_share": 50_000, "discount": 100_000, "code": "HALF"}
+    c2 = auth(token("client", "c2"))
+    slot = await first_slot(client, "p1", c2)
+    r = await client.post("/v1/bookings", headers=c2, json={**P1, "starts_at": slot["starts_at"],
+                                                            "code": "HALF"})
+    assert r.status_code == 422 and r.json()["code"] == "code_used_up"
+    r = await client.post("/v1/bookings", headers=c2, json={**P1, "starts_at": slot["starts_at"],
+                                                            "code": "NOPE"})
+    assert r.status_code == 422 and r.json()["code"] == "code_unknown"
+    r = await client.post("/v1/bookings", headers=auth(token("client", "c9")), json={
+        "practitioner_id": "p1", "starts_at": slot["starts_at"], "code": "FRIEND"})
+    assert r.status_code == 422 and r.json()["code"] == "code_not_applicable"
+    r = await client.post("/v1/bookings", headers=c2, json={**P1, "starts_at": slot["starts_at"],
+                                                            "code": "FRIEND"})
+    assert r.status_code == 201
+    created = (await events(redis_client, "booking.created"))[-1]
+    assert (created.body["referrer_id"], created.body["referrer_credit"]) == ("c9", 5_000)
+    slot = await first_slot(client, "p1", c2)
+    r = await client.post("/v1/bookings", headers=c2, json={**P1, "starts_at": slot["starts_at"],
+                                                            "code": "FRIEND"})
+    assert r.status_code == 422 and r.json()["code"] == "code_already_used"
+
+
+async def _book_direct(ctx: AppContext, n: int) -> str:
+    booking = await ctx.bookings.book(client_id=f"tc{n}", practitioner_id="p1", starts_at=_slot_start(ctx, n),
+                                      code=None, expected_total=None, now=int(time.time()))
+    return booking.id
+
+
+def _slot_start(ctx: AppContext, n: int) -> int:
+    return _BASE[0] + n * 3000
+
+
+_BASE = [0]
+PATHS: dict[BookingStatus, list[BookingStatus]] = {
+    BookingStatus.CONFIRMED: [],
+    BookingStatus.CANCELLED: [BookingStatus.CANCELLED],
+    BookingStatus.IN_SESSION: [BookingStatus.IN_SESSION],
+    BookingStatus.COMPLETED: [BookingStatus.IN_SESSION, BookingStatus.COMPLETED],
+    BookingStatus.INTERRUPTED: [BookingStatus.IN_SESSION, BookingStatus.INTERRUPTED],
+    BookingStatus.RESCHEDULED: [BookingStatus.IN_SESSION, BookingStatus.INTERRUPTED, BookingStatus.RESCHEDULED],
+}
+
+
+async def test_every_transition_through_the_store_is_atomic_with_its_event_or_refused_with_409(
+        client: httpx.AsyncClient, app: Starlette, redis_client: aioredis.Redis, token: Token) -> None:
+    ctx: AppContext = app.state.ctx
+    await make_practitioner(client, "p1", weekly=every_day())
+    slot = await first_slot(client, "p1", auth(token("client", "x")))
+    _BASE[0] = int(datetime.fromisoformat(slot["starts_at"]).timestamp())
+    for n, (current, to) in enumerate(itertools.product(list(BookingStatus), repeat=2)):
+        bid = await _book_direct(ctx, n)
+        for step in PATHS[current]:
+            await ctx.bookings.store.transition(bid, step, f"booking.{step.value}", {}, int(time.time()))
+        before = await redis_client.xlen("ss:events")
+        if to in BOOKING_TRANSITIONS[current]:
+            previous = await ctx.bookings.store.transition(bid, to, f"booking.{to.value}", {"note": 1},
+                                                           int(time.time()))
+            assert previous.status is current
+            booking = await ctx.bookings.store.booking(bid)
+            assert booking is not None and booking.status is to
+            last = (await events(redis_client))[-1]
+            assert (last.type, last.body["from"], last.body["to"], last.body["note"]) == (
+                f"booking.{to.value}", current.value, to.value, 1)
+            assert await redis_client.xlen("ss:events") == before + 1
+        else:
+            with pytest.raises(Conflict):
+                await ctx.bookings.store.transition(bid, to, f"booking.{to.value}", {}, int(time.time()))
+            booking = await ctx.bookings.store.booking(bid)
+            assert booking is not None and booking.status is current
+            assert await redis_client.xlen("ss:events") == before
+
+
+async def test_a_cancelled_booking_frees_its_time_for_the_same_client_elsewhere(
+        client: httpx.AsyncClient, token: Token) -> None:
+    await make_practitioner(client, "p1", weekly=every_day())
+    await make_practitioner(client, "p2", weekly=every_day())
+    c = auth(token("client", "c1"))
+    slot = await first_slot(client, "p1", c)
+    bid = (await client.post("/v1/bookings", headers=c, json={"practitioner_id": "p1",
+                                                              "starts_at": slot["starts_at"]})).json()["id"]
+    r = await client.post("/v1/bookings", headers=c, json={"practitioner_id": "p2", "starts_at": slot["starts_at"]})
+    assert r.status_code == 409 and r.json()["code"] == "client_overlap"
+    await client.post(f"/v1/bookings/{bid}/cancel", headers=c, json={"reason": "changed my mind"})
+    r = await client.post("/v1/bookings", headers=c, json={"practitioner_id": "p2", "starts_at": slot["starts_at"]})
+    assert r.status_code == 201
+
+
+async def test_availability_comes_back_as_utc_windows_and_blocked_days_have_no_slots(
+        client: httpx.AsyncClient, token: Token) -> None:
+    blocked = local_day(3)
+    body = await make_practitioner(client, "p1", weekly=every_day("09:00", "12:00"),
+                                   exceptions=[{"date": blocked, "blocked": True}])
+    assert body["timezone"] == "Africa/Algiers"
+    assert all(w["start"].endswith("T08:00:00Z") and w["end"].endswith("T11:00:00Z") for w in body["windows"])
+    assert not any(w["start"].startswith(blocked) for w in body["windows"])
+    r = await client.get(SLOTS, headers=auth(token("client", "c1")),
+                         params={"from": f"{blocked}T00:00:00Z", "to": f"{blocked}T23:59:00Z"})
+    assert r.status_code == 200 and r.json()["slots"] == []
+
+
+# --- bad input: a 4xx problem document, and nothing written -----------------------------------------
+
+SLOTS = "/v1/practitioners/p1/slots"
+P1 = {"practitioner_id": "p1"}
+
+
+def _bad_cases() -> list[tuple[str, str, str, dict[str, Any] | None, dict[str, str] | None, int]]:
+    far = local_day(40)
+    return [
+        # (name, method, path, json, params, status)
+        ("malformed date", "GET", SLOTS, None, {"from": "yesterday", "to": "2026-01-01T00:00Z"}, 422),
+        ("impossible date", "GET", SLOTS, None,
+         {"from": "2026-02-30T00:00:00Z", "to": "2026-03-02T00:00:00Z"}, 422),
+        ("naive date", "GET", SLOTS, None, {"from": "2026-02-01T00:00:00", "to": "2026-03-02T00:00:00"}, 422),
+        ("end before start", "GET", SLOTS, None,
+         {"from": "2026-03-02T00:00:00Z", "to": "2026-03-01T00:00:00Z"}, 422),
+        ("ten-year range", "GET", SLOTS, None,
+         {"from": "2026-01-01T00:00:00Z", "to": "2036-01-01T00:00:00Z"}, 422),
+        ("unknown practitioner slots", "GET", "/v1/practitioners/nobody/slots", None,
+         {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}, 404),
+        ("unknown query field", "GET", SLOTS, None,
+         {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "colour": "red"}, 422),
+        ("booking off the grid", "POST", "/v1/bookings", {**P1, "starts_at": "@slot+7min"}, None, 422),
+        ("booking outside availability", "POST", "/v1/bookings", {**P1, "starts_at": "@night"}, None, 422),
+        ("booking too soon", "POST", "/v1/bookings", {**P1, "starts_at": "@now"}, None, 422),
+        ("booking in the past", "POST", "/v1/bookings", {**P1, "starts_at": "2020-01-01T10:00:00Z"}, None, 422),
+        ("booking beyond horizon", "POST", "/v1/bookings", {**P1, "starts_at": f"{far}T10:00:00Z"}, None, 422),
+        ("booking unknown practitioner", "POST", "/v1/bookings",
+         {"practitioner_id": "ghost", "starts_at": "@slot"}, None, 404),
+        ("booking unknown field", "POST", "/v1/bookings", {**P1, "starts_at": "@slot", "price": 1}, None, 422),
+        ("booking year 10000", "POST", "/v1/bookings", {**P1, "starts_at": "10000-01-01T00:00:00Z"}, None, 422),
+        ("negative price", "POST", "/v1/practitioners", {"id": "p5", "display_name": "x", "specialty": "dietitian",
+                                                         "price_minor": -1}, None, 422),
+        ("absurd price", "POST", "/v1/practitioners", {"id": "p5", "display_name": "x", "specialty": "dietitian",
+                                                       "price_minor": 10**12}, None, 422),
+        ("unknown specialty", "POST", "/v1/practitioners", {"id": "p5", "display_name": "x", "specialty": "astrologer",
+                                                            "price_minor": 1}, None, 422),
+        ("unknown zone", "POST", "/v1/practitioners", {"id": "p5", "display_name": "x", "specialty": "dietitian",
+                                                       "price_minor": 1, "timezone": "Mars/Olympus"}, None, 422),
+        ("unknown practitioner field", "POST", "/v1/practitioners", {"id": "p5", "display_name": "x",
+                                                                     "specialty": "dietitian", "price_minor": 1,
+                                                                     "rating": 5}, None, 422),
+        ("duplicate practitioner", "POST", "/v1/practitioners", {"id": "p1", "display_name": "x",
+                                                                 "specialty": "dietitian", "price_minor": 1},
+         None, 409),
+        ("window ends before start", "PUT", "/v1/practitioners/p1/availability",
+         {"weekly": [{"day": "monday", "start": "12:00", "end": "09:00"}]}, None, 422),
+        ("window 25:00", "PUT", "/v1/practitioners/p1/availability",
+         {"weekly": [{"day": "monday", "start": "09:00", "end": "25:00"}]}, None, 422),
+        ("exception beyond horizon", "PUT", "/v1/practitioners/p1/availability",
+         {"exceptions": [{"date": far, "blocked": True}]}, None, 422),
+        ("impossible exception date", "PUT", "/v1/practitioners/p1/availability",
+         {"exceptions": [{"date": "2026-02-30", "blocked": True}]}, None, 422),
+        ("unknown weekday", "PUT", "/v1/practitioners/p1/availability",
+         {"weekly": [{"day": "someday", "start": "09:00", "end": "10:00"}]}, None, 422),
+        ("negative new price", "PUT", "/v1/practitioners/p1/price", {"price_minor": -5}, None, 422),
+        ("cancel without reason", "POST", "/v1/bookings/@booking/cancel", {}, None, 422),
+        ("code both fixed and percent", "POST", "/v1/practitioners/p1/codes",
+         {"code": "BOTH", "amount_minor": 10, "percent": 5}, None, 422),
+        ("code already expired", "POST", "/v1/practitioners/p1/codes",
+         {"code": "OLD", "amount_minor": 10, "expires_at": "2020-01-01T00:00:00Z"}, None, 422),
+    ]
+
+
+@pytest.mark.parametrize("case", _bad_cases(), ids=[c[0] for c in _bad_cases()])
+async def test_bad_input_gets_a_problem_document_and_writes_nothing(
+        client: httpx.AsyncClient, token: Token, redis_client: aioredis.Redis,
+        case: tuple[str, str, str, dict[str, Any] | None, dict[str, str] | None, int]) -> None:
+    name, method, path, body, params, status = case
+    await make_practitioner(client, "p1", weekly=every_day("09:00", "17:00"))
+    c = auth(token("client", "c1"))
+    slot = await first_slot(client, "p1", c)
+    bid = (await client.post("/v1/bookings", headers=c, json={"practitioner_id": "p1",
+                                                              "starts_at": slot["starts_at"]})).json()["id"]
+    other = await first_slot(client, "p1", c)
+    start = datetime.fromisoformat(other["starts_at"]).timestamp()
+    subst = {"@slot+7min": iso(start + 420), "@slot": other["starts_at"], "@now": iso(time.time() + 60),
+             "@night": other["starts_at"][:11] + "23:10:00Z"}
+    if body and isinstance(body.get("starts_at"), str) and body["starts_at"] in subst:
+        body = {**body, "starts_at": subst[body["starts_at"]]}
+    path = path.replace("@booking", bid)
+    headers = api_key_auth() if path.startswith("/v1/practitioners") and method != "GET" and "codes" not in path \
+        and "price" not in path and "availability" not in path else (
+        auth(token("practitioner", "p1")) if method != "GET" and path.startswith("/v1/practitioners")
+        else c)
+    await settled(redis_client)
+    before_keys = sorted(await redis_client.keys("*"))
+    before_stream = await redis_client.xlen("ss:events")
+    before_p1 = await redis_client.hgetall("ss:practitioner:p1")
+    r = await client.request(method, path, json=body, params=params, headers=headers)
+    assert r.status_code == status, (name, r.text)
+    assert r.headers["content-type"] == "application/problem+json"
+    problem = r.json()
+    assert problem["status"] == status and problem["code"] and problem["detail"]
+    assert await redis_client.xlen("ss:events") == before_stream
+    assert sorted(await redis_client.keys("*")) == before_keys
+    assert await redis_client.hgetall("ss:practitioner:p1") == before_p1

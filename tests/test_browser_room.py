@@ -1,0 +1,82 @@
+"""Acceptance in a real browser: the client's and the practitioner's pages find each other, chat, and
+see each other's video (the peer connections' own statistics say so)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from session_server.demo import seed_demo
+
+from .rooms_support import room_server
+from .support import CHROMIUM_ARGS, chromium_path, eventually, in_loopback_namespace, require
+
+pytestmark = [pytest.mark.netns, pytest.mark.browser]
+
+FRAMES_DECODED = """async () => {
+  const pc = window.roomDebug.pc();
+  if (!pc) return 0;
+  let frames = 0;
+  (await pc.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "video") frames = r.framesDecoded || 0;
+  });
+  return frames;
+}"""
+SCREENSHOTS = Path(os.environ.get("ROOM_SCREENSHOT_DIR", "/tmp"))
+
+
+async def test_client_and_practitioner_pages_chat_and_see_each_others_video(
+        tmp_path: Path, redis_url: str) -> None:
+    require(in_loopback_namespace(), "this test runs inside a loopback-only network namespace")
+    browser_path = chromium_path()
+    require(browser_path is not None, "Chromium is not installed")
+    from playwright.async_api import async_playwright
+
+    async with room_server(tmp_path, redis_url, heartbeat_interval_s=2.0, heartbeat_timeout_s=10.0) as server, \
+            async_playwright() as pw:
+        demo = await seed_demo(server.app.state.ctx, echo=False)  # the links the demo prints
+        browser = await pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
+        try:
+            pages: dict[str, Any] = {}
+            for who, lang in (("client", "ar"), ("practitioner", "en")):
+                context = await browser.new_context(viewport={"width": 1200, "height": 760})
+                page = await context.new_page()
+                link = demo["links"][who]
+                await page.goto(link.replace("#token=", f"?lang={lang}#token=", 1))
+                pages[who] = page
+                if who == "client":
+                    # the client arrives first: the page says the practitioner is not there yet
+                    await page.locator("#waiting", has_text="المختص لم يصل بعد").wait_for(timeout=10_000)
+                    await page.screenshot(path=str(SCREENSHOTS / "room-client-waiting-ar.png"))
+            client, prac = pages["client"], pages["practitioner"]
+            # the practitioner sees who is waiting
+            await prac.locator("#participants li[data-role=client]", has_text="Demo client").wait_for(
+                timeout=10_000)
+            assert "#token" not in client.url and "token=" not in prac.url
+            assert await client.evaluate("document.documentElement.dir") == "rtl"
+
+            await client.fill("#chat-input", "مرحبا دكتور")
+            await client.press("#chat-input", "Enter")
+            await prac.locator("#messages li.theirs", has_text="مرحبا دكتور").wait_for(timeout=10_000)
+            await prac.fill("#chat-input", "Hello, how are you today?")
+            await prac.press("#chat-input", "Enter")
+            await client.locator("#messages li.theirs", has_text="Hello, how are you today?").wait_for(
+                timeout=10_000)
+
+            async def frames(page: Any) -> int:
+                return int(await page.evaluate(FRAMES_DECODED))
+
+            for page in (client, prac):
+                first = await eventually(lambda p=page: frames(p), timeout=20, what="a first decoded frame")
+
+                async def rising(p: Any = page, f: int = first) -> bool:
+                    return await frames(p) > f + 10
+
+                await eventually(rising, timeout=20, what="framesDecoded rising")
+            await client.screenshot(path=str(SCREENSHOTS / "room-client-ar.png"))
+            await prac.screenshot(path=str(SCREENSHOTS / "room-practitioner-en.png"))
+        finally:
+            await browser.close()

@@ -1,0 +1,109 @@
+"""Notifications: stored per user, pushed over the per-user WebSocket, for bookings and waiting clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+import websockets
+
+from .bookings_support import every_day, first_slot, local_day, make_practitioner, settled
+from .conftest import LiveServer, api_key_auth, auth
+from .support import eventually
+
+Token = Callable[..., str]
+
+
+async def _unread(http: httpx.AsyncClient, headers: dict[str, str]) -> list[dict[str, Any]]:
+    r = await http.get("/v1/notifications", headers=headers, params={"unread": "true"})
+    assert r.status_code == 200
+    items: list[dict[str, Any]] = r.json()["notifications"]
+    return items
+
+
+async def test_a_practitioner_is_told_at_once_of_a_new_booking_over_the_websocket_and_in_the_list(
+        live_server: LiveServer, token: Token) -> None:
+    p_tok = token("practitioner", "p1")
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=10) as http:
+        await make_practitioner(http, "p1", weekly=every_day())
+        await eventually(lambda: _unread(http, auth(p_tok)), what="the activation notice")
+        ws = await websockets.connect(f"{live_server.ws_url}/v1/notifications/ws",
+                                      subprotocols=["notifications.v1", f"bearer.{p_tok}"])  # type: ignore[list-item]
+        try:
+            assert ws.subprotocol == "notifications.v1"
+            hello = json.loads(await ws.recv())
+            assert hello["type"] == "hello" and hello["user_id"] == "p1"
+            c = auth(token("client", "c1"))
+            slot = await first_slot(http, "p1", c)
+            booking = (await http.post("/v1/bookings", headers=c, json={
+                "practitioner_id": "p1", "starts_at": slot["starts_at"]})).json()
+            pushed = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert pushed["type"] == "notification"
+            assert pushed["notification"]["kind"] == "booking.created"
+            assert pushed["notification"]["data"]["booking_id"] == booking["id"]
+            await http.post(f"/v1/bookings/{booking['id']}/cancel", headers=c, json={"reason": "sick"})
+            pushed = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert pushed["notification"]["kind"] == "booking.cancelled"
+            assert pushed["notification"]["data"]["by"] == "client"
+            assert "sick" not in json.dumps(pushed)  # the reason stays in the booking
+        finally:
+            await ws.close()
+        unread = await _unread(http, auth(p_tok))
+        assert [n["kind"] for n in unread] == ["booking.cancelled", "booking.created", "account.activated"]
+        assert await _unread(http, c) == []  # the client cancelled: they are not told of their own act
+        r = await http.post("/v1/notifications/read", headers=auth(p_tok), json={"ids": [unread[0]["id"]]})
+        assert r.json() == {"marked": 1, "unread_count": 2}
+        r = await http.post("/v1/notifications/read", headers=auth(p_tok), json={"all": True})
+        assert r.json()["unread_count"] == 0
+        everything = (await http.get("/v1/notifications", headers=auth(p_tok))).json()
+        assert all(n["read"] for n in everything["notifications"]) and len(everything["notifications"]) == 3
+
+
+async def test_the_websocket_accepts_the_token_as_first_message_and_refuses_a_bad_one(
+        live_server: LiveServer, token: Token) -> None:
+    async with websockets.connect(f"{live_server.ws_url}/v1/notifications/ws") as ws:
+        await ws.send(json.dumps({"type": "auth", "token": token("client", "c1")}))
+        assert json.loads(await ws.recv())["type"] == "hello"
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await ws.recv()) == {"type": "pong"}
+    async with websockets.connect(f"{live_server.ws_url}/v1/notifications/ws") as ws:
+        await ws.send(json.dumps({"type": "auth", "token": "nonsense"}))
+        assert json.loads(await ws.recv())["code"] == "unauthenticated"
+        await ws.wait_closed()
+        assert ws.close_code == 4401
+
+
+async def test_a_client_waiting_for_a_full_practitioner_is_told_when_slots_appear(
+        live_server: LiveServer, token: Token, redis_client: aioredis.Redis) -> None:
+    c, p = auth(token("client", "c1")), auth(token("practitioner", "p1"))
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=10) as http:
+        await make_practitioner(http, "p1", weekly=[])
+        r = await http.post("/v1/practitioners/p1/interest", headers=c)
+        assert r.status_code == 201
+        r = await http.post("/v1/practitioners/p1/interest", headers=c)
+        assert r.status_code == 200 and r.json()["already_registered"]
+
+        async def waiting_notice() -> list[dict[str, Any]]:
+            return [n for n in await _unread(http, p) if n["kind"] == "clients.waiting"]
+
+        assert len(await eventually(waiting_notice, what="the practitioner to learn a client waits")) == 1
+        r = await http.put("/v1/practitioners/p1/availability", headers=p,
+                           json={"exceptions": [{"date": local_day(2), "start": "10:00", "end": "12:00"}]})
+        assert r.status_code == 200 and r.json()["waiting_clients"] == 1
+
+        async def slots_notice() -> list[dict[str, Any]]:
+            return [n for n in await _unread(http, c) if n["kind"] == "slots.available"]
+
+        found = await eventually(slots_notice, what="the waiting client to be told")
+        assert found[0]["data"] == {"practitioner_id": "p1"}
+        r = await http.post("/v1/practitioners/p1/interest", headers=c)
+        assert r.status_code == 409 and r.json()["code"] == "slots_available"
+        r = await http.put("/v1/practitioners/p1/availability", headers=api_key_auth(),
+                           json={"exceptions": [{"date": local_day(3), "start": "10:00", "end": "12:00"}]})
+        assert r.status_code == 200 and r.json()["waiting_clients"] == 0
+        await settled(redis_client)
+        assert len(await slots_notice()) == 1  # told once: the waiting list was emptied
