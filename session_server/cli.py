@@ -53,6 +53,9 @@ def serve(settings: Settings) -> int:
 
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # At debug level these libraries log WebSocket frames, which carry chat text and SDP: never below info.
+    for noisy in ("websockets", "uvicorn.error", "aioice", "aiortc"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     _preflight_redis(settings)
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -54,8 +55,8 @@ class EventConsumer:
                 await asyncio.sleep(self._retry_delay_s)
 
     async def read_once(self) -> int:
-        reply = await self._reader.xreadgroup(self.group, self.consumer, {self.stream: ">"},
-                                              count=self._batch, block=self._block_ms)
+        reply: Any = await self._reader.xreadgroup(self.group, self.consumer, {self.stream: ">"},
+                                                   count=self._batch, block=self._block_ms)
         handled = 0
         for _stream, entries in reply or []:
             for entry_id, fields in entries:

@@ -26,7 +26,8 @@ from .support import free_port
 
 PRACTITIONER = "prac-1"
 CLIENT = "client-1"
-FAST = {"heartbeat_interval_s": 0.3, "heartbeat_timeout_s": 1.5}
+# the signaling tests exercise the relay protocol; the SFU path has its own tests (media_mode "sfu")
+FAST = {"heartbeat_interval_s": 0.3, "heartbeat_timeout_s": 1.5, "media_mode": "relay"}
 
 
 async def write_booking(redis_url: str, booking_id: str = "b1", *, practitioner: str = PRACTITIONER,
@@ -227,6 +228,7 @@ def process_env(redis_url: str, data_dir: Path, port: int, **settings: str) -> d
                                                for k, v in MASTER_KEYS.items()),
         "SESSION_SERVER_ACTIVE_MASTER_KEY_ID": "k1",
         "SESSION_SERVER_LOG_LEVEL": "warning",
+        "SESSION_SERVER_MEDIA_MODE": "relay",
     })
     env.update({"SESSION_SERVER_" + k.upper(): v for k, v in settings.items()})
     return env

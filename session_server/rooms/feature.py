@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
 import logging
+import time
 import uuid
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from ..bookings.model import Booking, BookingStatus
 from ..context import AppContext
 from ..errors import Conflict
 from ..redis_client import blocking_client
+from .media_bridge import SfuBridge, media_config
 from .store import PUSH_PATTERN, RoomStore
 from .ws import Hooks, RoomService, SessionStartedHook
 
@@ -48,6 +50,7 @@ class RoomsFeature:
     def __init__(self, hooks: Hooks | None = None, bridge: MediaBridge | None = None) -> None:
         self.hooks = hooks or Hooks()
         self._bridge = bridge
+        self._sfu: SfuBridge | None = None
         self.service: RoomService | None = None
         self._page = (STATIC_DIR / "room.html").read_text(encoding="utf-8")
 
@@ -79,7 +82,27 @@ class RoomsFeature:
             return await service_ref[0].open_chat(room_id, record)
 
         bus = RoomBus(open_chat, ids)
-        bridge = self._bridge or RelayBridge(store.publish, ids)
+        bridge: MediaBridge
+        if self._bridge is not None:
+            bridge = self._bridge
+        elif ctx.settings.media_mode == "sfu":
+            sfu = SfuBridge(media_config(ctx.settings), redis=ctx.redis, publish=store.publish, ids=ids,
+                            node_id=node_id, namespace=store.namespace, registry=ctx.metrics.registry)
+            await sfu.start()
+            self._sfu = bridge = sfu
+
+            async def media_inbox() -> None:
+                # offers for rooms whose media runs here, forwarded by the nodes their sockets are on
+                client = blocking_client(ctx.redis_url, ctx.settings, block_s=3600)
+                try:
+                    await sfu.run_inbox(client)
+                finally:
+                    await client.aclose()
+
+            ctx.tasks.spawn("rooms-media-events", sfu.run)
+            ctx.tasks.spawn("rooms-media-inbox", media_inbox)
+        else:
+            bridge = RelayBridge(store.publish, ids)
         service = RoomService(settings=ctx.settings, store=store, bus=bus, bridge=bridge, tokens=ctx.tokens,
                               ids=ids, node_id=node_id, hooks=self.hooks,
                               connections_gauge=ctx.metrics.ws_connections.labels("room"))
@@ -120,6 +143,13 @@ class RoomsFeature:
         service, self.service = self.service, None
         if service is not None:
             await service.drain()
+        sfu, self._sfu = self._sfu, None
+        if sfu is not None:
+            try:
+                await sfu.stop()
+            except Exception:
+                log.exception("the media server did not stop cleanly")
+        if service is not None:
             try:
                 await service.store.node_gone(service.node_id)
             except Exception:
@@ -130,10 +160,9 @@ def _move_booking_in_session(ctx: AppContext) -> SessionStartedHook:
     """When both parties are first present the booking becomes in_session, with its event."""
 
     async def hook(booking: Booking) -> None:
-        try:
+        # A Conflict means already in session (another node got there first) or cancelled meanwhile.
+        with contextlib.suppress(Conflict):
             await ctx.bookings.store.transition(booking.id, BookingStatus.IN_SESSION, "booking.in_session",
                                                 {}, int(time.time()))
-        except Conflict:
-            pass  # already in session (a second node got there first), or cancelled meanwhile
 
     return hook

@@ -1,5 +1,6 @@
 // The session room page: signaling over one WebSocket (protocol v1, see docs/protocol.md), video
-// directly between the two browsers, chat that survives reconnects. No build step, no dependencies.
+// through the server's SFU (`sfu` mode: one peer connection to the server) or directly between the two
+// browsers (`relay` mode), chat that survives reconnects. No build step, no dependencies.
 (() => {
   "use strict";
 
@@ -27,8 +28,29 @@
   let lang = query.get("lang") || localStorage.getItem("room:lang") || (navigator.language || "ar").slice(0, 2);
   if (!I18N[lang]) lang = "ar";
 
+  // Texts of the media-through-the-server view, until the shared catalogue carries them.
+  const MEDIA_TEXT = {
+    ar: { quality_excellent: "الاتصال ممتاز", quality_good: "الاتصال جيد", quality_poor: "الاتصال ضعيف",
+      quality_lost: "انقطع الاتصال", peer_media_stopped: "توقف وصول صوت وصورة الطرف الآخر",
+      own_media_stopped: "لا يصل صوتك وصورتك إلى الخادم", media_reconnecting: "إعادة الاتصال بالصوت والصورة…",
+      err_media_elsewhere: "تعذر الاتصال بخادم الوسائط. أعد تحميل الصفحة." },
+    fr: { quality_excellent: "Connexion excellente", quality_good: "Bonne connexion",
+      quality_poor: "Connexion faible", quality_lost: "Connexion perdue",
+      peer_media_stopped: "Le son et l'image de l'autre personne ne nous parviennent plus",
+      own_media_stopped: "Votre son et votre image ne parviennent plus au serveur",
+      media_reconnecting: "Reconnexion audio et vidéo…",
+      err_media_elsewhere: "Le serveur média est injoignable. Rechargez la page." },
+    en: { quality_excellent: "Excellent connection", quality_good: "Good connection",
+      quality_poor: "Poor connection", quality_lost: "Connection lost",
+      peer_media_stopped: "The other person's sound and picture stopped arriving",
+      own_media_stopped: "Your sound and picture are not reaching the server",
+      media_reconnecting: "Reconnecting sound and picture…",
+      err_media_elsewhere: "The media server cannot be reached. Reload the page." },
+  };
+
   function t(key, vars) {
-    const text = (I18N[lang] && I18N[lang][key]) || I18N.en[key] || key;
+    const text = (I18N[lang] && I18N[lang][key]) || I18N.en[key]
+      || (MEDIA_TEXT[lang] && MEDIA_TEXT[lang][key]) || MEDIA_TEXT.en[key] || key;
     return text.replace(/\{(\w+)\}/g, (_, k) => (vars && vars[k] != null ? vars[k] : ""));
   }
 
@@ -51,6 +73,9 @@
     unacked: new Map(), myMessages: new Map(), delivered: 0, typing: new Map(), docs: new Map(),
     pc: null, pendingCandidates: [], localStream: null, mic: true, cam: true, left: false,
     typingSent: 0, typingTimer: null,
+    // sfu mode: the one peer connection to the server, the offer awaiting its answer, what was pushed
+    mediaMode: "relay", offerId: null, remoteStream: null, rebuildTimer: null, lastBuild: 0,
+    quality: new Map(), mediaStates: new Map(),
   };
 
   function newId() {
@@ -81,7 +106,7 @@
 
   // --- rendering -------------------------------------------------------------------------------
   function renderAll() {
-    renderConn(); renderWaiting(); renderParticipants(); renderControls(); renderTyping(); renderDocs();
+    renderConn(); renderWaiting(); renderMedia(); renderParticipants(); renderControls(); renderTyping(); renderDocs();
     document.querySelectorAll("#messages li").forEach(renderMessageMeta);
   }
 
@@ -114,6 +139,43 @@
     $("remote-name").textContent = p ? p.name : "";
     $("remote-flags").textContent = p ? [p.audio ? "" : t("muted"), p.video ? "" : t("camera_off")]
       .filter(Boolean).join(" · ") : "";
+  }
+
+  // sfu mode: the server's quality verdict for this participant, and what it says about the media
+  function renderMedia() {
+    let el = $("quality");
+    if (!el) {
+      el = document.createElement("span");
+      el.id = "quality";
+      el.className = "status";
+      el.setAttribute("role", "status");
+      el.setAttribute("aria-live", "polite");
+      $("conn").after(el);
+    }
+    const mine = state.me ? state.quality.get(state.me.id) : null;
+    el.hidden = state.mediaMode !== "sfu" || !mine;
+    el.dataset.quality = mine ? mine.quality : "";
+    el.textContent = mine ? t("quality_" + mine.quality) : "";
+    let banner = $("media-status");
+    if (!banner) {
+      banner = document.createElement("p");
+      banner.id = "media-status";
+      banner.className = "waiting";
+      banner.setAttribute("role", "status");
+      $("waiting").after(banner);
+    }
+    const other = peer();
+    const theirs = other ? state.mediaStates.get(other.id) : null;
+    const own = state.me ? state.mediaStates.get(state.me.id) : null;
+    let text = "";
+    if (state.mediaMode === "sfu") {
+      if (theirs === "media_stopped") text = t("peer_media_stopped");
+      else if (own === "media_stopped") text = t("own_media_stopped");
+      else if (own === "reconnecting" || own === "failed") text = t("media_reconnecting");
+    }
+    banner.textContent = text;
+    banner.hidden = !text;
+    banner.dataset.state = theirs === "media_stopped" ? "peer_media_stopped" : own || "";
   }
 
   function renderParticipants() {
@@ -257,10 +319,103 @@
   }
 
   function closePc() {
-    if (state.pc) { state.pc.onicecandidate = null; state.pc.ontrack = null; state.pc.close(); }
+    if (state.pc) {
+      state.pc.onicecandidate = null; state.pc.ontrack = null; state.pc.onconnectionstatechange = null;
+      state.pc.close();
+    }
     state.pc = null;
     state.pendingCandidates = [];
+    state.offerId = null;
+    state.remoteStream = null;
+    clearTimeout(state.rebuildTimer);
     $("remote-video").srcObject = null;
+  }
+
+  // --- sfu mode: one peer connection to the server ---------------------------------------------
+  // The server answers (with its candidates in the answer) and never offers; whatever arrives on this
+  // connection is the other participant's media. A connection that fails, or stays disconnected for a
+  // while, is rebuilt with a new offer: the server replaces the old one and the room stays intact.
+  const SFU_DISCONNECTED_MS = 5000;
+  const SFU_GATHER_MS = 5000;
+  const SFU_MIN_REBUILD_MS = 2000;
+
+  function mediaParty() {
+    return state.me && (state.me.role === "client" || state.me.role === "practitioner");
+  }
+
+  function scheduleRebuild(ms) {
+    clearTimeout(state.rebuildTimer);
+    state.rebuildTimer = setTimeout(() => { if (state.mediaMode === "sfu") startSfu(); }, ms);
+  }
+
+  async function startSfu() {
+    if (!mediaParty() || state.left || state.final) return;
+    const wait = state.lastBuild + SFU_MIN_REBUILD_MS - Date.now();
+    if (wait > 0) { scheduleRebuild(wait); return; }
+    state.lastBuild = Date.now();
+    closePc();
+    const pc = new RTCPeerConnection({ iceServers: state.iceServers });
+    state.pc = pc;
+    const local = state.localStream;
+    const kinds = new Set(local ? local.getTracks().map((tr) => tr.kind) : []);
+    if (local) local.getTracks().forEach((tr) => pc.addTrack(tr, local));
+    // without a camera or microphone, still receive the other person's
+    for (const kind of ["audio", "video"]) if (!kinds.has(kind)) pc.addTransceiver(kind, { direction: "recvonly" });
+    state.remoteStream = new MediaStream();
+    pc.ontrack = (ev) => {
+      if (pc !== state.pc) return;
+      state.remoteStream.getTracks().filter((tr) => tr.kind === ev.track.kind)
+        .forEach((tr) => state.remoteStream.removeTrack(tr));
+      state.remoteStream.addTrack(ev.track);
+      const v = $("remote-video");
+      if (v.srcObject !== state.remoteStream) v.srcObject = state.remoteStream;
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc !== state.pc) return;
+      renderWaiting();
+      if (pc.connectionState === "failed") scheduleRebuild(0);
+      else if (pc.connectionState === "disconnected") scheduleRebuild(SFU_DISCONNECTED_MS);
+      else if (pc.connectionState === "connected") clearTimeout(state.rebuildTimer);
+    };
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+      // the server does not take trickled candidates from the page: the offer carries them all
+      await new Promise((resolve) => {
+        if (pc.iceGatheringState === "complete") { resolve(); return; }
+        const timer = setTimeout(resolve, SFU_GATHER_MS);
+        pc.addEventListener("icegatheringstatechange", () => {
+          if (pc.iceGatheringState === "complete") { clearTimeout(timer); resolve(); }
+        });
+      });
+      if (pc !== state.pc) return;
+      state.offerId = newId();
+      if (!send({ type: "offer", id: state.offerId, sdp: pc.localDescription.sdp })) {
+        state.offerId = null;  // the socket is down: the next `joined` offers again
+      }
+    } catch (_) {
+      if (pc === state.pc) scheduleRebuild(SFU_MIN_REBUILD_MS);
+    }
+  }
+
+  async function onSfuAnswer(msg) {
+    const pc = state.pc;
+    if (!pc || pc.signalingState !== "have-local-offer" || (msg.ref && msg.ref !== state.offerId)) return;
+    state.offerId = null;
+    try {
+      await pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+    } catch (_) { if (pc === state.pc) scheduleRebuild(SFU_MIN_REBUILD_MS); }
+  }
+
+  function onMediaStatus(msg) {
+    state.mediaStates.set(msg.participant_id, msg.state);
+    // the server gave up on our connection: build a new one rather than wait for the browser to notice
+    if (state.me && msg.participant_id === state.me.id && msg.state === "failed") scheduleRebuild(0);
+    renderMedia();
+  }
+
+  function onQuality(msg) {
+    state.quality.set(msg.participant_id, msg);
+    renderMedia();
   }
 
   function newPc() {
@@ -282,6 +437,7 @@
 
   // Both sides start afresh whenever the other party (re)appears; only the practitioner offers.
   async function peerAppeared() {
+    if (state.mediaMode === "sfu") return;  // the server's connection carries them once they publish
     const p = peer();
     if (!p || !state.me) return;
     const pc = newPc();
@@ -306,6 +462,7 @@
   }
 
   async function onAnswer(msg) {
+    if (state.mediaMode === "sfu") return onSfuAnswer(msg);
     const pc = state.pc;
     if (!pc || pc.signalingState !== "have-local-offer") return;
     try {
@@ -392,11 +549,15 @@
         const other = peer();
         state.participants.delete(msg.participant_id);
         state.typing.delete(msg.participant_id);
-        if (other && other.id === msg.participant_id) closePc();
+        state.mediaStates.delete(msg.participant_id);
+        state.quality.delete(msg.participant_id);
+        if (other && other.id === msg.participant_id && state.mediaMode !== "sfu") closePc();
         return renderAll();
       }
       case "session.started": return renderWaiting();
-      case "offer": return onOffer(msg);
+      case "offer": return state.mediaMode === "sfu" ? undefined : onOffer(msg);
+      case "media.status": return onMediaStatus(msg);
+      case "quality": return onQuality(msg);
       case "answer": return onAnswer(msg);
       case "candidate": return onCandidate(msg);
       case "chat.message": return onChat(msg);
@@ -419,6 +580,12 @@
       case "error": {
         const key = "err_" + msg.code;
         if (msg.code.startsWith("token_")) return notice(t("err_token"));
+        if (state.mediaMode === "sfu" && msg.ref && msg.ref === state.offerId) {
+          // the server refused our offer: say so, and try again with a fresh connection
+          state.offerId = null;
+          scheduleRebuild(5000);
+          if (msg.code === "media_elsewhere") return notice(t("err_media_elsewhere"));
+        }
         return notice(I18N.en[key] ? t(key) : t("err_generic"));
       }
       default: return undefined;
@@ -439,7 +606,14 @@
     for (const m of state.unacked.values()) send(m);
     renderAll();
     if (!state.mic || !state.cam) sendMediaState();
-    if (peer()) peerAppeared();
+    state.mediaMode = msg.media_mode === "sfu" ? "sfu" : "relay";
+    if (state.mediaMode === "sfu") {
+      // the media connection outlives the socket; build it when there is none or its offer was lost
+      // (an offer still waiting for its answer may have lost it with the old socket)
+      const pc = state.pc;
+      if (!pc || pc.connectionState === "failed" || pc.connectionState === "closed"
+          || pc.signalingState === "have-local-offer") startSfu();
+    } else if (peer()) peerAppeared();
   }
 
   function onChat(msg) {
@@ -520,6 +694,9 @@
   // what the acceptance test reads: the peer connection's own statistics
   window.roomDebug = {
     pc: () => state.pc,
+    mediaMode: () => state.mediaMode,
+    quality: () => Object.fromEntries(state.quality),
+    mediaStates: () => Object.fromEntries(state.mediaStates),
     state: () => ({ conn: state.conn, me: state.me, participants: [...state.participants.values()],
       lastSeq: state.lastSeq, room: state.room }),
   };
