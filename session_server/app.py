@@ -41,7 +41,12 @@ def default_features(settings: Settings) -> list[Feature]:
     from .notifications.feature import NotificationsFeature
     from .rooms.feature import RoomsFeature
 
-    return [BookingsFeature(), NotificationsFeature(), RoomsFeature(), DocumentsFeature()]
+    features: list[Feature] = [BookingsFeature(), NotificationsFeature(), RoomsFeature(), DocumentsFeature()]
+    if settings.demo:
+        from .demo import DemoFeature
+
+        features.append(DemoFeature())
+    return features
 
 
 async def _wait_for_redis(ctx_redis: object, url: str) -> None:

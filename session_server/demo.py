@@ -13,6 +13,8 @@ import logging
 import time
 from typing import Any
 
+from starlette.routing import BaseRoute
+
 from .auth import Role
 from .bookings.model import BookingStatus
 from .bookings.rules import DAY_S, PractitionerStatus, merge
@@ -83,3 +85,21 @@ async def seed_demo(ctx: AppContext, *, now: int | None = None, echo: bool = Tru
         print(f"  client:       {links['client']}", flush=True)
     log.info("demo data seeded (booking %s)", booking.id)
     return {"booking_id": booking.id, "starts_at": starts_at, "links": links}
+
+
+class DemoFeature:
+    """Seeds the demo last, once every other feature has started: booking, links, a shared worksheet."""
+
+    name = "demo"
+
+    def routes(self) -> list[BaseRoute]:
+        return []
+
+    async def start(self, ctx: AppContext) -> None:
+        from .documents.demo import seed_demo_document
+
+        seeded = await seed_demo(ctx)
+        await seed_demo_document(ctx, PRACTITIONER_ID, seeded["booking_id"])
+
+    async def stop(self, ctx: AppContext) -> None:
+        return None

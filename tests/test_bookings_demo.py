@@ -36,6 +36,13 @@ async def test_the_demo_seeds_a_bookable_practitioner_and_a_booking_minutes_away
             r = await http.get(f"/v1/practitioners/{booking['practitioner_id']}/availability",
                                headers=auth(client_token))
             assert r.json()["windows"]
+            r = await http.get(f"/v1/bookings/{booking_id}/documents", headers=auth(client_token))
+            assert r.status_code == 200, r.text
+            shared = r.json()
+            docs = shared["documents"] if isinstance(shared, dict) else shared
+            assert len(docs) == 1, "the demo shares one worksheet with its booking"
+            content = await http.get(docs[0]["download_url"], headers=auth(client_token))
+            assert content.status_code == 200 and len(content.content) == docs[0]["size"]
         starts = booking["starts_at"]
         from datetime import datetime
 

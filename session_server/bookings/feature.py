@@ -26,10 +26,6 @@ class BookingsFeature:
         job = SuspensionJob(store, ctx.settings.suspend_after_idle_days, interval_s=self.suspension_interval_s)
         self._job = job
         ctx.tasks.spawn("bookings.suspension", job.loop)
-        if ctx.settings.demo:
-            from ..demo import seed_demo
-
-            await seed_demo(ctx)
 
     async def stop(self, ctx: AppContext) -> None:
         job: SuspensionJob | None = getattr(self, "_job", None)
