@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
 
@@ -95,10 +94,6 @@ def create_app(settings: Settings, features: Sequence[Feature] | None = None) ->
             for feature in chosen:
                 await feature.start(ctx)
                 stack.push_async_callback(feature.stop, ctx)
-            # Everything imported and built so far lives as long as the process: keep it out of the
-            # collector's full passes, which otherwise pause media forwarding for tens of milliseconds.
-            gc.collect()
-            gc.freeze()
             log.info("session server ready at %s", settings.base_url)
             yield
             log.info("session server draining")
