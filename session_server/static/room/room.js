@@ -238,6 +238,7 @@
       meta.className = "meta";
       const body = document.createElement("div");
       body.className = "text";
+      body.dir = "auto"; // each message in its own direction: English in an Arabic room reads right
       body.textContent = text;
       li.append(meta, body);
       li.dataset.ref = ref || "";
