@@ -17,7 +17,8 @@ import enum
 import hmac
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from .errors import Forbidden, InvalidInput, Unauthenticated
 
 ALGORITHM = "HS256"
 LEEWAY_S = 5
+VERIFIED_CACHE_SIZE = 4096  # recently verified tokens kept per authority, so a client's requests skip HMAC
 
 
 class Role(enum.StrEnum):
@@ -109,12 +111,17 @@ def _permissions(role: Role, grants: Iterable[str] | None) -> frozenset[Permissi
 class TokenAuthority:
     """Mints and verifies access tokens with the configured API keys (key id -> secret)."""
 
-    def __init__(self, api_keys: Mapping[str, str], *, max_ttl_s: int) -> None:
+    def __init__(self, api_keys: Mapping[str, str], *, max_ttl_s: int,
+                 clock: Callable[[], float] = time.time) -> None:
         if not api_keys:
             raise ValueError("at least one API key is needed")
+        self._clock = clock
         self._keys = dict(api_keys)
         self._default_kid = next(iter(self._keys))
         self.max_ttl_s = max_ttl_s
+        # token string -> its identity, least recently used first; only tokens that verified, and each
+        # entry honours the token's expiry (checked again on every hit, with the same leeway as decode)
+        self._verified: OrderedDict[str, Identity] = OrderedDict()
 
     def check_api_key(self, key_id: str, secret: str) -> str:
         expected = self._keys.get(key_id)
@@ -140,6 +147,19 @@ class TokenAuthority:
         return token, issued + ttl_s
 
     def verify(self, token: str) -> Identity:
+        cached = self._verified.get(token)
+        if cached is not None:
+            if self._clock() < cached.expires_at + LEEWAY_S:
+                self._verified.move_to_end(token)
+                return cached
+            del self._verified[token]  # expired: decode again, which refuses it as expired
+        identity = self._verify(token)
+        self._verified[token] = identity
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return identity
+
+    def _verify(self, token: str) -> Identity:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -151,15 +171,17 @@ class TokenAuthority:
         if secret is None:
             raise Unauthenticated("the token names an unknown key", code="token_unknown_key")
         try:
+            # Expiry is checked below against this authority's clock, the same one the cache uses.
             claims = jwt.decode(token, secret, algorithms=[ALGORITHM], leeway=LEEWAY_S,
-                                options={"require": ["exp", "iat", "sub", "role"]})
-        except jwt.ExpiredSignatureError:
-            raise Unauthenticated("the access token has expired", code="token_expired") from None
+                                options={"require": ["exp", "iat", "sub", "role"], "verify_exp": False})
         except jwt.InvalidSignatureError:
             raise Unauthenticated("the access token's signature is wrong", code="token_signature") from None
         except jwt.PyJWTError:
             raise Unauthenticated("the access token is invalid", code="token_invalid") from None
-        return self._identity(claims)
+        identity = self._identity(claims)
+        if not self._clock() < identity.expires_at + LEEWAY_S:
+            raise Unauthenticated("the access token has expired", code="token_expired")
+        return identity
 
     def _identity(self, claims: Mapping[str, Any]) -> Identity:
         try:

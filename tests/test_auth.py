@@ -15,8 +15,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from session_server.app import create_app
-from session_server.auth import Permission, Role, authenticate
+from session_server.auth import Permission, Role, TokenAuthority, authenticate
 from session_server.context import AppContext
+from session_server.errors import Unauthenticated
 from session_server.settings import Settings
 
 from .conftest import API_KEY_ID, API_SECRET, api_key_auth, auth, running
@@ -183,3 +184,17 @@ def test_the_cli_mints_a_token_the_server_accepts(tmp_path: object) -> None:
     claims = jwt.decode(out, API_SECRET, algorithms=["HS256"])
     assert (claims["sub"], claims["role"], claims["name"]) == ("s-1", "support", "Nadia")
     assert claims["exp"] - claims["iat"] == 3600
+
+
+def test_a_token_verified_once_is_still_refused_after_it_expires() -> None:
+    now = [time.time()]
+    authority = TokenAuthority({API_KEY_ID: API_SECRET}, max_ttl_s=3600, clock=lambda: now[0])
+    tok, exp = authority.mint(sub="c-1", name="A", role=Role.CLIENT, ttl_s=60, now=now[0])
+    assert authority.verify(tok).sub == "c-1"
+    assert authority.verify(tok).sub == "c-1"  # served from the cache of verified tokens
+    now[0] = exp + 10
+    with pytest.raises(Unauthenticated) as info:
+        authority.verify(tok)
+    assert info.value.code == "token_expired"
+    with pytest.raises(Unauthenticated):
+        authority.verify(tok)  # and stays refused
