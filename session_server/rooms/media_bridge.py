@@ -155,8 +155,7 @@ class SfuBridge:
                 await self._error(room_id, sender, "unexpected_answer",
                                   "in sfu mode the server answers; send offers only", message.id)
         except MediaError as exc:
-            log.info("room %s: media refused a %s from %s (%s)", room_id, type(message).__name__.lower(),
-                     sender, exc.code)
+            log.info("room %s: media refused a %s (%s)", room_id, type(message).__name__.lower(), exc.code)
             await self._error(room_id, sender, exc.code, f"the media server refused this ({exc.code})",
                               message.id)
 
@@ -228,7 +227,7 @@ class SfuBridge:
             elif kind == "left":
                 await self._left(room_id, sender)
         except MediaError as exc:
-            log.info("room %s: media refused a forwarded %s from %s (%s)", room_id, kind, sender, exc.code)
+            log.info("room %s: media refused a forwarded %s (%s)", room_id, kind, exc.code)
             await self._error(room_id, sender, exc.code, f"the media server refused this ({exc.code})", ref)
 
     # --- offers -----------------------------------------------------------------------------------

@@ -170,8 +170,7 @@ class Connection:
     def _overflow(self) -> None:
         if self.close_code is not None:
             return
-        log.warning("room %s: participant %s reads too slowly; disconnecting", self.room_id,
-                    self.participant_id)
+        log.warning("room %s: a participant reads too slowly; disconnecting", self.room_id)
         self.close_code = m.CLOSE_SLOW_CONSUMER
         if self._writer is not None:
             self._writer.cancel()
@@ -365,7 +364,7 @@ class RoomService:
             resume_notice=envelope(_b(m.ParticipantJoined(id=self.ids(), participant=me, resumed=True)),
                                    skip=pid, replace=replace),
             started_notice=envelope(_b(m.SessionStarted(id=self.ids(), at=at))))
-        log.info("room %s: %s %s joined (%s) on node %s", conn.room_id, conn.role.value, pid,
+        log.info("room %s: the %s joined (%s) on node %s", conn.room_id, conn.role.value,
                  "fresh" if result.fresh else "resumed", self.node_id[:8])
         if result.newly_started and self.hooks.on_session_started is not None:
             try:
@@ -430,7 +429,7 @@ class RoomService:
                 conn.close_soon(m.CLOSE_TOO_BIG, "message too big")
                 continue
             if not conn.flood_bucket.take(conn.last_heard):
-                log.info("room %s: participant %s floods; disconnecting", conn.room_id, conn.participant_id)
+                log.info("room %s: the %s floods; disconnecting", conn.room_id, conn.role.value)
                 conn.send(m.Error(id=self.ids(), code="flood", message="too many messages"))
                 conn.close_soon(m.CLOSE_TOO_MANY, "too many messages")
                 continue
@@ -484,7 +483,7 @@ class RoomService:
             case m.ProblemReport():
                 if self.hooks.on_problem_reported is not None:
                     await self.hooks.on_problem_reported(conn.booking, pid, conn.role.value, msg.kind)
-                log.info("room %s: %s %s reported a %s problem", room, conn.role.value, pid, msg.kind)
+                log.info("room %s: the %s reported a %s problem", room, conn.role.value, msg.kind)
                 conn.send(m.Ack(id=self.ids(), ref=msg.id))
             case m.Leave():
                 conn.exit_reason = "leave"
@@ -536,7 +535,7 @@ class RoomService:
                                 "reason": reason, "at": now_ms()}),
             expect_state=expect_state, last_seen_ms=last_seen_ms)
         if done:
-            log.info("room %s: participant %s left (%s)", room_id, pid, reason)
+            log.info("room %s: a participant left (%s)", room_id, reason)
             await self.bridge.participant_left(room_id, pid)
         return done
 
