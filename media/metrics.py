@@ -26,6 +26,7 @@ class Counters:
     srtp_errors: int = 0
     peer_connections: int = 0
     rooms: int = 0
+    memory_releases: int = 0  # times freed memory was handed back to the OS after rooms closed
 
 
 class MediaCollector(Collector):
@@ -51,6 +52,8 @@ class MediaCollector(Collector):
         yield CounterMetricFamily("media_srtp_errors", "datagrams that failed SRTP", value=c.srtp_errors)
         yield GaugeMetricFamily("media_peer_connections", "open peer connections", value=c.peer_connections)
         yield GaugeMetricFamily("media_rooms", "rooms with media", value=c.rooms)
+        yield CounterMetricFamily("media_memory_releases", "times freed memory was handed back to the OS",
+                                  value=c.memory_releases)
 
 
 def register(registry: CollectorRegistry, counters: Counters) -> MediaCollector:

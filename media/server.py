@@ -33,6 +33,7 @@ from media.config import MediaConfig
 from media.errors import MediaError
 from media.events import MediaEvent, MediaState, MediaStateChanged, QualityReport
 from media.keyframe import KeyframeGate
+from media.memory import MemoryReleaser
 from media.metrics import Counters, register
 from media.quality import DirectionStats, PoorStreak, classify, worst
 from media.rewrite import SendHistory, SeqTsRewriter, build_rtx, patch_header, strip_extension, unwrap_rtx
@@ -425,6 +426,8 @@ class MediaServer:
         self._tick_task: asyncio.Task[None] | None = None
         self._running = False
         self._last_quality = time.monotonic()
+        self._memory = MemoryReleaser()
+        self._rooms_closed = False  # since memory was last released
         if registry is not None:
             register(registry, self.counters)
 
@@ -471,12 +474,17 @@ class MediaServer:
             if not self._running:
                 await peer.close()
                 raise MediaError(errors.SERVER_STOPPED)
+            # Two first offers to a new room negotiate at once (both pages open together): the room the
+            # first one registered is the room, and the second joins it rather than a room of its own.
+            registered = self._rooms.get(room_id)
+            if registered is None:
+                self._rooms[room_id] = room
+                self.counters.rooms += 1
+            elif registered is not room:
+                room = participant.room = registered
             if participant.id in room.participants and room.participants[participant.id] is not participant:
                 await peer.close()
                 raise MediaError(errors.NEGOTIATION_FAILED, "participant was replaced")
-            if room_id not in self._rooms:
-                self._rooms[room_id] = room
-                self.counters.rooms += 1
             if participant.id not in room.participants and len(room.participants) >= MAX_PARTICIPANTS:
                 await peer.close()
                 raise MediaError(errors.ROOM_FULL)
@@ -534,6 +542,7 @@ class MediaServer:
         if not room.participants and self._rooms.get(room_id) is room:
             del self._rooms[room_id]
             self.counters.rooms -= 1
+            self._rooms_closed = True
 
     async def close_room(self, room_id: str) -> None:
         room = self._rooms.get(room_id)
@@ -544,6 +553,7 @@ class MediaServer:
         if self._rooms.get(room_id) is room:
             del self._rooms[room_id]
             self.counters.rooms -= 1
+            self._rooms_closed = True
 
     def set_audio_only(self, room_id: str, participant_id: str, audio_only: bool) -> None:
         """Stop (or resume) forwarding video *to* this participant."""
@@ -702,6 +712,10 @@ class MediaServer:
 
     def _tick(self, now: float) -> None:
         cfg = self.config
+        if self._rooms_closed:
+            self._rooms_closed = False
+            self._memory.release()
+            self.counters.memory_releases += 1
         report = now - self._last_quality >= cfg.quality_interval_s
         if report:
             self._last_quality = now

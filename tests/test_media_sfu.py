@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -88,6 +89,20 @@ async def test_two_participants_see_and_hear_each_other_and_the_server_decodes_n
         forwarded = registry.get_sample_value("media_forwarded_packets_total", {"kind": "video"})
         assert forwarded is not None and forwarded > 0
         assert registry.get_sample_value("media_forwarded_packets_total", {"kind": "audio"})
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_two_first_offers_that_negotiate_at_once_share_one_room(server: MediaServer) -> None:
+    # Both pages open the room at the same moment: the second offer arrives while the first is still
+    # negotiating, before the room exists. Both must land in the same room and see each other.
+    alice = Client("alice")
+    bob = Client("bob")
+    try:
+        await asyncio.gather(alice.join(server, "together"), bob.join(server, "together"))
+        assert sorted(server.rooms()["together"]) == ["alice", "bob"]
+        await wait_for(lambda: alice.got.frames >= 5 and bob.got.frames >= 5, "video both ways")
     finally:
         await alice.close()
         await bob.close()
