@@ -68,7 +68,7 @@ class Settings:
     media_connect_timeout_s: float = 20.0
     # "sfu": media goes through the server; "relay": browsers connect to each other. Relay is the
     # default until the room page's SFU start-up race is fixed (see docs/media.md).
-    media_mode: str = "relay"
+    media_mode: str = "sfu"
     # Redis client.
     redis_max_connections: int = 64
     redis_pool_timeout_s: float = 2.0

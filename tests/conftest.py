@@ -200,3 +200,24 @@ async def live_server(settings: Settings) -> AsyncIterator[LiveServer]:
     await server.start()
     yield server
     await server.stop()
+
+
+@pytest.fixture
+async def no_stray_tasks() -> AsyncIterator[None]:
+    """After the test and its other fixtures, every task it started has ended, inside its own event loop.
+
+    aiortc closes a peer connection by itself when its DTLS session ends (the other side said goodbye),
+    in a task it keeps to itself. One still running when the loop is torn down would be cut off half-way
+    and reported later, against whichever test the garbage collector happens to run in. Waiting here
+    keeps each test's work in that test, and names what did not end if something hangs.
+    """
+    yield
+    me = asyncio.current_task()
+    deadline = time.monotonic() + 15
+    while True:
+        left = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"tasks still running after the test: {[t.get_coro() for t in left]}")
+        await asyncio.wait(left, timeout=0.1)

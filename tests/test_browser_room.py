@@ -14,7 +14,7 @@ from session_server.demo import seed_demo
 from .rooms_support import room_server
 from .support import CHROMIUM_ARGS, chromium_path, eventually, in_loopback_namespace, require
 
-pytestmark = [pytest.mark.netns, pytest.mark.browser]
+pytestmark = [pytest.mark.netns, pytest.mark.browser, pytest.mark.usefixtures("no_stray_tasks")]
 
 FRAMES_DECODED = """async () => {
   const pc = window.roomDebug.pc();

@@ -17,15 +17,10 @@ from session_server.rooms.media_bridge import MEDIA_NODE, QUALITY, SfuBridge
 from .rooms_support import room_server
 from .support import CHROMIUM_ARGS, chromium_path, eventually, in_loopback_namespace, require
 
-# Known bug, kept visible rather than skipped: in about one run of three, the room page's video
-# through the SFU never starts (both peer connections reach "connected", but only one side's
-# media flows; the page appears to send a second offer that races the first). Until it is fixed the
-# product defaults to SESSION_SERVER_MEDIA_MODE=relay. These tests run on every suite run and report
-# XPASS when the SFU path works; remove this mark with the fix.
 pytestmark = [
     pytest.mark.netns,
     pytest.mark.browser,
-    pytest.mark.xfail(strict=False, reason="room page + SFU: video sometimes never starts (open bug)"),
+    pytest.mark.usefixtures("no_stray_tasks"),
 ]
 
 INBOUND_VIDEO = """async () => {

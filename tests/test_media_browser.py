@@ -26,7 +26,7 @@ from media.events import MediaEvent, MediaState, MediaStateChanged
 from media.server import MediaServer
 from tests.media_helpers import LOOPBACK, require_loopback_namespace, wait_for
 
-pytestmark = [pytest.mark.netns, pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.browser, pytest.mark.slow, pytest.mark.usefixtures("no_stray_tasks")]
 
 CHROMIUM_ARGS = [
     "--allow-loopback-in-peer-connection",

@@ -17,7 +17,7 @@ from media.events import MediaEvent, MediaState, MediaStateChanged
 from media.server import MediaServer
 from tests.media_helpers import LOOPBACK, Client, cut_media, require_loopback_namespace, wait_for
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("no_stray_tasks")]
 
 
 @pytest.fixture(autouse=True)
