@@ -40,6 +40,7 @@ _announced: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.Context
     "media_announced_addresses", default=None
 )
 _original_get_host_addresses: Callable[[bool, bool], list[str]] | None = None
+_original_connect: Callable[[Any], Awaitable[None]] | None = None
 _install_lock = threading.Lock()
 
 
@@ -69,10 +70,16 @@ def check_contract() -> None:
     ):
         if not callable(getattr(cls, name, None)):
             problems.append(f"{cls.__module__}.{cls.__qualname__}.{name}")
+    if not callable(getattr(aioice.ice.Connection, "connect", None)):
+        problems.append("aioice.ice.Connection.connect")
     try:
         conn = aioice.ice.Connection(ice_controlling=False)
         if not isinstance(getattr(conn, "_nominated", None), dict):
             problems.append("aioice.ice.Connection._nominated")
+        if getattr(conn, "_closing", None) is not False:
+            problems.append("aioice.ice.Connection._closing")
+        if not hasattr(conn, "_query_consent_task"):
+            problems.append("aioice.ice.Connection._query_consent_task")
     except Exception as exc:  # pragma: no cover - only on a broken aioice
         problems.append(f"aioice.ice.Connection(): {exc}")
     if problems:
@@ -94,6 +101,28 @@ def install_announce_hook() -> None:
         if _original_get_host_addresses is None:
             _original_get_host_addresses = aioice.ice.get_host_addresses
             aioice.ice.get_host_addresses = _get_host_addresses
+
+
+async def _connect_then_honour_close(connection: Any) -> None:
+    assert _original_connect is not None
+    await _original_connect(connection)
+    # aioice starts its consent checks when connect() resumes. A close() that ran between the check list
+    # completing and that resumption (the participant left while ICE was finishing) found no checks to
+    # stop, so they would run, every few seconds, for the life of the process.
+    if connection._closing:
+        task = connection._query_consent_task
+        connection._query_consent_task = None
+        if task is not None and not task.done():
+            task.cancel()
+
+
+def install_close_race_fix() -> None:
+    """A connection closed while ICE completes must not keep its consent checks running; idempotent."""
+    global _original_connect
+    with _install_lock:
+        if _original_connect is None:
+            _original_connect = aioice.ice.Connection.connect
+            aioice.ice.Connection.connect = _connect_then_honour_close  # type: ignore[method-assign,assignment]
 
 
 @contextlib.contextmanager

@@ -436,6 +436,7 @@ class MediaServer:
     async def start(self) -> None:
         fastpath.check_contract()
         fastpath.install_announce_hook()
+        fastpath.install_close_race_fix()
         self._running = True
         self._tick_task = asyncio.create_task(self._tick_loop(), name="media-tick")
 

@@ -3,6 +3,8 @@ SFU would silently fall back to aiortc's decode path or gather no candidate: fix
 
 from __future__ import annotations
 
+import asyncio
+
 import aioice.ice
 import pytest
 from aiortc import RTCDtlsTransport, RTCPeerConnection
@@ -62,3 +64,41 @@ async def test_server_start_checks_the_contract_and_stops_cleanly() -> None:
     with pytest.raises(Exception) as info:
         await server.handle_offer("r", "p", "v=0")
     assert getattr(info.value, "code", None) == "server_stopped"
+
+
+async def test_a_connection_closed_while_ice_completes_keeps_no_consent_checks_running() -> None:
+    # A participant leaves just as ICE finishes: close() runs after the check list completed but before
+    # connect() resumed to start the consent checks. Those checks must not start and run forever.
+    fastpath.install_close_race_fix()
+    a = aioice.ice.Connection(ice_controlling=True, use_ipv6=False)
+    b = aioice.ice.Connection(ice_controlling=False, use_ipv6=False)
+    with fastpath.announce(("127.0.0.1",)):
+        await a.gather_candidates()
+        await b.gather_candidates()
+    for near, far in ((a, b), (b, a)):
+        near.remote_username, near.remote_password = far.local_username, far.local_password
+        for candidate in far.local_candidates:
+            await near.add_remote_candidate(candidate)
+        await near.add_remote_candidate(None)
+    connecting = [asyncio.ensure_future(c.connect()) for c in (a, b)]
+    try:
+        deadline = asyncio.get_running_loop().time() + 10
+        while a._check_list_state.qsize() == 0:  # completed, and connect() not yet resumed
+            assert not connecting[0].done(), "connect() resumed before the window could be observed"
+            assert asyncio.get_running_loop().time() < deadline, "ICE did not complete on loopback"
+            await asyncio.sleep(0)
+        await a.close()
+        await asyncio.wait([connecting[0]])
+        assert a._query_consent_task is None
+        consent = [
+            t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "") == "Connection.query_consent"
+        ]
+        await b.close()
+        await asyncio.wait([connecting[1]])
+        assert all(t.done() for t in consent), "consent checks still running after both sides closed"
+    finally:
+        for task in connecting:
+            task.cancel()
+        await asyncio.gather(*connecting, return_exceptions=True)
+        await a.close()
+        await b.close()
