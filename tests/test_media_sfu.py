@@ -108,6 +108,31 @@ async def test_two_first_offers_that_negotiate_at_once_share_one_room(server: Me
         await bob.close()
 
 
+async def test_browsers_that_offer_only_h264_see_each_other_through_the_server(server: MediaServer) -> None:
+    # Some browsers (older Safari, some hardware paths) offer H.264 alone: the server forwards it as it
+    # forwards VP8, without decoding.
+    from aiortc.rtcrtpsender import RTCRtpSender
+
+    h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
+    assert h264
+    alice = Client("alice")
+    bob = Client("bob")
+    for client in (alice, bob):
+        for transceiver in client.pc.getTransceivers():
+            if transceiver.kind == "video":
+                transceiver.setCodecPreferences(h264)
+    try:
+        await alice.join(server, "h264")
+        await bob.join(server, "h264")
+        assert "VP8" not in alice.pc.remoteDescription.sdp
+        assert "H264" in alice.pc.remoteDescription.sdp
+        await wait_for(lambda: alice.got.frames >= 5 and bob.got.frames >= 5, "H.264 video both ways")
+        assert (bob.got.width, bob.got.height) == (320, 240)
+    finally:
+        await alice.close()
+        await bob.close()
+
+
 async def test_late_joiner_decodes_because_a_keyframe_request_reached_the_publisher(
     server: MediaServer, registry: CollectorRegistry
 ) -> None:
