@@ -80,3 +80,55 @@ async def test_client_and_practitioner_pages_chat_and_see_each_others_video(
             await prac.screenshot(path=str(SCREENSHOTS / "room-practitioner-en.png"))
         finally:
             await browser.close()
+
+
+async def test_a_page_that_lost_its_connection_gets_the_missed_messages_once_and_can_report_it(
+        tmp_path: Path, redis_url: str) -> None:
+    require(in_loopback_namespace(), "this test runs inside a loopback-only network namespace")
+    browser_path = chromium_path()
+    require(browser_path is not None, "Chromium is not installed")
+    from playwright.async_api import async_playwright
+
+    async with room_server(tmp_path, redis_url, heartbeat_interval_s=2.0, heartbeat_timeout_s=30.0) as server, \
+            async_playwright() as pw:
+        demo = await seed_demo(server.app.state.ctx, echo=False)
+        browser = await pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
+        try:
+            pages: dict[str, Any] = {}
+            for who in ("client", "practitioner"):
+                context = await browser.new_context(viewport={"width": 1200, "height": 760})
+                page = await context.new_page()
+                await page.goto(demo["links"][who].replace("#token=", "?lang=en#token=", 1))
+                pages[who] = page
+            client, prac = pages["client"], pages["practitioner"]
+            await prac.fill("#chat-input", "Before the tunnel")
+            await prac.press("#chat-input", "Enter")
+            await client.locator("#messages li.theirs", has_text="Before the tunnel").wait_for(timeout=10_000)
+
+            # The client's train enters a tunnel: no network, the socket drops without a goodbye.
+            await client.context.set_offline(True)
+            await client.evaluate("window.roomDebug.dropSocket()")
+            await prac.locator("#participants li[data-role=client][data-state=reconnecting]").wait_for(
+                timeout=10_000)
+            missed = ["First while away", "Second while away", "Third while away"]
+            for text in missed:
+                await prac.fill("#chat-input", text)
+                await prac.press("#chat-input", "Enter")
+                await prac.locator("#messages li.mine", has_text=text).wait_for(timeout=10_000)
+            assert await client.evaluate("window.roomDebug.state().conn") == "reconnecting"
+            assert await client.locator("#messages li", has_text="while away").count() == 0
+
+            await client.context.set_offline(False)
+            await client.locator("#messages li.theirs", has_text=missed[-1]).wait_for(timeout=20_000)
+            shown = await client.locator("#messages li.theirs").all_inner_texts()
+            got = [next(t for t in [*missed, "Before the tunnel"] if t in line) for line in shown]
+            assert got == ["Before the tunnel", *missed]  # each once, in order
+            await prac.locator("#participants li[data-role=client]:not([data-state=reconnecting])").wait_for(
+                timeout=10_000)
+
+            # Back, the client reports the trouble: the server acknowledges and the page says so.
+            await client.click("#report")
+            await client.get_by_text("Report sent. Support will contact you.").wait_for(timeout=10_000)
+            await client.screenshot(path=str(SCREENSHOTS / "room-client-resumed-en.png"))
+        finally:
+            await browser.close()

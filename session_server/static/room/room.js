@@ -700,6 +700,8 @@
     mediaStates: () => Object.fromEntries(state.mediaStates),
     state: () => ({ conn: state.conn, me: state.me, participants: [...state.participants.values()],
       lastSeq: state.lastSeq, room: state.room }),
+    // what a network drop does to the socket (no goodbye: the page reconnects and resumes)
+    dropSocket: () => { if (state.ws) state.ws.close(); },
   };
 
   applyLanguage();
