@@ -3,7 +3,10 @@ see each other's video (the peer connections' own statistics say so)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,7 @@ import pytest
 from session_server.demo import seed_demo
 
 from .rooms_support import room_server
-from .support import CHROMIUM_ARGS, chromium_path, eventually, in_loopback_namespace, require
+from .support import CHROMIUM_ARGS, chromium_path, eventually, free_port, in_loopback_namespace, require
 
 pytestmark = [pytest.mark.netns, pytest.mark.browser, pytest.mark.usefixtures("no_stray_tasks")]
 
@@ -132,3 +135,58 @@ async def test_a_page_that_lost_its_connection_gets_the_missed_messages_once_and
             await client.screenshot(path=str(SCREENSHOTS / "room-client-resumed-en.png"))
         finally:
             await browser.close()
+
+
+async def test_the_readme_demo_shows_each_page_the_others_video_through_the_server_and_stops_cleanly(
+        tmp_path: Path) -> None:
+    """What a newcomer does: `session-server --demo`, open the two printed links, Ctrl-C."""
+    require(in_loopback_namespace(), "this test runs inside a loopback-only network namespace")
+    browser_path = chromium_path()
+    require(browser_path is not None, "Chromium is not installed")
+    from playwright.async_api import async_playwright
+
+    port = free_port()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin"), "SESSION_SERVER_DATA_DIR": str(tmp_path / "data"),
+           "SESSION_SERVER_PORT": str(port)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "session_server.cli", "--demo", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    assert proc.stdout is not None
+    printed: list[str] = []
+    try:
+        links: dict[str, str] = {}
+        while len(links) < 2:
+            line = (await asyncio.wait_for(proc.stdout.readline(), timeout=60)).decode()
+            assert line, f"the server exited before printing the demo links: {''.join(printed)}"
+            printed.append(line)
+            for who in ("practitioner", "client"):
+                if line.strip().startswith(f"{who}:"):
+                    links[who] = line.split(":", 1)[1].strip()
+        assert all(link.startswith(f"http://127.0.0.1:{port}/room/") for link in links.values())
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
+            try:
+                pages = []
+                for who in ("client", "practitioner"):
+                    page = await (await browser.new_context()).new_page()
+                    await page.goto(links[who])
+                    pages.append(page)
+                for page in pages:
+                    assert await page.evaluate("window.roomDebug.mediaMode()") == "sfu"
+
+                    async def decoding(p: Any = page) -> bool:
+                        return int(await p.evaluate(FRAMES_DECODED)) > 10
+
+                    await eventually(decoding, timeout=30, what="the other side's video decoding")
+            finally:
+                await browser.close()
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        rest, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
+        printed.append(rest.decode())
+        assert proc.returncode == 0, "".join(printed)[-3000:]
+        assert "Traceback" not in "".join(printed), "".join(printed)[-3000:]
+        assert "Task was destroyed" not in "".join(printed)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -105,3 +105,18 @@ def test_the_cli_exits_with_a_clear_error_when_redis_is_unreachable(tmp_path: Pa
     )
     assert result.returncode != 0
     assert "Redis at redis://127.0.0.1:1/0 is not reachable" in result.stderr
+
+
+@pytest.mark.parametrize(("env", "announced"), [
+    ({}, ("127.0.0.1",)),  # the default: listening on loopback, as the demo does
+    ({"SESSION_SERVER_HOST": "::1"}, ("127.0.0.1",)),
+    ({"SESSION_SERVER_HOST": "localhost"}, ("127.0.0.1",)),
+    ({"SESSION_SERVER_HOST": "0.0.0.0"}, ()),  # reachable from elsewhere: the machine's interfaces
+    ({"SESSION_SERVER_HOST": "0.0.0.0", "SESSION_SERVER_MEDIA_ANNOUNCE_ADDRESSES": "203.0.113.7"}, ("203.0.113.7",)),
+    ({"SESSION_SERVER_MEDIA_ANNOUNCE_ADDRESSES": "198.51.100.2,203.0.113.7"}, ("198.51.100.2", "203.0.113.7")),
+])
+def test_media_is_announced_where_the_servers_browsers_can_reach_it(
+        env: dict[str, str], announced: tuple[str, ...]) -> None:
+    from session_server.rooms.media_bridge import media_config
+
+    assert media_config(load_settings(env)).announce_addresses == announced

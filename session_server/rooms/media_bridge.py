@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 from collections.abc import Callable
@@ -97,9 +98,23 @@ class QualityNotice(msgspec.Struct, tag="quality", tag_field="type"):
     at: float
 
 
+def announce_addresses(settings: Settings) -> tuple[str, ...]:
+    """The addresses put in the server's ICE candidates: the setting, or, when it is unset and the server
+    listens on a loopback address, 127.0.0.1. Only this machine's browsers can reach such a server, and
+    aioice leaves loopback out of the interfaces it would otherwise announce (no candidate at all on a
+    machine or container with nothing else). An empty tuple lets aioice announce the interfaces."""
+    if settings.media_announce_addresses:
+        return tuple(settings.media_announce_addresses)
+    try:
+        loopback = ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        loopback = settings.host == "localhost"
+    return ("127.0.0.1",) if loopback else ()
+
+
 def media_config(settings: Settings) -> MediaConfig:
     return MediaConfig(
-        announce_addresses=tuple(settings.media_announce_addresses),
+        announce_addresses=announce_addresses(settings),
         ice_servers=tuple(MediaIceServer(tuple(i.urls), i.username, i.credential) for i in settings.ice_servers),
         consent_timeout_s=settings.media_consent_timeout_s,
         media_silence_timeout_s=settings.media_silence_timeout_s,
