@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import os
@@ -69,12 +70,10 @@ def serve(settings: Settings) -> int:
     gc.freeze()
     print(f"Session server listening on http://{settings.host}:{settings.port} "
           f"(public URL {settings.base_url})", flush=True)
-    try:
+    # uvicorn shuts down cleanly on Ctrl-C, then raises the signal again for the default handler:
+    # the way to stop a server in a terminal is not an error to print a traceback for.
+    with contextlib.suppress(KeyboardInterrupt):
         server.run()
-    except KeyboardInterrupt:
-        # uvicorn shuts down cleanly on Ctrl-C, then raises the signal again for the default handler:
-        # the way to stop a server in a terminal is not an error to print a traceback for.
-        pass
     return 0 if server.started else 1
 
 
