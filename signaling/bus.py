@@ -3,11 +3,16 @@
 Notices are JSON envelopes on `ss:room:{id}:bus`:
   {"k": "m", "m": <server message>, "aud": "all" | "parties", "to": pid | null, "skip": pid | null,
    "replace": {"pid": ..., "keep": conn} | absent}
-  {"k": "c", "r": <stored chat record, still encrypted>}
-Every node, the sender's included, delivers from its subscription, so the path and the order are the
-same whether two participants share a node or not. A chat message goes to the room's parties except
-its sender, who has its `chat.ack`. Chat records travel encrypted; a node decrypts a
-record once, only if it holds a party of that room, and encodes the message once for all of them.
+  {"k": "c", "r": <stored chat record, still encrypted>}  (one room's record; older nodes send these)
+Chat records of every room travel in batches on `ss:room:*:bus` (a literal "*", which no room id
+holds), one batch per PUBLISH, in the order they were stored:
+  {"k": "cs", "c": [[<room id>, <stored chat record, still encrypted>], ...]}
+One subscription connection carries both channels, so a room's chat and its other notices still
+arrive in the order Redis made the changes. Every node, the sender's included, delivers from its
+subscription, so the path and the order are the same whether two participants share a node or not.
+A chat message goes to the room's parties except its sender, who has its `chat.ack`. Chat records
+travel encrypted; a node decrypts a record once, only if it holds a party of that room, and encodes
+the message once for all of them.
 Messages other features publish on `ss:room:{id}:push` go to the room's parties as they are.
 """
 
@@ -18,6 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import msgspec
 import redis.asyncio as aioredis
 
 from .messages import IdSource
@@ -40,6 +46,9 @@ class LocalConnection(Protocol):
 
 # Decrypts a chat record of a room and returns (seq, the encoded chat.message) for its parties.
 ChatOpener = Callable[[str, dict[str, Any]], Awaitable[tuple[int, str]]]
+
+CHAT_CHANNEL_ROOM = "*"  # the room part of the chat channel's name: no room id holds it
+_decode_batch = msgspec.json.Decoder().decode
 
 
 def envelope(message: dict[str, Any], *, audience: str = "all", to: str | None = None,
@@ -103,6 +112,10 @@ class RoomBus:
     async def _dispatch(self, channel: str, data: bytes) -> None:
         _, _, rest = channel.partition(":room:")
         room_id, _, suffix = rest.rpartition(":")
+        if room_id == CHAT_CHANNEL_ROOM:
+            if self.rooms:
+                await self._chat_batch(_decode_batch(data)["c"])
+            return
         conns = self.rooms.get(room_id)
         if not conns:
             return
@@ -111,14 +124,7 @@ class RoomBus:
             return
         env = json.loads(data)
         if env["k"] == "c":
-            sender = env["r"].get("from")
-            # the sender learns the sequence number from its chat.ack: no echo of its own words
-            if not any(c.receives_health_data and c.participant_id != sender for c in conns.values()):
-                return
-            seq, text = await self._open_chat(room_id, env["r"])
-            for c in list(conns.values()):
-                if c.receives_health_data and c.participant_id != sender:
-                    c.deliver_chat(seq, text)
+            await self._chat(room_id, env["r"])
             return
         replace = env.get("replace")
         if replace is not None:
@@ -136,6 +142,29 @@ class RoomBus:
             if parties_only and not c.receives_health_data:
                 continue
             c.deliver(text)
+
+    async def _chat_batch(self, items: list[list[Any]]) -> None:
+        for room_id, record in items:
+            if room_id not in self.rooms:
+                continue
+            try:
+                await self._chat(room_id, record)
+            except Exception:
+                # one bad record must not stop the others
+                log.exception("dropped a chat record of room %s", room_id)
+
+    async def _chat(self, room_id: str, record: dict[str, Any]) -> None:
+        conns = self.rooms.get(room_id)
+        if not conns:
+            return
+        sender = record.get("from")
+        # the sender learns the sequence number from its chat.ack: no echo of its own words
+        if not any(c.receives_health_data and c.participant_id != sender for c in conns.values()):
+            return
+        seq, text = await self._open_chat(room_id, record)
+        for c in list(conns.values()):
+            if c.receives_health_data and c.participant_id != sender:
+                c.deliver_chat(seq, text)
 
     def _push(self, conns: dict[str, LocalConnection], data: bytes) -> None:
         try:

@@ -135,3 +135,33 @@ async def test_typing_reaches_the_other_party(tmp_path: Path, redis_url: str,
         await eventually(nothing_more)
         await client.close()
         await prac.close()
+
+
+async def test_bursts_in_two_rooms_reach_each_room_complete_in_order_and_nowhere_else(
+        tmp_path: Path, redis_url: str, token: Callable[..., str]) -> None:
+    # Sends that arrive together are stored and published together, rooms mixed: each room must
+    # still get exactly its own messages, numbered in order, with a repeated id stored once.
+    await write_booking(redis_url, "b1")
+    await write_booking(redis_url, "b2", practitioner="prac-2", client="client-2")
+    async with room_server(tmp_path, redis_url, chat_rate_per_s=1000.0, chat_burst=1000) as server:
+        c1, _ = await joined(server, "b1", token("client", CLIENT))
+        p1, _ = await joined(server, "b1", token("practitioner", PRACTITIONER))
+        c2, _ = await joined(server, "b2", token("client", "client-2"))
+        p2, _ = await joined(server, "b2", token("practitioner", "prac-2"))
+        n = 40
+        for i in range(n):  # no waiting for acks: the two rooms' sends interleave
+            await c1.send({"type": "chat.send", "id": f"a{i}", "text": f"one {i}"})
+            await c2.send({"type": "chat.send", "id": f"b{i}", "text": f"two {i}"})
+        await c1.send({"type": "chat.send", "id": "a7", "text": "one 7"})
+        dup = await c1.expect("chat.ack", lambda m: m.get("duplicate") is True)
+        assert (dup["ref"], dup["seq"]) == ("a7", 8)
+        await p1.expect("chat.message", lambda m: m["seq"] == n)
+        await p2.expect("chat.message", lambda m: m["seq"] == n)
+        assert [(m["seq"], m["text"], m["ref"]) for m in p1.of_type("chat.message")] == [
+            (i + 1, f"one {i}", f"a{i}") for i in range(n)]
+        assert [(m["seq"], m["text"], m["ref"]) for m in p2.of_type("chat.message")] == [
+            (i + 1, f"two {i}", f"b{i}") for i in range(n)]
+        await c2.expect("chat.ack", lambda m: m["seq"] == n)  # a socket's acks come in order
+        assert [m["seq"] for m in c2.of_type("chat.ack")] == list(range(1, n + 1))
+        for peer in (c1, p1, c2, p2):
+            await peer.close()

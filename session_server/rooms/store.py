@@ -16,6 +16,9 @@ Redis layout (room id = booking id):
   ss:room:{id}:bus          pub/sub channel: notices to every node (JSON envelopes, see signaling.bus);
                             ss:db{n}:room:{id}:bus when the data lives in Redis database n > 0,
                             because pub/sub channels are shared by all databases of a server
+  ss:room:*:bus             pub/sub channel (a literal "*", which no room id holds, so the pattern
+                            every node subscribes to matches it): the chat records of every room, a
+                            batch per PUBLISH; ss:db{n}:room:*:bus likewise
   ss:room:{id}:push         pub/sub channel: other features' messages for the room's parties
   ss:rooms:live             set   room ids that have presence entries (what the sweepers visit)
   ss:node:{node}            string with a TTL: the node is alive while it exists
@@ -34,8 +37,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
 from files.keyring import KeyRing, WrappedKey
 from signaling.chatcrypto import RoomCipher
@@ -50,6 +53,7 @@ CHAT_SEQ = "ss:room:{}:chat:seq"
 CHAT_IDS = "ss:room:{}:chat:ids"
 DATA_KEY = "ss:room:{}:key"
 BUS = "ss:{}room:{}:bus"  # namespace ("" or "db<n>:"), room id
+CHAT_BUS = "ss:{}room:*:bus"  # namespace; "*" is no room id, so the room pattern matches it
 PUSH = "ss:room:{}:push"
 LIVE_ROOMS = "ss:rooms:live"
 NODE = "ss:node:{}"
@@ -104,20 +108,38 @@ redis.call('PUBLISH', ARGV[7], ARGV[8])
 return 1
 """
 
-# Appends a chat message at the sequence number the caller encrypted it for and returns that number;
-# a repeated message id returns minus the first one's number; "busy:<current>" means another sender
-# came first, and the caller re-encrypts for the next number and retries.
+# Appends a batch of chat messages, each at the sequence number the caller encrypted it for, and
+# returns one result per message, comma-separated: its number; minus the first one's number for a
+# repeated message id; or "busy:<current>" when another sender came first (the caller re-encrypts for
+# the next number and retries). Message i has KEYS[3i-2..3i] (sequence, chat, ids) and ARGV[5i-3..5i+1]
+# (seq, id, record, expiry, room id as JSON). The appended records go out in one PUBLISH on the chat
+# channel, in order.
 _CHAT = """
-local existing = redis.call('HGET', KEYS[3], ARGV[2])
-if existing then return -tonumber(existing) end
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if cur + 1 ~= tonumber(ARGV[1]) then return 'busy:' .. cur end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[1], ARGV[3])
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
-for i = 1, 3 do redis.call('PEXPIREAT', KEYS[i], ARGV[5]) end
-redis.call('PUBLISH', ARGV[4], '{"k":"c","r":' .. ARGV[3] .. '}')
-return tonumber(ARGV[1])
+local out, notes = {}, {}
+for i = 1, #KEYS / 3 do
+  local k, a = 3 * (i - 1), 5 * (i - 1) + 1
+  local seq = ARGV[a + 1]
+  local existing = redis.call('HGET', KEYS[k + 3], ARGV[a + 2])
+  if existing then
+    out[i] = '-' .. existing
+  else
+    local cur = tonumber(redis.call('GET', KEYS[k + 1]) or '0')
+    if cur + 1 ~= tonumber(seq) then
+      out[i] = 'busy:' .. cur
+    else
+      redis.call('SET', KEYS[k + 1], seq)
+      redis.call('ZADD', KEYS[k + 2], seq, ARGV[a + 3])
+      redis.call('HSET', KEYS[k + 3], ARGV[a + 2], seq)
+      for j = 1, 3 do redis.call('PEXPIREAT', KEYS[k + j], ARGV[a + 4]) end
+      out[i] = seq
+      notes[#notes + 1] = '[' .. ARGV[a + 5] .. ',' .. ARGV[a + 3] .. ']'
+    end
+  end
+end
+if #notes > 0 then
+  redis.call('PUBLISH', ARGV[1], '{"k":"cs","c":[' .. table.concat(notes, ',') .. ']}')
+end
+return table.concat(out, ',')
 """
 
 
@@ -185,12 +207,14 @@ class RoomStore:
         db = int(redis.connection_pool.connection_kwargs.get("db", 0) or 0)
         self.namespace = f"db{db}:" if db else ""
         self.bus_pattern = BUS_PATTERN.format(self.namespace)
+        self.chat_bus = CHAT_BUS.format(self.namespace)
         self.keyring = keyring
         self._join = redis.register_script(_JOIN)
         self._change = redis.register_script(_CHANGE)
         self._chat = redis.register_script(_CHAT)
         self._claim = redis.register_script(_CLAIM)
         self._ciphers: dict[str, RoomCipher] = {}
+        self._room_json: dict[str, str] = {}
         self._last_seq: dict[str, int] = {}
         self._appends: list[_Append] = []
         self._appends_ready = asyncio.Event()
@@ -315,6 +339,7 @@ class RoomStore:
         """Drop cached keys of a room this node no longer serves."""
         self._ciphers.pop(room_id, None)
         self._last_seq.pop(room_id, None)
+        self._room_json.pop(room_id, None)
 
     def saw_seq(self, room_id: str, seq: int) -> None:
         if seq > self._last_seq.get(room_id, 0):
@@ -323,10 +348,9 @@ class RoomStore:
     async def append_chat(self, room_id: str, *, sender: str, role: str, name: str, ref: str, text: str,
                           expire_at_ms: int) -> tuple[int, bool, int]:
         """Store and publish one message; (seq, duplicate, time). A duplicate id changes nothing."""
-        cipher = await self.cipher(room_id, expire_at_ms)
-        payload = json.dumps({"text": text, "name": name}, ensure_ascii=False).encode()
-        item = _Append(room_id, cipher, payload, sender, role, ref, expire_at_ms,
-                       asyncio.get_running_loop().create_future())
+        cipher = self._ciphers.get(room_id) or await self.cipher(room_id, expire_at_ms)
+        item = _Append(room_id, cipher, _encode({"text": text, "name": name}), sender, role, ref,
+                       expire_at_ms, asyncio.get_running_loop().create_future())
         if not self._appender_running:
             await self._append_batch([item])
             while not item.future.done():  # lost the race for its sequence number: try the next one
@@ -337,8 +361,9 @@ class RoomStore:
         return await item.future
 
     async def run_appender(self) -> None:
-        """Send queued chat appends as pipelines: one round trip carries every message that arrived
-        while the previous one was in flight, which is what keeps Redis off the per-message cost."""
+        """Send queued chat appends in batches: one script call carries every message that arrived
+        while the previous one was in flight, and publishes them together, which is what keeps Redis
+        off the per-message cost on both ends."""
         self._appender_running = True
         try:
             while True:
@@ -362,40 +387,39 @@ class RoomStore:
 
     async def _append_batch(self, batch: list[_Append]) -> None:
         expected: dict[str, int] = {}
-        pipe = self.redis.pipeline(transaction=False)
+        keys: list[str] = []
+        args: list[str | int | bytes] = [self.chat_bus]
         sent: list[tuple[_Append, int]] = []
+        at = now_ms()
         for a in batch:
-            seq = expected.get(a.room_id, self._last_seq.get(a.room_id, 0) + 1)
-            expected[a.room_id] = seq + 1
-            at = now_ms()
-            record = _dumps({"seq": seq, "t": at, "from": a.sender, "role": a.role, "ref": a.ref,
-                             "ct": base64.b64encode(a.cipher.seal(seq, a.payload)).decode()})
-            pipe.evalsha(self._chat.sha, 3, CHAT_SEQ.format(a.room_id), CHAT.format(a.room_id),
-                         CHAT_IDS.format(a.room_id), seq, f"{a.sender}:{a.ref}", record,
-                         self.bus(a.room_id), a.expire_at_ms)
+            room = a.room_id
+            seq = expected.get(room) or self._last_seq.get(room, 0) + 1
+            expected[room] = seq + 1
+            room_json = self._room_json.get(room)
+            if room_json is None:
+                room_json = self._room_json[room] = _encode(room).decode()
+            record = _encode({"seq": seq, "t": at, "from": a.sender, "role": a.role, "ref": a.ref,
+                              "ct": base64.b64encode(a.cipher.seal(seq, a.payload)).decode()})
+            keys += (CHAT_SEQ.format(room), CHAT.format(room), CHAT_IDS.format(room))
+            args += (seq, f"{a.sender}:{a.ref}", record, a.expire_at_ms, room_json)
             sent.append((a, at))
-        results = await pipe.execute(raise_on_error=False)
+        results = await self._chat(keys=keys, args=args)
         again: list[_Append] = []
-        for (a, at), res in zip(sent, results, strict=True):
-            if isinstance(res, NoScriptError):
-                again.append(a)
-            elif isinstance(res, Exception):
-                a.future.set_exception(res)
-            elif isinstance(res, int):
-                if res < 0:
-                    a.future.set_result((-res, True, at))
+        for (a, at), res in zip(sent, _text(results).split(","), strict=True):
+            if not res.startswith("busy:"):
+                n = int(res)
+                if n < 0:
+                    a.future.set_result((-n, True, at))
                 else:
-                    self.saw_seq(a.room_id, res)
-                    a.future.set_result((res, False, at))
+                    self.saw_seq(a.room_id, n)
+                    a.future.set_result((n, False, at))
             else:  # another sender came first: retry at the next number
-                self.saw_seq(a.room_id, int(_text(res).partition(":")[2]))
+                self.saw_seq(a.room_id, int(res[5:]))
                 a.attempts += 1
                 if a.attempts > 64:
                     a.future.set_exception(ChatCorrupt("the chat sequence is contended beyond reason"))
                 else:
                     again.append(a)
-        if any(isinstance(r, NoScriptError) for r in results):
-            await self.redis.script_load(_CHAT)
         if again and self._appender_running:
             self._appends[:0] = again
             self._appends_ready.set()
@@ -415,10 +439,10 @@ class RoomStore:
 
     async def open_record(self, room_id: str, raw: bytes | str | dict[str, Any]) -> ChatRecord:
         rec = raw if isinstance(raw, dict) else json.loads(raw)
-        cipher = await self.cipher(room_id)
+        cipher = self._ciphers.get(room_id) or await self.cipher(room_id)
         seq = int(rec["seq"])
         try:
-            payload = json.loads(cipher.open(seq, base64.b64decode(rec["ct"])))
+            payload = _decode(cipher.open(seq, base64.b64decode(rec["ct"])))
         except Exception as exc:
             raise ChatCorrupt(f"chat message {seq} does not decrypt") from exc
         return ChatRecord(seq=seq, time=int(rec["t"]), sender=str(rec["from"]), role=str(rec["role"]),
@@ -431,3 +455,7 @@ def _text(value: Any) -> str:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+_encode = msgspec.json.Encoder().encode  # compact UTF-8 JSON, as `_dumps` writes it
+_decode = msgspec.json.Decoder().decode
