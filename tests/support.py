@@ -9,7 +9,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -45,6 +45,27 @@ CHROMIUM_ARGS = [
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",
 ]
+
+
+def browser_for_media() -> str:
+    """The Chromium to drive, once it is sure this test runs fenced in a loopback-only namespace."""
+    require(in_loopback_namespace(), "this test runs inside a loopback-only network namespace")
+    path = chromium_path()
+    require(path is not None, "Chromium is not installed")
+    assert path is not None
+    return path
+
+
+async def open_room_pages(browser: Any, links: dict[str, str], lang: str = "en") -> dict[str, Any]:
+    """The client's and the practitioner's room pages, each in its own browser context, as the demo's
+    links open them (in `lang`)."""
+    pages: dict[str, Any] = {}
+    for who in ("client", "practitioner"):
+        context = await browser.new_context(viewport={"width": 1200, "height": 760})
+        page = await context.new_page()
+        await page.goto(links[who].replace("#token=", f"?lang={lang}#token=", 1))
+        pages[who] = page
+    return pages
 
 
 async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 10.0,  # noqa: ASYNC109

@@ -15,7 +15,16 @@ import pytest
 from session_server.demo import seed_demo
 
 from .rooms_support import room_server
-from .support import CHROMIUM_ARGS, chromium_path, eventually, free_port, in_loopback_namespace, require
+from .support import (
+    CHROMIUM_ARGS,
+    browser_for_media,
+    chromium_path,
+    eventually,
+    free_port,
+    in_loopback_namespace,
+    open_room_pages,
+    require,
+)
 
 pytestmark = [pytest.mark.netns, pytest.mark.browser, pytest.mark.usefixtures("no_stray_tasks")]
 
@@ -87,9 +96,7 @@ async def test_client_and_practitioner_pages_chat_and_see_each_others_video(
 
 async def test_a_page_that_lost_its_connection_gets_the_missed_messages_once_and_can_report_it(
         tmp_path: Path, redis_url: str) -> None:
-    require(in_loopback_namespace(), "this test runs inside a loopback-only network namespace")
-    browser_path = chromium_path()
-    require(browser_path is not None, "Chromium is not installed")
+    browser_path = browser_for_media()
     from playwright.async_api import async_playwright
 
     async with room_server(tmp_path, redis_url, heartbeat_interval_s=2.0, heartbeat_timeout_s=30.0) as server, \
@@ -97,12 +104,7 @@ async def test_a_page_that_lost_its_connection_gets_the_missed_messages_once_and
         demo = await seed_demo(server.app.state.ctx, echo=False)
         browser = await pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
         try:
-            pages: dict[str, Any] = {}
-            for who in ("client", "practitioner"):
-                context = await browser.new_context(viewport={"width": 1200, "height": 760})
-                page = await context.new_page()
-                await page.goto(demo["links"][who].replace("#token=", "?lang=en#token=", 1))
-                pages[who] = page
+            pages = await open_room_pages(browser, demo["links"])
             client, prac = pages["client"], pages["practitioner"]
             await prac.fill("#chat-input", "Before the tunnel")
             await prac.press("#chat-input", "Enter")
@@ -140,9 +142,7 @@ async def test_a_page_that_lost_its_connection_gets_the_missed_messages_once_and
 async def test_the_readme_demo_shows_each_page_the_others_video_through_the_server_and_stops_cleanly(
         tmp_path: Path) -> None:
     """What a newcomer does: `session-server --demo`, open the two printed links, Ctrl-C."""
-    require(in_loopback_namespace(), "this test runs inside a loopback-only network namespace")
-    browser_path = chromium_path()
-    require(browser_path is not None, "Chromium is not installed")
+    browser_path = browser_for_media()
     from playwright.async_api import async_playwright
 
     port = free_port()
@@ -166,12 +166,7 @@ async def test_the_readme_demo_shows_each_page_the_others_video_through_the_serv
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
             try:
-                pages = []
-                for who in ("client", "practitioner"):
-                    page = await (await browser.new_context()).new_page()
-                    await page.goto(links[who])
-                    pages.append(page)
-                for page in pages:
+                for page in (await open_room_pages(browser, links)).values():
                     assert await page.evaluate("window.roomDebug.mediaMode()") == "sfu"
 
                     async def decoding(p: Any = page) -> bool:

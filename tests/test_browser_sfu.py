@@ -15,7 +15,7 @@ from session_server.demo import seed_demo
 from session_server.rooms.media_bridge import MEDIA_NODE, QUALITY, SfuBridge
 
 from .rooms_support import room_server
-from .support import CHROMIUM_ARGS, chromium_path, eventually, in_loopback_namespace, require
+from .support import CHROMIUM_ARGS, chromium_path, eventually, in_loopback_namespace, open_room_pages, require
 
 pytestmark = [
     pytest.mark.netns,
@@ -53,12 +53,7 @@ async def test_pages_see_each_others_video_through_the_server_and_its_quality_ve
         room_id = demo["booking_id"]
         browser = await pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
         try:
-            pages: dict[str, Any] = {}
-            for who in ("client", "practitioner"):
-                context = await browser.new_context(viewport={"width": 1200, "height": 760})
-                page = await context.new_page()
-                await page.goto(demo["links"][who].replace("#token=", "?lang=en#token=", 1))
-                pages[who] = page
+            pages = await open_room_pages(browser, demo["links"])
             ids = {}
             for who, page in pages.items():
                 async def in_room(p: Any = page) -> bool:
