@@ -11,7 +11,10 @@ with its own bearer token, as a real client sends it:
 - hot slot: every connection (a different client each) tries the same slot; exactly one may succeed.
 
 The ceiling, measured in the same run: a bare Starlette endpoint on the same server settings whose
-handler runs one small Lua script on the machine's Redis per request. The last line is one JSON object.
+handler runs one small Lua script on the machine's Redis per request. Every server is warmed up with
+WARM_UP requests per connection before it is measured. Besides throughput and latency, each line gives
+the server process's CPU time per request during the measure (from /proc), which other jobs on a shared
+machine disturb less than throughput. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 API_KEY_ID, API_SECRET = "bench", "b" * 40
 SYSTEM_REDIS = "redis://127.0.0.1:6379/14"
+WARM_UP = 20  # requests per connection before each measured phase
 
 
 # --- the servers (child processes) ---------------------------------------------------------------
@@ -72,6 +76,12 @@ def _serve(mode: str, port: int, data_dir: str) -> None:
     uvicorn.run(create_app(settings), **config, log_config=None)
 
 
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -94,7 +104,7 @@ def server(mode: str) -> Any:
                     if time.monotonic() > deadline or proc.poll() is not None:
                         raise RuntimeError(f"the {mode} server did not start") from None
                     time.sleep(0.05)
-            yield port
+            yield port, proc.pid
         finally:
             proc.terminate()
             proc.wait(20)
@@ -206,15 +216,22 @@ async def bench_backend(mode: str, clients: int, per_client: int) -> dict[str, A
         r = redis.Redis.from_url(SYSTEM_REDIS)
         r.flushdb()
         r.close()
-    with server(mode) as port:
+    with server(mode) as (port, pid):
         slots, hot = await seed(port, clients, tokens)
-        per = min(per_client, min(len(s) for s in slots))
-        jobs = []
+        # Warmed up like the ceiling (20 requests per connection, here each booking a slot of its own), so
+        # that neither side pays its start-up (new Redis connections, first token checks) in the measure.
+        per = min(per_client, min(len(s) for s in slots) - WARM_UP)
+        warm, jobs = [], []
         for i in range(clients):
             head = bearer(tokens("client", f"bc{i}"))
-            jobs.append([(head, json.dumps({"practitioner_id": f"bp{i}", "starts_at": s}).encode())
-                         for s in slots[i][:per]])
+            booked = [(head, json.dumps({"practitioner_id": f"bp{i}", "starts_at": s}).encode())
+                      for s in slots[i][:WARM_UP + per]]
+            warm.append(booked[:WARM_UP])
+            jobs.append(booked[WARM_UP:])
+        await drive(port, warm)
+        cpu0 = cpu_s(pid)
         elapsed, lat, statuses = await drive(port, jobs)
+        cpu = cpu_s(pid) - cpu0
         hot_body = json.dumps({"practitioner_id": f"bp{clients}", "starts_at": hot}).encode()
         hot_jobs = [[(bearer(tokens("client", f"hot{i}")), hot_body)] * max(1, per // 4) for i in range(clients)]
         hot_elapsed, hot_lat, hot_statuses = await drive(port, hot_jobs)
@@ -223,16 +240,19 @@ async def bench_backend(mode: str, clients: int, per_client: int) -> dict[str, A
     return {"distinct_per_s": n / elapsed, "distinct_ok": statuses.get(201, 0), "distinct_n": n,
             "p50_ms": pct(lat, 0.50), "p99_ms": pct(lat, 0.99), "hot_per_s": hot_n / hot_elapsed,
             "hot_successes": hot_statuses.get(201, 0), "hot_conflicts": hot_statuses.get(409, 0),
-            "hot_p99_ms": pct(hot_lat, 0.99), "mean_ms": statistics.mean(lat) * 1000}
+            "hot_p99_ms": pct(hot_lat, 0.99), "mean_ms": statistics.mean(lat) * 1000, "cpu_us": cpu / n * 1e6}
 
 
 async def bench_ceiling(clients: int, per_client: int) -> dict[str, Any]:
-    with server("ceiling") as port:
+    with server("ceiling") as (port, pid):
         head = bearer("x" * 200)  # about the size of a real token
         body = json.dumps({"practitioner_id": "bp0", "starts_at": "2030-01-01T10:00:00Z"}).encode()
-        await drive(port, [[(head, body)] * 20 for _ in range(clients)])  # warm up
+        await drive(port, [[(head, body)] * WARM_UP for _ in range(clients)])  # warm up
+        cpu0 = cpu_s(pid)
         elapsed, lat, _ = await drive(port, [[(head, body)] * per_client for _ in range(clients)])
-    return {"per_s": clients * per_client / elapsed, "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99)}
+        cpu = cpu_s(pid) - cpu0
+    return {"per_s": clients * per_client / elapsed, "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
+            "cpu_us": cpu / (clients * per_client) * 1e6}
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -247,11 +267,13 @@ async def main(args: argparse.Namespace) -> None:
               f"({r['distinct_ok']}/{r['distinct_n']} booked, "
               f"{r['distinct_per_s'] / before['per_s']:.0%} of the ceiling measured first), "
               f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms; hot slot {r['hot_per_s']:.0f} req/s, "
-              f"{r['hot_successes']} booked, {r['hot_conflicts']} conflicts, p99 {r['hot_p99_ms']:.1f} ms", flush=True)
+              f"{r['hot_successes']} booked, {r['hot_conflicts']} conflicts, p99 {r['hot_p99_ms']:.1f} ms; "
+              f"server CPU {r['cpu_us']:.0f} µs per booking", flush=True)
     after = await bench_ceiling(args.clients, args.per_client)
     ceiling = {k: (before[k] + after[k]) / 2 for k in before}
     print(f"ceiling (bare endpoint + one Lua script): {ceiling['per_s']:.0f} req/s (before {before['per_s']:.0f}, "
-          f"after {after['per_s']:.0f}), p50 {ceiling['p50_ms']:.1f} ms, p99 {ceiling['p99_ms']:.1f} ms", flush=True)
+          f"after {after['per_s']:.0f}), p50 {ceiling['p50_ms']:.1f} ms, p99 {ceiling['p99_ms']:.1f} ms; "
+          f"server CPU {ceiling['cpu_us']:.0f} µs per request", flush=True)
     e, s = results["embedded"], results["system"]
     print(json.dumps({
         "clients": args.clients,
@@ -264,6 +286,8 @@ async def main(args: argparse.Namespace) -> None:
         "p50_ms_system_redis": round(s["p50_ms"], 2), "p99_ms_system_redis": round(s["p99_ms"], 2),
         "hot_slot_per_s": round(e["hot_per_s"]), "hot_slot_per_s_system_redis": round(s["hot_per_s"]),
         "hot_slot_successes": e["hot_successes"], "hot_slot_successes_system_redis": s["hot_successes"],
+        "server_cpu_us_per_booking": round(e["cpu_us"]), "server_cpu_us_per_booking_system_redis": round(s["cpu_us"]),
+        "ceiling_server_cpu_us_per_req": round(ceiling["cpu_us"]),
     }))
 
 

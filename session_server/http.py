@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any, TypeVar
 
+import msgspec
 import pydantic
 import redis.exceptions
 from starlette.exceptions import HTTPException
@@ -29,6 +30,18 @@ _HTTP_CODES = {
 M = TypeVar("M", bound=pydantic.BaseModel)
 
 
+_JSON = msgspec.json.Encoder()
+
+
+class FastJSONResponse(JSONResponse):
+    """A JSONResponse rendered by msgspec, in a fraction of the time: the same compact UTF-8 JSON for
+    JSON-native values (dicts keep their order; a float may be spelled differently, 1e16 for 1e+16).
+    For the hot paths and problem documents."""
+
+    def render(self, content: Any) -> bytes:
+        return _JSON.encode(content)
+
+
 class Body(pydantic.BaseModel):
     """Base of every request body: unknown fields are refused, values are immutable."""
 
@@ -47,7 +60,7 @@ def problem(status: int, code: str, detail: str, *, title: str | None = None, in
     if instance:
         body["instance"] = instance
     body.update(extra)
-    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+    return FastJSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
 async def read_json(request: Request, model: type[M], *, limit: int | None = None) -> M:

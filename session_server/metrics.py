@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -36,13 +36,18 @@ class Metrics:
 
 
 def _route_template(scope: Scope) -> str:
-    app = scope.get("app")
-    router = getattr(app, "router", None)
-    for route in getattr(router, "routes", ()):
-        match, _ = route.matches(scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "other"))
-    return "unmatched"
+    """The template of the route that fully matched, as the router left it in the scope.
+
+    The router records the route it dispatched to (a full match, or else the first partial one: a path
+    whose method differs, answered 405). Only a full match names a template, as matching again would.
+    """
+    route = scope.get("route")
+    if route is None:
+        return "unmatched"
+    methods = getattr(route, "methods", None)
+    if methods and scope["method"] not in methods:
+        return "unmatched"  # a partial match
+    return str(getattr(route, "path", "other"))
 
 
 class MetricsMiddleware:
@@ -51,6 +56,9 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # (route, method, status) -> the counter's and the histogram's children: as many entries as the
+        # registry itself holds, looked up here without the registry's validation and lock
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,9 +76,14 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = _route_template(scope)
-            self.metrics.http_requests.labels(route, scope["method"], str(status)).inc()
-            self.metrics.http_latency.labels(route).observe(time.perf_counter() - start)
+            key = (_route_template(scope), scope["method"], status)
+            children = self._children.get(key)
+            if children is None:
+                children = (self.metrics.http_requests.labels(key[0], key[1], str(status)),
+                            self.metrics.http_latency.labels(key[0]))
+                self._children[key] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - start)
 
 
 async def metrics_endpoint(request: Request) -> Response:

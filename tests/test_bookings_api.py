@@ -97,6 +97,10 @@ async def test_a_price_change_applies_to_new_bookings_only(client: httpx.AsyncCl
     assert r.json()["price"]["client_total"] == 250_000
     slot = await first_slot(client, "p1", c)
     assert slot["price"]["client_total"] == 450_000
+    # quoted the new price, a client books at once (the server read the old price just before the change)
+    r = await client.post("/v1/bookings", headers=auth(token("client", "c3")), json={
+        "practitioner_id": "p1", "starts_at": slot["starts_at"], "expected_total": 450_000})
+    assert r.status_code == 201 and r.json()["price"]["client_total"] == 450_000
     r = await client.post("/v1/bookings", headers=auth(token("client", "c2")), json={
         "practitioner_id": "p1", "starts_at": slot["starts_at"], "expected_total": 250_000})
     assert r.status_code == 409 and r.json()["code"] == "price_changed"

@@ -107,3 +107,41 @@ async def test_a_client_waiting_for_a_full_practitioner_is_told_when_slots_appea
         assert r.status_code == 200 and r.json()["waiting_clients"] == 0
         await settled(redis_client)
         assert len(await slots_notice()) == 1  # told once: the waiting list was emptied
+
+
+async def test_pushes_follow_the_users_sockets_as_they_come_and_go(live_server: LiveServer, token: Token) -> None:
+    p_tok, c = token("practitioner", "p1"), auth(token("client", "c1"))
+    url = f"{live_server.ws_url}/v1/notifications/ws"
+
+    async def connect() -> websockets.ClientConnection:
+        ws = await websockets.connect(url, subprotocols=["notifications.v1", f"bearer.{p_tok}"])  # type: ignore[list-item]
+        assert json.loads(await ws.recv())["type"] == "hello"
+        return ws
+
+    async def book(http: httpx.AsyncClient) -> str:
+        slot = await first_slot(http, "p1", c)
+        r = await http.post("/v1/bookings", headers=c, json={"practitioner_id": "p1", "starts_at": slot["starts_at"]})
+        assert r.status_code == 201, r.text
+        booking_id: str = r.json()["id"]
+        return booking_id
+
+    async def pushed_booking(ws: websockets.ClientConnection) -> str:
+        message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert message["type"] == "notification" and message["notification"]["kind"] == "booking.created"
+        booking_id: str = message["notification"]["data"]["booking_id"]
+        return booking_id
+
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=10) as http:
+        await make_practitioner(http, "p1", weekly=every_day())
+        await eventually(lambda: _unread(http, auth(p_tok)), what="the activation notice")
+        first, second = await connect(), await connect()
+        await first.close()  # the user keeps one socket: pushes go on reaching it
+        booked = await book(http)
+        assert await pushed_booking(second) == booked
+        await second.close()  # no socket left
+        again = await connect()  # and back
+        try:
+            booked = await book(http)
+            assert await pushed_booking(again) == booked
+        finally:
+            await again.close()

@@ -20,7 +20,7 @@ from ..auth import Identity, Permission, Role, authenticate, authenticate_admin
 from ..context import AppContext
 from ..errors import DomainError, Forbidden, InvalidInput, NotFound
 from ..events import Event
-from ..http import Body, parse_query, read_json
+from ..http import Body, FastJSONResponse, parse_query, read_json
 from . import rules
 from .model import Booking, BookingStatus
 from .rules import PractitionerStatus, Specialty
@@ -464,8 +464,8 @@ async def create_booking(request: Request) -> Response:
     svc = _service(request)
     booking = await svc.book(client_id=identity.sub, practitioner_id=body.practitioner_id, starts_at=starts_at,
                              code=body.code, expected_total=body.expected_total, now=_now())
-    return JSONResponse(booking_view(booking, {}, identity), status_code=201,
-                        headers={"Location": f"/v1/bookings/{booking.id}"})
+    return FastJSONResponse(booking_view(booking, {}, identity), status_code=201,
+                            headers={"Location": f"/v1/bookings/{booking.id}"})
 
 
 def _may_see(identity: Identity, b: Booking) -> bool:
@@ -525,7 +525,10 @@ async def cancel_booking(request: Request) -> Response:
 
 
 def routes() -> list[BaseRoute]:
+    # Booking is the busiest route: first, so the router tries fewer patterns before it (no other route
+    # here matches its path, so the order changes nothing else).
     return [
+        Route("/v1/bookings", create_booking, methods=["POST"]),
         Route("/v1/practitioners", create_practitioner, methods=["POST"]),
         Route("/v1/practitioners", list_practitioners, methods=["GET"]),
         Route("/v1/practitioners/{pid}", get_practitioner, methods=["GET"]),
@@ -539,7 +542,6 @@ def routes() -> list[BaseRoute]:
         Route("/v1/practitioners/{pid}/codes", create_practitioner_code, methods=["POST"]),
         Route("/v1/codes", create_platform_code, methods=["POST"]),
         Route("/v1/quotes", get_quote, methods=["GET"]),
-        Route("/v1/bookings", create_booking, methods=["POST"]),
         Route("/v1/bookings", list_bookings, methods=["GET"]),
         Route("/v1/bookings/{bid}", get_booking, methods=["GET"]),
         Route("/v1/bookings/{bid}/cancel", cancel_booking, methods=["POST"]),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -11,14 +10,20 @@ from zoneinfo import ZoneInfo
 from ledger.pricing import DiscountCode, PricingError, Quote, check_code, quote
 
 from ..errors import DomainError
-from ..events import Event
+from ..events import Event, new_id
 from ..settings import Settings
 from . import rules
 from .model import Booking, BookingStatus
 from .rules import PractitionerStatus, SlotWindow
 from .store import BookingStore, Practitioner, at, iso, refusal
 
-PRACTITIONER_CACHE_S = 1.0
+# The booking script refuses a stale practitioner by its `rev` (bumped by every change that matters to a
+# booking), and a refusal is retried once with a fresh read; so the cache can live for a while. Bounded,
+# oldest entries dropped first.
+PRACTITIONER_CACHE_S = 10.0
+PRACTITIONER_CACHE_SIZE = 10_000
+# Refusals that a stale cached practitioner can cause: retried once with a fresh read.
+_STALE_REFUSALS = frozenset({"practitioner_changed", "not_bookable", "practitioner_not_found", "price_changed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +88,10 @@ class BookingService:
         if cached is not None and cached[0] > time.monotonic():
             return cached[1], None
         p, c = await self.load_for_quote(pid, code)
+        self._cache.pop(pid, None)
         self._cache[pid] = (time.monotonic() + PRACTITIONER_CACHE_S, p)
+        if len(self._cache) > PRACTITIONER_CACHE_SIZE:
+            del self._cache[next(iter(self._cache))]
         return p, c
 
     async def book(self, *, client_id: str, practitioner_id: str, starts_at: int, code: str | None,
@@ -93,7 +101,7 @@ class BookingService:
                                     code=code, expected_total=expected_total, now=now, lead_time_s=lead_time_s,
                                     fresh=False)
         except DomainError as exc:
-            if exc.code not in ("practitioner_changed", "not_bookable", "practitioner_not_found"):
+            if exc.code not in _STALE_REFUSALS:
                 raise
         self._cache.pop(practitioner_id, None)
         booking = await self._book(client_id=client_id, practitioner_id=practitioner_id, starts_at=starts_at,
@@ -117,7 +125,7 @@ class BookingService:
             raise DomainError(f"the price is now {q.client_total} {q.currency}; ask for a new quote",
                               code="price_changed", status=409, quote=q.as_json())
         booking = Booking(
-            id=uuid.uuid4().hex, practitioner_id=p.id, client_id=client_id, starts_at=starts_at,
+            id=new_id(), practitioner_id=p.id, client_id=client_id, starts_at=starts_at,
             ends_at=starts_at + p.session_s, status=BookingStatus.CONFIRMED, currency=q.currency,
             client_total=q.client_total, practitioner_share=q.practitioner_share,
             platform_share=q.platform_share, discount=q.discount, code=q.code, created_at=now,

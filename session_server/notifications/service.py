@@ -4,8 +4,8 @@ pushes new ones to this process's WebSocket connections.
 Delivery is at-least-once (the shared EventConsumer): the consumer group `notifications` reads the events
 stream, stores what each event causes (idempotently, by a notification id derived from the event id), then
 XACKs. Entries that a crashed process left pending are claimed with XAUTOCLAIM after CLAIM_IDLE_MS.
-Every process runs one consumer (its share of the work) and one pattern subscription (pushes for its own
-sockets).
+Every process runs one consumer (its share of the work) and one subscriber, to the pushes of the users
+who have sockets on it.
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.client import PubSub
 
 from ..bookings.store import INTEREST_KEY, BookingStore
 from ..event_consumer import EventConsumer
 from ..events import EVENTS_STREAM, Event
 from .rules import Notification, needs_waiting_clients, notifications_for
-from .store import PUSH_CHANNEL, PUSH_PATTERN, NotificationStore
+from .store import NODE_CHANNEL, PUSH_CHANNEL, NotificationStore
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ CLAIM_IDLE_MS = 30_000
 # let events gather: a notification waits at most COALESCE_S longer, and the writes stay idempotent.
 CLAIM_EVERY_S = CLAIM_IDLE_MS / 10_000
 COALESCE_S = 0.02
+SUBSCRIBE_WAIT_S = 5.0  # a new socket waits at most this long for its push subscription
 
 
 class NotificationService:
@@ -56,6 +58,12 @@ class NotificationService:
         self.max_per_user = max_per_user
         self._sockets: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
         self._stopping = False
+        # the push listener's subscription (see listen): users followed, and subscriptions not yet
+        # confirmed (how many SUBSCRIBEs are outstanding, and a future resolved when none is)
+        self._push_lock = asyncio.Lock()
+        self._pubsub: PubSub | None = None
+        self._following: set[str] = set()
+        self._confirmations: dict[str, tuple[int, asyncio.Future[None]]] = {}
 
     # --- consumer ---
 
@@ -70,30 +78,35 @@ class NotificationService:
     async def handle(self, event: Event) -> int:
         waiting = await self.bookings.waiting_clients(event.body["practitioner_id"]) \
             if needs_waiting_clients(event) else []
-        created_ms = int(event.time.timestamp() * 1000)
-        added = 0
-        for n in notifications_for(event, waiting):
-            added += await self.store.add(n, created_ms)
-        if waiting:
-            await self.bookings.forget_interest(event.body["practitioner_id"], waiting)
-        return added
+        forget = [(INTEREST_KEY.format(event.body["practitioner_id"]), waiting)] if waiting else []
+        return await self.store.write(notifications_for(event, waiting), forget=forget)
 
     async def _handle(self, event: Event) -> None:
         await self.handle(event)
 
-    async def _read_batch(self, blocking: aioredis.Redis) -> int:
-        """Read new events and write all their notifications and the XACK in one round trip.
+    async def _read_batch(self, blocking: aioredis.Redis, *, wait: bool = True) -> int:
+        """Read new events and write all their notifications and the XACK in one script call.
 
-        Under load a booking's notification would otherwise cost two more round trips of its own. The
-        batch is acknowledged only in the pipeline that writes its effects; if that fails, the entries
-        stay pending and are claimed again (notification writes are idempotent).
+        With `wait` the read blocks up to BLOCK_MS for the first event; without, it takes what is there
+        through a script that hands the batch over as one JSON string (far cheaper to parse under load).
+        Under load a booking's notification would otherwise cost round trips of its own. The batch is
+        acknowledged only by the script that writes its effects; if that fails, the entries stay pending
+        and are claimed again (notification writes are idempotent).
         """
-        reply: Any = await blocking.xreadgroup(GROUP, self.consumer, {self.stream: ">"}, count=BATCH,
-                                               block=BLOCK_MS)
-        entries = [e for _, found in reply or [] for e in found]
+        entries: list[tuple[Any, Any]]
+        if wait:
+            reply: Any = await blocking.xreadgroup(GROUP, self.consumer, {self.stream: ">"}, count=BATCH,
+                                                   block=BLOCK_MS)
+            entries = [e for _, found in reply or [] for e in found]
+        else:
+            read = await self.store.read_new(self.stream, GROUP, self.consumer, BATCH)
+            if read is None:
+                log.error("notifications: an unreadable batch of events is left pending, to be claimed")
+                return 0
+            entries = list(read)
         if not entries:
             return 0
-        notes: list[tuple[Notification, int]] = []
+        notes: list[Notification] = []
         forget: list[tuple[str, list[str]]] = []
         for _, fields in entries:
             try:
@@ -103,17 +116,11 @@ class NotificationService:
                 continue
             waiting = await self.bookings.waiting_clients(event.body["practitioner_id"]) \
                 if needs_waiting_clients(event) else []
-            created_ms = int(event.time.timestamp() * 1000)
-            notes += [(n, created_ms) for n in notifications_for(event, waiting)]
+            notes += notifications_for(event, waiting)
             if waiting:
-                forget.append((event.body["practitioner_id"], waiting))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for n, created_ms in notes:
-                await self.store.queue_add(pipe, n, created_ms)
-            for pid, clients in forget:
-                pipe.zrem(INTEREST_KEY.format(pid), *clients)
-            pipe.xack(self.stream, GROUP, *(entry_id for entry_id, _ in entries))
-            await pipe.execute()
+                forget.append((INTEREST_KEY.format(event.body["practitioner_id"]), waiting))
+        await self.store.write(notes, forget=forget,
+                               ack=(self.stream, GROUP, [entry_id for entry_id, _ in entries]))
         return len(entries)
 
     def stop(self) -> None:
@@ -131,12 +138,16 @@ class NotificationService:
         try:
             await consumer.ensure_group()
             claimed_at = -CLAIM_EVERY_S
+            wait = True
             while not self._stopping:
                 try:
                     if time.monotonic() - claimed_at >= CLAIM_EVERY_S:
                         await consumer.claim_abandoned()
                         claimed_at = time.monotonic()
-                    if 0 < await self._read_batch(blocking) < BATCH:
+                    # block for the first event only when the last read found none
+                    read = await self._read_batch(blocking, wait=wait)
+                    wait = read == 0
+                    if 0 < read < BATCH:
                         await asyncio.sleep(COALESCE_S)
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
                     log.warning("notifications consumer: redis unavailable, retrying")
@@ -145,10 +156,19 @@ class NotificationService:
             await blocking.aclose()
 
     # --- push to this process's sockets ---
+    #
+    # The push listener subscribes to the channel of each user who has a socket on this process, and to
+    # this process's own channel (so that it is always subscribed, and subscribing a user is only ever a
+    # command sent while the listener reads). A process never receives the pushes of users it does not
+    # serve: under load most notifications are for people who are not connected anywhere.
 
     @contextlib.asynccontextmanager
     async def connection(self, user: str) -> AsyncIterator[asyncio.Queue[dict[str, Any]] | None]:
-        """A queue of pushes for one socket of `user`; None when the user has too many sockets."""
+        """A queue of pushes for one socket of `user`; None when the user has too many sockets.
+
+        The queue is handed over once Redis has confirmed the subscription to the user's pushes, so
+        nothing stored after that is missed.
+        """
         queues = self._sockets.setdefault(user, set())
         if len(queues) >= self.max_per_user:
             yield None
@@ -156,11 +176,61 @@ class NotificationService:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.send_queue)
         queues.add(queue)
         try:
+            subscribed = await self._follow(user)
+            if subscribed is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(subscribed), SUBSCRIBE_WAIT_S)
+                except TimeoutError:
+                    log.warning("notifications: the push subscription was not confirmed in time")
             yield queue
         finally:
             queues.discard(queue)
             if not queues:
                 self._sockets.pop(user, None)
+                await self._follow(user)
+
+    async def _follow(self, user: str) -> asyncio.Future[None] | None:
+        """Subscribe to or unsubscribe from `user`'s pushes, as their sockets here require.
+
+        Returns the future that resolves when Redis has confirmed the subscription, if one is pending.
+        """
+        async with self._push_lock:
+            pubsub = self._pubsub
+            if pubsub is None:
+                return None  # the listener subscribes every connected user when it (re)starts
+            wanted, following = user in self._sockets, user in self._following
+            try:
+                if wanted and not following:
+                    self._expect_confirmation(user)
+                    self._following.add(user)
+                    await pubsub.subscribe(PUSH_CHANNEL.format(user))
+                elif following and not wanted:
+                    self._following.discard(user)
+                    await pubsub.unsubscribe(PUSH_CHANNEL.format(user))
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+                # the listener fails too, restarts, and subscribes every connected user again
+                log.warning("notifications: redis unavailable while following a user's pushes")
+                return None
+            pending = self._confirmations.get(user)
+            return pending[1] if pending is not None else None
+
+    def _expect_confirmation(self, user: str) -> None:
+        count, future = self._confirmations.get(user, (0, None))
+        if future is None or future.done():
+            future = asyncio.get_running_loop().create_future()
+        self._confirmations[user] = (count + 1, future)
+
+    def _confirmed(self, user: str) -> None:
+        pending = self._confirmations.get(user)
+        if pending is None:
+            return
+        count, future = pending
+        if count > 1:
+            self._confirmations[user] = (count - 1, future)
+            return
+        del self._confirmations[user]
+        if not future.done():
+            future.set_result(None)
 
     def deliver(self, user: str, payload: dict[str, Any]) -> None:
         for queue in self._sockets.get(user, ()):
@@ -168,20 +238,44 @@ class NotificationService:
                 queue.put_nowait(payload)
 
     async def listen(self) -> None:
-        prefix = PUSH_CHANNEL.format("")
+        prefix = PUSH_CHANNEL.format("").encode()
         blocking = self.blocking()
         try:
             async with blocking.pubsub() as pubsub:
-                await pubsub.psubscribe(PUSH_PATTERN)
-                while not self._stopping:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=BLOCK_MS / 1000)
-                    if message is None or message.get("type") != "pmessage":
-                        continue
-                    channel = message["channel"].decode()
-                    try:
-                        payload = json.loads(message["data"])
-                    except ValueError:
-                        continue
-                    self.deliver(channel[len(prefix):], payload)
+                try:
+                    await self._listen(pubsub, prefix)
+                finally:
+                    self._pubsub = None
+                    self._following = set()
+                    for _, waiting in self._confirmations.values():  # sockets waiting go on; the next
+                        if not waiting.done():                        # listener subscribes them again
+                            waiting.set_result(None)
+                    self._confirmations.clear()
         finally:
             await blocking.aclose()
+
+    async def _listen(self, pubsub: PubSub, prefix: bytes) -> None:
+        async with self._push_lock:
+            users = list(self._sockets)
+            for user in users:
+                self._expect_confirmation(user)
+            await pubsub.subscribe(NODE_CHANNEL.format(self.consumer), *(PUSH_CHANNEL.format(u) for u in users))
+            self._following = set(users)
+            self._pubsub = pubsub
+        while not self._stopping:
+            message = await pubsub.get_message(timeout=BLOCK_MS / 1000)
+            if message is None:
+                continue
+            channel = message.get("channel")
+            if not isinstance(channel, bytes) or not channel.startswith(prefix):
+                continue
+            user = channel[len(prefix):].decode()
+            kind = message.get("type")
+            if kind == "subscribe":
+                self._confirmed(user)
+            elif kind == "message":
+                try:
+                    payload = json.loads(message["data"])
+                except ValueError:
+                    continue
+                self.deliver(user, payload)

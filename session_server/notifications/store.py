@@ -6,14 +6,18 @@ Redis layout:
   ss:notif:{user}:seq      string: the user's arrival counter (events of one second keep their order)
   ss:notif:{user}:items    hash: notification id -> JSON
   ss:notif:push:{user}     pub/sub channel: JSON of each new notification, for connected WebSockets
+                           (a process subscribes to the channels of the users connected to it)
+  ss:notif:node:{consumer} pub/sub channel a process stays subscribed to (nothing is published there)
   consumer group `notifications` on the events stream (see service.py)
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 
 from .rules import Notification
@@ -23,25 +27,72 @@ UNREAD_KEY = "ss:notif:{}:unread"
 ITEMS_KEY = "ss:notif:{}:items"
 SEQ_KEY = "ss:notif:{}:seq"
 PUSH_CHANNEL = "ss:notif:push:{}"
-PUSH_PATTERN = "ss:notif:push:*"
+NODE_CHANNEL = "ss:notif:node:{}"  # each process's own channel: keeps its push listener subscribed
 KEEP = 500
 
-# KEYS: all, unread, items, channel, seq. ARGV: id, (unused), json, keep.
-ADD_LUA = """
-if redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[3]) == 0 then return 0 end
-local n = redis.call('INCR', KEYS[5])
-redis.call('ZADD', KEYS[1], n, ARGV[1])
-redis.call('ZADD', KEYS[2], n, ARGV[1])
-local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
-if extra > 0 then
-  local old = redis.call('ZRANGE', KEYS[1], 0, extra - 1)
-  redis.call('ZREM', KEYS[1], unpack(old))
-  redis.call('ZREM', KEYS[2], unpack(old))
-  redis.call('HDEL', KEYS[3], unpack(old))
+# One script per batch of events: their notifications (stored and pushed), the waiting lists they
+# emptied, and the acknowledgement of the entries, so a batch costs one round trip and its effects and
+# its XACK happen together.
+# KEYS: 1 events stream, then five per notification (all, unread, items, channel, seq), then one interest
+#       zset per emptied waiting list.
+# ARGV: 1 keep, 2 notification count n, 3 consumer group, 4 entry count m, then the m entry ids to XACK,
+#       then id and JSON per notification, then per interest zset a member count and its members.
+# Returns how many notifications were new (a redelivered event makes none).
+WRITE_LUA = """
+local keep, n, m = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+local function chunked(command, key, from, count)
+  local i = 0
+  while i < count do
+    local part = {}
+    for j = i, math.min(i + 1000, count) - 1 do part[#part + 1] = ARGV[from + j] end
+    redis.call(command, key, unpack(part))
+    i = i + 1000
+  end
 end
-redis.call('PUBLISH', KEYS[4], ARGV[3])
-return 1
+local added, a = 0, 5 + m
+for i = 0, n - 1 do
+  local all, unread, items, channel, seq = KEYS[5 * i + 2], KEYS[5 * i + 3], KEYS[5 * i + 4],
+    KEYS[5 * i + 5], KEYS[5 * i + 6]
+  local id, body = ARGV[a + 2 * i], ARGV[a + 2 * i + 1]
+  if redis.call('HSETNX', items, id, body) == 1 then
+    local seen = redis.call('INCR', seq)
+    redis.call('ZADD', all, seen, id)
+    redis.call('ZADD', unread, seen, id)
+    local extra = redis.call('ZCARD', all) - keep
+    if extra > 0 then
+      local old = redis.call('ZRANGE', all, 0, extra - 1)
+      redis.call('ZREM', all, unpack(old))
+      redis.call('ZREM', unread, unpack(old))
+      redis.call('HDEL', items, unpack(old))
+    end
+    redis.call('PUBLISH', channel, body)
+    added = added + 1
+  end
+end
+local pos = a + 2 * n
+for k = 2 + 5 * n, #KEYS do
+  local count = tonumber(ARGV[pos])
+  if count > 0 then chunked('ZREM', KEYS[k], pos + 1, count) end
+  pos = pos + count + 1
+end
+if m > 0 then
+  local ids = {}
+  for j = 5, 4 + m do ids[#ids + 1] = ARGV[j] end
+  redis.call('XACK', KEYS[1], ARGV[3], unpack(ids))
+end
+return added
 """
+
+# Up to ARGV[3] new entries for consumer ARGV[2] of group ARGV[1] on stream KEYS[1], without blocking, as
+# one JSON string: a list of [entry id, [field, value, ...]]. A batch read this way costs the client one
+# string to parse instead of a dozen protocol elements per entry.
+READ_LUA = """
+local found = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>')
+if not found or #found[1][2] == 0 then return '[]' end
+return cjson.encode(found[1][2])
+"""
+
+_JSON = msgspec.json.Encoder()
 
 
 def _d(v: Any) -> str:
@@ -51,22 +102,44 @@ def _d(v: Any) -> str:
 class NotificationStore:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
-        self._add = redis.register_script(ADD_LUA)
+        self._write = redis.register_script(WRITE_LUA)
+        self._read = redis.register_script(READ_LUA)
 
-    async def add(self, n: Notification, created_ms: int) -> bool:
-        """Store and push a notification; False if it was already there (a redelivered event)."""
-        return bool(await self._add(**self._call(n, created_ms)))
+    async def read_new(self, stream: str, group: str, consumer: str, count: int
+                       ) -> list[tuple[str, dict[str, str]]] | None:
+        """Up to `count` new entries delivered to `consumer` (now pending for it), without blocking.
 
-    async def queue_add(self, pipe: Any, n: Notification, created_ms: int) -> None:
-        """Queue `add` on a (non-transactional) pipeline, to write a batch in one round trip."""
-        await self._add(**self._call(n, created_ms), client=pipe)
+        None if the batch cannot be decoded (an entry that is not UTF-8 text): its entries stay pending
+        and are claimed, one by one, once they have been idle long enough.
+        """
+        raw = await self._read(keys=[stream], args=[group, consumer, count])
+        try:
+            found = json.loads(raw)
+        except ValueError:
+            return None
+        if not isinstance(found, list):  # an empty Lua table encodes as {}
+            return []
+        return [(entry_id, dict(zip(flat[::2], flat[1::2], strict=True))) for entry_id, flat in found]
 
-    @staticmethod
-    def _call(n: Notification, created_ms: int) -> dict[str, Any]:
-        payload = json.dumps(n.as_json(), separators=(",", ":"))
-        u = n.user_id
-        return {"keys": [ALL_KEY.format(u), UNREAD_KEY.format(u), ITEMS_KEY.format(u), PUSH_CHANNEL.format(u),
-                         SEQ_KEY.format(u)], "args": [n.id, created_ms, payload, KEEP]}
+    async def write(self, notes: Sequence[Notification], *, forget: Sequence[tuple[str, Sequence[str]]] = (),
+                    ack: tuple[str, str, Sequence[Any]] | None = None) -> int:
+        """Store and push `notes`, empty the waiting lists in `forget` (interest key, clients), and XACK
+        `ack` (stream, group, entry ids), all in one script. Returns how many notifications were new."""
+        stream, group, entry_ids = ack if ack is not None else ("", "", ())
+        if not notes and not forget and not entry_ids:
+            return 0
+        keys: list[str] = [stream]
+        tail: list[Any] = []
+        args: list[Any] = [KEEP, len(notes), group, len(entry_ids), *entry_ids]
+        for n in notes:
+            u = n.user_id
+            keys += [ALL_KEY.format(u), UNREAD_KEY.format(u), ITEMS_KEY.format(u), PUSH_CHANNEL.format(u),
+                     SEQ_KEY.format(u)]
+            args += [n.id, _JSON.encode(n.as_json())]
+        for key, members in forget:
+            keys.append(key)
+            tail += [len(members), *members]
+        return int(await self._write(keys=keys, args=[*args, *tail]))
 
     async def recent(self, user: str, *, unread_only: bool, limit: int) -> tuple[list[dict[str, Any]], int]:
         key = UNREAD_KEY.format(user) if unread_only else ALL_KEY.format(user)
