@@ -599,9 +599,18 @@ int setsockopt(int fd, int level, int name, const void *value, socklen_t len) {
 """
 
 
+def install_janus() -> None:
+    """Debian's `janus`, installed before the run fences itself off the network (apt needs it)."""
+    if shutil.which("janus") is None:
+        print("Installing Janus from Debian (the benchmark's anchor)...", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "janus"], check=True, capture_output=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
 def janus_setup(workdir: Path) -> tuple[list[str], dict[str, str]]:
     if shutil.which("janus") is None:
-        subprocess.run(["apt-get", "install", "-y", "janus"], check=True, capture_output=True)
+        raise SystemExit("janus is not installed: run the benchmark from outside a network namespace once, "
+                         "or `apt-get install janus`")
     libdir = Path("/usr/lib/x86_64-linux-gnu/janus")
     for sub in ("plugins", "transports", "events", "loggers", "conf"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
@@ -1020,6 +1029,8 @@ def main() -> None:
         asyncio.run(serve(args.serve, args.port))
         return
     if not only_loopback():
+        if not args.skip_janus:
+            install_janus()
         # Fence everything (servers, clients, Janus) into a namespace where only lo exists.
         argv = " ".join(["exec", sys.executable, *map(_quote, sys.argv)])
         os.execvp("unshare", ["unshare", "-n", "sh", "-c", f"ip link set lo up; {argv}"])
