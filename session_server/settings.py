@@ -82,6 +82,7 @@ class Settings:
     booking_lead_time_s: int = 3600
     booking_horizon_days: int = 31
     suspend_after_idle_days: int = 90
+    suspension_check_interval_s: float = 3600.0
     # Rooms and chat.
     room_open_before_s: int = 600
     room_grace_after_s: int = 900
@@ -301,6 +302,7 @@ _PARSERS: dict[str, Any] = {
     "booking_lead_time_s": lambda n, r: _int(n, r, 0, 30 * _DAY),
     "booking_horizon_days": lambda n, r: _int(n, r, 1, 31),
     "suspend_after_idle_days": lambda n, r: _int(n, r, 1, 3650),
+    "suspension_check_interval_s": lambda n, r: _float(n, r, 1, 7 * 24 * 3600),
     "room_open_before_s": lambda n, r: _int(n, r, 0, _DAY),
     "room_grace_after_s": lambda n, r: _int(n, r, 0, _DAY),
     "allowed_origins": _origins,

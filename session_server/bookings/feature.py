@@ -14,16 +14,14 @@ from .store import BookingStore
 class BookingsFeature:
     name = "bookings"
 
-    def __init__(self, *, suspension_interval_s: float = 3600.0) -> None:
-        self.suspension_interval_s = suspension_interval_s
-
     def routes(self) -> list[BaseRoute]:
         return api.routes()
 
     async def start(self, ctx: AppContext) -> None:
         store = BookingStore(ctx.redis)
         ctx.bookings = BookingService(store, ctx.settings)
-        job = SuspensionJob(store, ctx.settings.suspend_after_idle_days, interval_s=self.suspension_interval_s)
+        settings = ctx.settings
+        job = SuspensionJob(store, settings.suspend_after_idle_days, interval_s=settings.suspension_check_interval_s)
         self._job = job
         ctx.tasks.spawn("bookings.suspension", job.loop)
 
