@@ -370,3 +370,26 @@ async def test_bad_input_gets_a_problem_document_and_writes_nothing(
     assert await redis_client.xlen("ss:events") == before_stream
     assert sorted(await redis_client.keys("*")) == before_keys
     assert await redis_client.hgetall("ss:practitioner:p1") == before_p1
+
+
+async def test_a_practitioner_who_moves_time_zone_keeps_their_local_hours(
+        client: httpx.AsyncClient, token: Token) -> None:
+    # Weekly hours are entered in the practitioner's zone: 09:00-12:00 in Algiers (UTC+1) is 08:00 UTC; after
+    # a move to Tokyo (UTC+9, no daylight saving) the same published hours are 00:00 UTC.
+    await make_practitioner(client, "mover", weekly=every_day("09:00", "12:00"))
+    headers = auth(token("client", "c-mover"))
+
+    async def utc_hours() -> set[tuple[str, str]]:
+        r = await client.get("/v1/practitioners/mover/availability", headers=headers)
+        assert r.status_code == 200, r.text
+        windows = r.json()["windows"]
+        assert windows
+        return {(w["start"][11:16], w["end"][11:16]) for w in windows}
+
+    assert await utc_hours() == {("08:00", "11:00")}
+    r = await client.patch("/v1/practitioners/mover", headers=api_key_auth(), json={"timezone": "Asia/Tokyo"})
+    assert r.status_code == 200, r.text
+    assert r.json()["timezone"] == "Asia/Tokyo"
+    assert await utc_hours() == {("00:00", "03:00")}
+    r = await client.get("/v1/practitioners/mover/availability", headers=headers)
+    assert r.json()["availability"]["weekly"][0]["start"] == "09:00"  # what they entered is unchanged

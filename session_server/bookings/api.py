@@ -286,10 +286,20 @@ async def update_practitioner(request: Request) -> Response:
     if not changes:
         raise InvalidInput("nothing to change", code="empty_update")
     svc, now = _service(request), _now()
+    before = await svc.store.require_practitioner(pid)
+    # Weekly windows are entered in the practitioner's zone: in a new zone they fall at other UTC times,
+    # so what was published is expanded again (checked first, so that a refusal changes nothing).
+    moved = None
+    if changes.get("timezone", before.timezone) != before.timezone and before.availability:
+        moved = AvailabilityIn.model_validate(before.availability)
+        svc.check_availability(moved.spec(), changes["timezone"], now)
     event = Event("practitioner.updated", {"practitioner_id": pid, "changes": changes}, time=at(now))
     await svc.store.update_practitioner(pid, {**{k: str(v) for k, v in changes.items()},
                                               "updated_at": str(now)}, event)
-    return JSONResponse((await svc.store.require_practitioner(pid)).as_json())
+    after = await svc.store.require_practitioner(pid)
+    if moved is not None:
+        await svc.publish(after, moved.spec(), before.availability, now)
+    return JSONResponse(after.as_json())
 
 
 async def set_status(request: Request) -> Response:

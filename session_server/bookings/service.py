@@ -135,13 +135,17 @@ class BookingService:
         await self.store.book(booking, p, event, now)
         return booking
 
+    def check_availability(self, spec: rules.AvailabilitySpec, timezone: str, now: int) -> None:
+        """A 422 problem for availability that cannot be published in `timezone` (nothing is written)."""
+        try:
+            rules.check_spec(spec, now=now, zone=ZoneInfo(timezone), horizon_days=self.settings.booking_horizon_days)
+        except rules.AvailabilityError as exc:
+            raise DomainError(str(exc), code=exc.code, status=422) from None
+
     async def publish(self, p: Practitioner, spec: rules.AvailabilitySpec, raw_spec: dict[str, Any],
                       now: int) -> tuple[list[tuple[int, int]], int]:
         zone = ZoneInfo(p.timezone)
-        try:
-            rules.check_spec(spec, now=now, zone=zone, horizon_days=self.settings.booking_horizon_days)
-        except rules.AvailabilityError as exc:
-            raise DomainError(str(exc), code=exc.code, status=422) from None
+        self.check_availability(spec, p.timezone, now)
         windows = rules.expand(spec, now=now, zone=zone, horizon_days=self.settings.booking_horizon_days)
         event = Event("availability.published",
                       {"practitioner_id": p.id, "timezone": p.timezone, "windows": len(windows),
