@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -247,5 +248,35 @@ async def test_the_booking_is_in_session_once_both_parties_are_present(
             await eventually(in_session, what="the booking to be in_session")
             types = [e.type for e in await _events(redis_url)]
             assert types.count("booking.in_session") == 1
+    finally:
+        await r.aclose()
+
+
+async def test_a_session_start_read_by_a_process_that_died_still_puts_the_booking_in_session(
+        tmp_path: Path, redis_url: str) -> None:
+    # A process read `session.started` and died before the booking changed: the entry stays pending in
+    # the bookings' consumer group, and a live process claims it once it has been idle long enough.
+    from session_server.bookings.model import BookingStatus, load_booking
+    from session_server.bookings.sessions import GROUP, SessionStartedConsumer
+    from session_server.bookings.store import BookingStore
+    from session_server.event_consumer import EventConsumer
+    from session_server.events import EVENTS_STREAM, Event
+
+    await write_booking(redis_url)
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        dead = EventConsumer(r, r, group=GROUP, consumer="dead", handler=lambda e: asyncio.sleep(0))
+        await dead.ensure_group()
+        await r.xadd(EVENTS_STREAM, Event("session.started", {"booking_id": "b1", "practitioner_id": PRACTITIONER,
+                                                               "client_id": CLIENT}).fields())
+        read = await r.xreadgroup(GROUP, "dead", {EVENTS_STREAM: ">"}, count=10)  # ... and never acked
+        assert read and len(read[0][1]) == 1
+        live = SessionStartedConsumer(BookingStore(r))
+        claimer = EventConsumer(r, r, group=GROUP, consumer=live.consumer, handler=live.handle, claim_idle_ms=0)
+        assert await claimer.claim_abandoned() == 1
+        booking = await load_booking(r, "b1")
+        assert booking is not None and booking.status == BookingStatus.IN_SESSION
+        assert await claimer.claim_abandoned() == 0  # acknowledged: handled once
+        assert [e.type for e in await _events(redis_url)].count("booking.in_session") == 1
     finally:
         await r.aclose()

@@ -1,13 +1,16 @@
-"""The bookings feature: its routes, its service on the context, the suspension job and the demo seed."""
+"""The bookings feature: its routes, its service on the context, the suspension job, and the consumer that
+moves a booking to in_session when its session starts."""
 
 from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
 from ..context import AppContext
+from ..redis_client import blocking_client
 from . import api
 from .jobs import SuspensionJob
 from .service import BookingService
+from .sessions import BLOCK_S, SessionStartedConsumer
 from .store import BookingStore
 
 
@@ -24,6 +27,9 @@ class BookingsFeature:
         job = SuspensionJob(store, settings.suspend_after_idle_days, interval_s=settings.suspension_check_interval_s)
         self._job = job
         ctx.tasks.spawn("bookings.suspension", job.loop)
+        sessions = SessionStartedConsumer(store)
+        ctx.tasks.spawn("bookings.sessions", lambda: sessions.run(
+            lambda: blocking_client(ctx.redis_url, settings, block_s=BLOCK_S), ctx.redis))
 
     async def stop(self, ctx: AppContext) -> None:
         job: SuspensionJob | None = getattr(self, "_job", None)

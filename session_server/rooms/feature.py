@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 import uuid
 from pathlib import Path
 
@@ -19,13 +17,11 @@ from signaling.bus import RoomBus
 from signaling.media import MediaBridge, RelayBridge
 from signaling.messages import IdSource
 
-from ..bookings.model import Booking, BookingStatus
 from ..context import AppContext
-from ..errors import Conflict
 from ..redis_client import blocking_client
 from .media_bridge import SfuBridge, media_config
 from .store import PUSH_PATTERN, RoomStore
-from .ws import Hooks, RoomService, SessionStartedHook
+from .ws import Hooks, RoomService
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +67,6 @@ class RoomsFeature:
         return HTMLResponse(self._page, headers=PAGE_HEADERS)
 
     async def start(self, ctx: AppContext) -> None:
-        if self.hooks.on_session_started is None and hasattr(ctx, "bookings"):
-            self.hooks.on_session_started = _move_booking_in_session(ctx)
         ids = IdSource()
         node_id = uuid.uuid4().hex
         store = RoomStore(ctx.redis, ctx.keyring)
@@ -154,15 +148,3 @@ class RoomsFeature:
                 await service.store.node_gone(service.node_id)
             except Exception:
                 log.warning("could not withdraw this node's liveness key; it expires by itself")
-
-
-def _move_booking_in_session(ctx: AppContext) -> SessionStartedHook:
-    """When both parties are first present the booking becomes in_session, with its event."""
-
-    async def hook(booking: Booking) -> None:
-        # A Conflict means already in session (another node got there first) or cancelled meanwhile.
-        with contextlib.suppress(Conflict):
-            await ctx.bookings.store.transition(booking.id, BookingStatus.IN_SESSION, "booking.in_session",
-                                                {}, int(time.time()))
-
-    return hook

@@ -220,7 +220,7 @@ def _b(message: m.ServerMessage) -> dict[str, Any]:
 
 @dataclass
 class Hooks:
-    # Lead: the bookings store's transition to in_session belongs here (BookingStore.transition).
+    # Called after `session.started` is written (the booking itself follows it through the events stream).
     on_session_started: SessionStartedHook | None = None
     # The outage issue wires the "report a technical problem" button here.
     on_problem_reported: ProblemHook | None = None
