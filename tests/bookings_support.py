@@ -49,6 +49,23 @@ def window_from_now(hours_ahead: float = 2) -> tuple[str, str]:
     return iso(now), iso(now + hours_ahead * 3600)
 
 
+def assert_daily_windows(windows: list[dict[str, str]], start: str, end: str, *,
+                         published: tuple[float, float], horizon_days: int) -> None:
+    """Every published window runs from `start` to `end` (UTC, HH:MM) on its day, except that the last one
+    may be cut short by the horizon: the publication's time plus `horizon_days`, where the publication
+    happened between the two instants of `published`. Where that cut falls depends on the time of day."""
+    assert windows, "nothing was published"
+    *whole, last = windows
+    assert all(w["start"][10:] == f"T{start}:00Z" and w["end"][10:] == f"T{end}:00Z"
+               and w["start"][:10] == w["end"][:10] for w in whole), whole
+    assert last["start"][10:] == f"T{start}:00Z", last
+    if last["end"] != f"{last['start'][:10]}T{end}:00Z":
+        cut = datetime.fromisoformat(last["end"]).timestamp()
+        horizon = horizon_days * 86400
+        assert int(published[0]) + horizon <= cut <= int(published[1]) + horizon, (last, published)
+        assert last["start"] < last["end"] < f"{last['start'][:10]}T{end}:00Z", last
+
+
 def local_day(days_ahead: int, zone: str = "Africa/Algiers") -> str:
     return (datetime.now(ZoneInfo(zone)).date() + timedelta(days=days_ahead)).isoformat()
 

@@ -17,8 +17,18 @@ from session_server.bookings.model import BookingStatus
 from session_server.bookings.rules import BOOKING_TRANSITIONS
 from session_server.context import AppContext
 from session_server.errors import Conflict
+from session_server.settings import Settings
 
-from .bookings_support import events, every_day, first_slot, iso, local_day, make_practitioner, settled
+from .bookings_support import (
+    assert_daily_windows,
+    events,
+    every_day,
+    first_slot,
+    iso,
+    local_day,
+    make_practitioner,
+    settled,
+)
 from .conftest import api_key_auth, auth
 
 Token = Callable[..., str]
@@ -261,12 +271,15 @@ async def test_a_cancelled_booking_frees_its_time_for_the_same_client_elsewhere(
 
 
 async def test_availability_comes_back_as_utc_windows_and_blocked_days_have_no_slots(
-        client: httpx.AsyncClient, token: Token) -> None:
+        client: httpx.AsyncClient, token: Token, settings: Settings) -> None:
     blocked = local_day(3)
+    before = time.time()
     body = await make_practitioner(client, "p1", weekly=every_day("09:00", "12:00"),
                                    exceptions=[{"date": blocked, "blocked": True}])
+    published = (before, time.time())
     assert body["timezone"] == "Africa/Algiers"
-    assert all(w["start"].endswith("T08:00:00Z") and w["end"].endswith("T11:00:00Z") for w in body["windows"])
+    assert_daily_windows(body["windows"], "08:00", "11:00", published=published,
+                         horizon_days=settings.booking_horizon_days)
     assert not any(w["start"].startswith(blocked) for w in body["windows"])
     r = await client.get(SLOTS, headers=auth(token("client", "c1")),
                          params={"from": f"{blocked}T00:00:00Z", "to": f"{blocked}T23:59:00Z"})
@@ -373,23 +386,29 @@ async def test_bad_input_gets_a_problem_document_and_writes_nothing(
 
 
 async def test_a_practitioner_who_moves_time_zone_keeps_their_local_hours(
-        client: httpx.AsyncClient, token: Token) -> None:
+        client: httpx.AsyncClient, token: Token, settings: Settings) -> None:
     # Weekly hours are entered in the practitioner's zone: 09:00-12:00 in Algiers (UTC+1) is 08:00 UTC; after
-    # a move to Tokyo (UTC+9, no daylight saving) the same published hours are 00:00 UTC.
+    # a move to Tokyo (UTC+9, no daylight saving) the same published hours are 00:00 UTC. The last window
+    # may be cut short by the horizon, counted from the (re)publication.
+    before = time.time()
     await make_practitioner(client, "mover", weekly=every_day("09:00", "12:00"))
+    published = (before, time.time())
     headers = auth(token("client", "c-mover"))
 
-    async def utc_hours() -> set[tuple[str, str]]:
+    async def windows() -> list[dict[str, str]]:
         r = await client.get("/v1/practitioners/mover/availability", headers=headers)
         assert r.status_code == 200, r.text
-        windows = r.json()["windows"]
-        assert windows
-        return {(w["start"][11:16], w["end"][11:16]) for w in windows}
+        found: list[dict[str, str]] = r.json()["windows"]
+        return found
 
-    assert await utc_hours() == {("08:00", "11:00")}
+    assert_daily_windows(await windows(), "08:00", "11:00", published=published,
+                         horizon_days=settings.booking_horizon_days)
+    before = time.time()
     r = await client.patch("/v1/practitioners/mover", headers=api_key_auth(), json={"timezone": "Asia/Tokyo"})
+    published = (before, time.time())
     assert r.status_code == 200, r.text
     assert r.json()["timezone"] == "Asia/Tokyo"
-    assert await utc_hours() == {("00:00", "03:00")}
+    assert_daily_windows(await windows(), "00:00", "03:00", published=published,
+                         horizon_days=settings.booking_horizon_days)
     r = await client.get("/v1/practitioners/mover/availability", headers=headers)
     assert r.json()["availability"]["weekly"][0]["start"] == "09:00"  # what they entered is unchanged
