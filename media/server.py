@@ -543,7 +543,7 @@ class MediaServer:
         if not room.participants and self._rooms.get(room_id) is room:
             del self._rooms[room_id]
             self.counters.rooms -= 1
-            self._rooms_closed = True
+            self.release_memory_soon()
 
     async def close_room(self, room_id: str) -> None:
         room = self._rooms.get(room_id)
@@ -554,7 +554,11 @@ class MediaServer:
         if self._rooms.get(room_id) is room:
             del self._rooms[room_id]
             self.counters.rooms -= 1
-            self._rooms_closed = True
+            self.release_memory_soon()
+
+    def release_memory_soon(self) -> None:
+        """Hand freed memory back to the OS on the next housekeeping tick, as after a room closes."""
+        self._rooms_closed = True
 
     def set_audio_only(self, room_id: str, participant_id: str, audio_only: bool) -> None:
         """Stop (or resume) forwarding video *to* this participant."""
