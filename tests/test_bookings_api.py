@@ -5,14 +5,16 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 
+from session_server.bookings.api import AvailabilityIn
 from session_server.bookings.model import BookingStatus
 from session_server.bookings.rules import BOOKING_TRANSITIONS
 from session_server.context import AppContext
@@ -205,17 +207,12 @@ async def test_codes_discount_the_right_share_and_refuse_clearly(client: httpx.A
     assert r.status_code == 422 and r.json()["code"] == "code_already_used"
 
 
-async def _book_direct(ctx: AppContext, n: int) -> str:
-    booking = await ctx.bookings.book(client_id=f"tc{n}", practitioner_id="p1", starts_at=_slot_start(ctx, n),
+async def _book_direct(ctx: AppContext, n: int, starts_at: int) -> str:
+    booking = await ctx.bookings.book(client_id=f"tc{n}", practitioner_id="p1", starts_at=starts_at,
                                       code=None, expected_total=None, now=int(time.time()))
     return booking.id
 
 
-def _slot_start(ctx: AppContext, n: int) -> int:
-    return _BASE[0] + n * 3000
-
-
-_BASE = [0]
 PATHS: dict[BookingStatus, list[BookingStatus]] = {
     BookingStatus.CONFIRMED: [],
     BookingStatus.CANCELLED: [BookingStatus.CANCELLED],
@@ -230,10 +227,12 @@ async def test_every_transition_through_the_store_is_atomic_with_its_event_or_re
         client: httpx.AsyncClient, app: Starlette, redis_client: aioredis.Redis, token: Token) -> None:
     ctx: AppContext = app.state.ctx
     await make_practitioner(client, "p1", weekly=every_day())
-    slot = await first_slot(client, "p1", auth(token("client", "x")))
-    _BASE[0] = int(datetime.fromisoformat(slot["starts_at"]).timestamp())
+    now = time.time()
+    r = await client.get("/v1/practitioners/p1/slots", headers=auth(token("client", "x")),
+                         params={"from": iso(now), "to": iso(now + 3 * 86400)})
+    starts = [int(datetime.fromisoformat(s["starts_at"]).timestamp()) for s in r.json()["slots"]]
     for n, (current, to) in enumerate(itertools.product(list(BookingStatus), repeat=2)):
-        bid = await _book_direct(ctx, n)
+        bid = await _book_direct(ctx, n, starts[n])
         for step in PATHS[current]:
             await ctx.bookings.store.transition(bid, step, f"booking.{step.value}", {}, int(time.time()))
         before = await redis_client.xlen("ss:events")
@@ -412,3 +411,35 @@ async def test_a_practitioner_who_moves_time_zone_keeps_their_local_hours(
                          horizon_days=settings.booking_horizon_days)
     r = await client.get("/v1/practitioners/mover/availability", headers=headers)
     assert r.json()["availability"]["weekly"][0]["start"] == "09:00"  # what they entered is unchanged
+
+
+async def test_a_round_the_clock_slot_stays_listed_and_bookable_when_availability_is_published_again_a_day_later(
+        client: httpx.AsyncClient, app: Starlette, token: Token) -> None:
+    # Each day's grid starts at that day's local midnight: 1,440 minutes is not a multiple of 50, so a grid
+    # running on from the publication day would put every later day's slots elsewhere after each new
+    # publication, and a slot a client was shown would be refused.
+    ctx: AppContext = app.state.ctx
+    zone = ZoneInfo("Africa/Algiers")
+    await make_practitioner(client, "p1", weekly=every_day(), timezone="Africa/Algiers")
+    c1, c2 = auth(token("client", "c1")), auth(token("client", "c2"))
+    day = datetime.fromisoformat(local_day(3)).replace(tzinfo=zone)
+    day_range = {"from": day.isoformat(), "to": (day + timedelta(days=1)).isoformat()}
+
+    async def listed() -> list[str]:
+        r = await client.get(SLOTS, headers=c1, params=day_range)
+        assert r.status_code == 200, r.text
+        return [s["starts_at"] for s in r.json()["slots"]]
+
+    shown = await listed()
+    assert shown[0] == iso(day.timestamp())  # local midnight
+    assert len(shown) == 28 and shown[-1] == iso(day.timestamp() + 27 * 3000)  # 23:20 local, the last that fits
+    r = await client.post("/v1/bookings", headers=c1, json={**P1, "starts_at": shown[-1]})
+    assert r.status_code == 201, r.text
+    # published again as if tomorrow (the HTTP route reads the real clock, so through the service)
+    p = await ctx.bookings.store.require_practitioner("p1")
+    raw = p.availability
+    await ctx.bookings.publish(p, AvailabilityIn.model_validate(raw).spec(), raw, int(time.time()) + 86400)
+    assert await listed() == shown[:-1]
+    r = await client.post("/v1/bookings", headers=c2, json={**P1, "starts_at": shown[13]})
+    assert r.status_code == 201, r.text
+    assert await listed() == shown[:13] + shown[14:-1]

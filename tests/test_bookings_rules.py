@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -179,3 +179,57 @@ def test_the_transition_tables_cover_every_state() -> None:
         PractitionerStatus.ACTIVE: {PractitionerStatus.SUSPENDED},
         PractitionerStatus.SUSPENDED: {PractitionerStatus.ACTIVE},
     } == PRACTITIONER_TRANSITIONS
+
+
+def _slots_of_day(spec: AvailabilitySpec, day: date, *, now: int, zone: ZoneInfo, session_s: int = 3000
+                  ) -> list[tuple[int, int]]:
+    """The slots a client asking for the whole local `day` sees, availability published at `now`."""
+    windows = expand(spec, now=now, zone=zone, horizon_days=31)
+    start = int(datetime.combine(day, time(0), tzinfo=zone).timestamp())
+    end = int(datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone).timestamp())
+    return slots(windows, [], session_s=session_s, start=start, end=end,
+                 bounds=SlotWindow.at(now, lead_time_s=3600, horizon_days=31))
+
+
+def _local(t: int, zone: ZoneInfo) -> str:
+    return datetime.fromtimestamp(t, zone).strftime("%Y-%m-%d %H:%M")
+
+
+@pytest.mark.parametrize(("zone", "day", "count"), [
+    (ALGIERS, date(2026, 1, 8), 28),  # 1,440 minutes: 28 slots of 50, the last 40 minutes unused
+    (PARIS, date(2026, 1, 8), 28),
+    (PARIS, date(2026, 3, 29), 27),  # spring forward: a 23-hour day
+    (PARIS, date(2026, 10, 25), 30),  # fall back: a 25-hour day
+])
+def test_a_round_the_clock_grid_starts_at_local_midnight_whatever_day_it_was_published(
+        zone: ZoneInfo, day: date, count: int) -> None:
+    spec = AvailabilitySpec(weekly=daily(time(0), None))
+    # published "today" (three days before `day`) and again "tomorrow", each at several hours of the day
+    for hour in (0, 7, 13, 23):
+        today = int(datetime.combine(day - timedelta(days=3), time(hour), tzinfo=zone).timestamp())
+        first = _slots_of_day(spec, day, now=today, zone=zone)
+        again = _slots_of_day(spec, day, now=today + 86400, zone=zone)
+        assert first == again, (hour, [_local(s, zone) for s, _ in first][:3],
+                                [_local(s, zone) for s, _ in again][:3])
+        assert _local(first[0][0], zone) == f"{day} 00:00"
+        assert len(first) == count
+        assert all(b[0] - a[0] == 3000 for a, b in itertools.pairwise(first))  # one grid all day
+    windows = expand(spec, now=today, zone=zone, horizon_days=31)
+    assert all(is_slot(windows, s, session_s=3000) for s, _ in first)
+    # the next day's first slot is at its own midnight, not on the previous day's grid
+    nxt = _slots_of_day(spec, day + timedelta(days=1), now=today, zone=zone)
+    assert _local(nxt[0][0], zone) == f"{day + timedelta(days=1)} 00:00"
+
+
+def test_windows_of_consecutive_days_stay_apart_and_one_days_windows_merge_before_any_cut() -> None:
+    spec = AvailabilitySpec(weekly=daily(time(0), None))
+    now = ts("2026-01-05T10:00")  # 11:00 in Algiers
+    windows = expand(spec, now=now, zone=ALGIERS, horizon_days=2)
+    assert [(utc(s), utc(e)) for s, e in windows] == [
+        ("2026-01-04 23:00", "2026-01-05 23:00"), ("2026-01-05 23:00", "2026-01-06 23:00"),
+        ("2026-01-06 23:00", "2026-01-07 10:00")]  # today's keeps its start; the last is cut at the horizon
+    # 08:00-10:00 and 10:00-12:00 on one day are one window from 08:00, even once 08:00-10:00 is over
+    spec = AvailabilitySpec(weekly=(WeeklyWindow(0, time(8), time(10)), WeeklyWindow(0, time(10), time(12))))
+    for now in (ts("2026-01-05T06:00"), ts("2026-01-05T10:00")):  # 07:00 and 11:00 in Algiers
+        assert [(utc(s), utc(e)) for s, e in expand(spec, now=now, zone=ALGIERS, horizon_days=2)] == [
+            ("2026-01-05 07:00", "2026-01-05 11:00")]

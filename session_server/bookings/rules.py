@@ -5,7 +5,9 @@ these decisions into atomic Redis writes with their events.
 
 Availability is entered in the practitioner's own zone (weekly windows plus dated exceptions) and
 expanded here into UTC intervals, one local date at a time, so a window of 09:00–17:00 stays 09:00–17:00
-on the wall clock across a daylight-saving change while its UTC instants move. A wall-clock time that does
+on the wall clock across a daylight-saving change while its UTC instants move. Slots are laid on a grid
+from each window's start, and windows are merged only within a local date, so a date's grid depends on
+that date's hours alone, never on the day the availability was published. A wall-clock time that does
 not exist (inside a spring-forward gap) resolves with the offset in force before the change, which moves
 it forward by the gap; an ambiguous one (autumn fold) takes its first occurrence.
 """
@@ -138,11 +140,14 @@ def check_spec(spec: AvailabilitySpec, *, now: int, zone: ZoneInfo, horizon_days
             raise AvailabilityError("bad_window", "a window must end after it starts")
 
 
-def merge(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sorted, non-overlapping intervals covering the same instants (touching ones are joined)."""
+def merge(intervals: Iterable[tuple[int, int]], *, join_touching: bool = True) -> list[tuple[int, int]]:
+    """Sorted, non-overlapping intervals covering the same instants.
+
+    Touching intervals (one ends where the next starts) are joined unless `join_touching` is false.
+    """
     out: list[tuple[int, int]] = []
     for start, end in sorted(i for i in intervals if i[1] > i[0]):
-        if out and start <= out[-1][1]:
+        if out and (start < out[-1][1] or (join_touching and start == out[-1][1])):
             if end > out[-1][1]:
                 out[-1] = (out[-1][0], end)
         else:
@@ -151,7 +156,18 @@ def merge(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def expand(spec: AvailabilitySpec, *, now: int, zone: ZoneInfo, horizon_days: int) -> list[tuple[int, int]]:
-    """The UTC windows (epoch seconds) the spec publishes from today to `now + horizon`, merged."""
+    """The UTC windows (epoch seconds) the spec publishes from today to `now + horizon`.
+
+    Slots are laid from each window's start, so a window must depend only on its own local day as
+    entered, never on when the spec is published. Hence the windows of one local date (weekly ones and
+    the date's extras) are merged with each other, overlapping or touching, *before* anything is cut,
+    and windows of different dates stay apart even where they touch at midnight: otherwise a practitioner
+    available round the clock would get one long window from the publication day on, and every later
+    day's grid would shift with the publication day (1,440 minutes is not a multiple of 50). A window
+    keeps its entered start (today's is not clipped to `now`); only the last one's end is cut at the
+    horizon. Windows of different dates could overlap only if a clock change skipped across midnight;
+    they would then be joined, as the booking script relies on published windows never overlapping.
+    """
     today = local_today(now, zone)
     horizon_end = now + horizon_days * DAY_S
     blocked = {e.day for e in spec.exceptions if e.blocked}
@@ -164,15 +180,13 @@ def expand(spec: AvailabilitySpec, *, now: int, zone: ZoneInfo, horizon_days: in
         day = today + timedelta(days=offset)
         if day in blocked:
             continue
-        for w in spec.weekly:
-            if w.weekday == day.weekday():
-                found.append((_utc(day, w.start, zone), _utc(day, w.end, zone)))
+        own = [(_utc(day, w.start, zone), _utc(day, w.end, zone)) for w in spec.weekly
+               if w.weekday == day.weekday()]
         for e in extra.get(day, ()):
             assert e.start is not None
-            found.append((_utc(day, e.start, zone), _utc(day, e.end, zone)))
-    # Starts are kept as entered (not clipped to now) so the slot grid does not move with publish time.
-    clipped = ((s, min(e, horizon_end)) for s, e in found if e > now and s < horizon_end)
-    return merge(clipped)
+            own.append((_utc(day, e.start, zone), _utc(day, e.end, zone)))
+        found += [(s, min(e, horizon_end)) for s, e in merge(own) if e > now and s < horizon_end]
+    return merge(found, join_touching=False)
 
 
 # --- slots ---------------------------------------------------------------------------------------
