@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import redis.asyncio as aioredis
 
 from session_server.event_consumer import EventConsumer, already_handled, mark_handled
 from session_server.events import EVENTS_STREAM, Event, add_to
+from session_server.tasks import TaskSupervisor
 
 
 async def _publish(r: aioredis.Redis, *events: Event) -> None:
@@ -63,3 +66,63 @@ async def test_a_failed_handler_leaves_the_event_for_another_consumer(redis_clie
     # delivered again (at least once): the idempotent handler changes nothing the second time
     await settle(event)
     assert await redis_client.get("balance") == b"1"
+
+
+async def test_a_group_that_wants_some_types_acknowledges_the_others_unhandled(redis_client: aioredis.Redis) -> None:
+    seen: list[str] = []
+
+    async def handle(e: Event) -> None:
+        seen.append(e.body["booking_id"])
+
+    consumer = EventConsumer(redis_client, redis_client, group="sessions", consumer="a", handler=handle,
+                             block_ms=10, types=frozenset({"session.started"}))
+    await consumer.ensure_group()
+    await _publish(redis_client, Event("booking.created", {"booking_id": "b1"}),
+                   Event("session.started", {"booking_id": "b2"}), Event("booking.cancelled", {"booking_id": "b3"}))
+    assert await consumer.read_once() == 3
+    assert seen == ["b2"]
+    assert (await redis_client.xpending(EVENTS_STREAM, "sessions"))["pending"] == 0
+
+
+async def test_a_handler_failing_mid_batch_leaves_that_event_and_the_later_ones_pending(
+        redis_client: aioredis.Redis) -> None:
+    seen: list[str] = []
+
+    async def handle(e: Event) -> None:
+        if e.body["booking_id"] == "b2":
+            raise RuntimeError("consumer died mid-effect")
+        seen.append(e.body["booking_id"])
+
+    consumer = EventConsumer(redis_client, redis_client, group="ledger", consumer="a", handler=handle, block_ms=10)
+    await consumer.ensure_group()
+    await _publish(redis_client, *(Event("booking.created", {"booking_id": f"b{i}"}) for i in (1, 2, 3)))
+    with pytest.raises(RuntimeError):
+        await consumer.read_once()
+    assert seen == ["b1"]
+    pending = await redis_client.xpending_range(EVENTS_STREAM, "ledger", min="-", max="+", count=10)
+    assert len(pending) == 2  # b2 and b3, for a consumer that claims them
+
+
+async def test_the_consumer_creates_its_group_again_when_it_is_deleted(redis_client: aioredis.Redis) -> None:
+    seen: list[str] = []
+    arrived = asyncio.Event()
+
+    async def handle(e: Event) -> None:
+        seen.append(e.body["booking_id"])
+        arrived.set()
+
+    consumer = EventConsumer(redis_client, redis_client, group="ledger", consumer="a", handler=handle, block_ms=10)
+    tasks = TaskSupervisor()
+    tasks.spawn("consumer", consumer.run)
+    try:
+        await _publish(redis_client, Event("booking.created", {"booking_id": "b1"}))
+        await asyncio.wait_for(arrived.wait(), 10)
+        arrived.clear()
+        await redis_client.xgroup_destroy(EVENTS_STREAM, "ledger")
+        await _publish(redis_client, Event("booking.created", {"booking_id": "b2"}))
+        await asyncio.wait_for(arrived.wait(), 10)
+    finally:
+        await tasks.stop()
+        assert tasks.names == []
+    # the group is created again from the start of the stream: b1 comes again (at least once), b2 arrives
+    assert seen[0] == "b1" and "b2" in seen[1:]

@@ -25,6 +25,7 @@ from .store import BookingStore
 
 GROUP = "bookings.sessions"
 BLOCK_S = 1.0
+COALESCE_S = 0.02  # under load, read the stream in batches: a booking follows its session at most this later
 
 
 class SessionStartedConsumer:
@@ -43,7 +44,8 @@ class SessionStartedConsumer:
         """Consume until cancelled: blocking reads on a client of its own, acks on `writer`."""
         reader = new_reader()
         consumer = EventConsumer(reader, writer, group=GROUP, consumer=self.consumer, handler=self.handle,
-                                 block_ms=int(BLOCK_S * 1000))
+                                 block_ms=int(BLOCK_S * 1000), types=frozenset({"session.started"}),
+                                 coalesce_s=COALESCE_S)
         try:
             await consumer.run()
         finally:
