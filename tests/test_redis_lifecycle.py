@@ -11,13 +11,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import redis.asyncio as aioredis
 
 from session_server.app import create_app
 from session_server.embedded_redis import redis_server_binary
 
-from .conftest import API_KEY_ID, API_SECRET, make_settings, running
+from .conftest import API_KEY_ID, API_SECRET, auth, make_settings, running
+from .documents_support import PDF, Minter
 from .support import eventually, free_port
 from .test_http_errors import BrokenFeature
 
@@ -153,6 +155,76 @@ async def test_embedded_redis_keeps_acknowledged_writes_across_a_sigkill_and_lea
 
     await eventually(new_redis_gone, what="the embedded redis to stop on a clean shutdown")
     assert not (data_dir / "redis" / "redis.sock").exists()
+
+
+def _embedded_redis_child(server_pid: int, data_dir: Path) -> int:
+    """The pid of the server's embedded redis-server: the pid file's, checked to be the server's child."""
+    pid = int((data_dir / "redis" / "redis.pid").read_text())
+    children = psutil.Process(server_pid).children()
+    assert pid in [c.pid for c in children], f"redis pid {pid} is not a child of the server {children}"
+    assert "redis-server" in psutil.Process(pid).name()
+    return pid
+
+
+async def test_a_document_acknowledged_over_http_survives_a_sigkill_of_server_and_redis_at_once(
+        tmp_path: Path, token: Minter) -> None:
+    """A 201 means the write is in the AOF, even if nobody gets to shut Redis down.
+
+    A killed process loses nothing the kernel already has, whatever the fsync policy, so this shows the
+    AOF is on and written before the answer; `appendfsync always`, checked here, is what carries the
+    write through a power loss as well, which no test on a running machine can cut."""
+    data_dir, port = tmp_path / "data", free_port()
+    base = f"http://127.0.0.1:{port}"
+    headers = {**auth(token("practitioner", "p1")), "X-Filename": "fiche.pdf"}
+    content = PDF
+    server = await _start_server(data_dir, port)
+    pids = [server.pid]
+    try:
+        redis_pid = _embedded_redis_child(server.pid, data_dir)
+        pids.append(redis_pid)
+        direct = aioredis.Redis(unix_socket_path=str(data_dir / "redis" / "redis.sock"), decode_responses=True)
+        assert await direct.config_get("appendonly") == {"appendonly": "yes"}
+        assert await direct.config_get("appendfsync") == {"appendfsync": "always"}
+        await direct.aclose()
+        async with httpx.AsyncClient(base_url=base) as c:
+            r = await c.post("/v1/documents", content=content, headers=headers)
+        assert r.status_code == 201, r.text
+        doc_id = r.json()["id"]
+
+        # Redis first, so the kernel's SIGTERM on the server's death can never give it a clean stop.
+        os.kill(redis_pid, signal.SIGKILL)
+        server.send_signal(signal.SIGKILL)
+        assert await server.wait() == -signal.SIGKILL
+
+        async def redis_gone() -> bool:
+            return not _alive(redis_pid)
+
+        await eventually(redis_gone, what="the killed redis-server to be gone")
+
+        server = await _start_server(data_dir, port)
+        pids = [server.pid]
+        new_redis_pid = _embedded_redis_child(server.pid, data_dir)
+        pids.append(new_redis_pid)
+        async with httpx.AsyncClient(base_url=base) as c:
+            r = await c.get(f"/v1/documents/{doc_id}", headers=headers)
+            assert r.status_code == 200, r.text
+            assert r.json()["name"] == "fiche.pdf" and r.json()["size"] == len(content)
+            r = await c.get(f"/v1/documents/{doc_id}/content", headers=headers)
+            assert r.status_code == 200 and r.content == content
+
+        server.send_signal(signal.SIGTERM)
+        assert await server.wait() in (0, -signal.SIGTERM)
+
+        async def new_redis_gone() -> bool:
+            return not _alive(new_redis_pid)
+
+        await eventually(new_redis_gone, what="the embedded redis to stop on a clean shutdown")
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if server.returncode is None:
+            await server.wait()
 
 
 async def test_a_stale_socket_and_pid_file_do_not_stop_the_next_start(tmp_path: Path) -> None:
