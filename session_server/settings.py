@@ -62,6 +62,8 @@ class Settings:
     active_master_key_id: str = ""
     # Media: the addresses announced in ICE candidates and the ICE servers handed to clients.
     media_announce_addresses: tuple[str, ...] = ()
+    # (bound address, announced address): for a host behind 1:1 NAT, which binds its private address
+    media_nat_map: tuple[tuple[str, str], ...] = ()
     ice_servers: tuple[IceServer, ...] = ()
     media_consent_timeout_s: float = 10.0
     media_silence_timeout_s: float = 5.0
@@ -202,6 +204,20 @@ def _addresses(name: str, raw: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _nat_map(name: str, raw: str) -> tuple[tuple[str, str], ...]:
+    accepts = "comma-separated private=public IP address pairs"
+    out = []
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        private, sep, public = item.partition("=")
+        if not sep:
+            raise SettingsError(name, accepts, item)
+        try:
+            out.append((str(ipaddress.ip_address(private.strip())), str(ipaddress.ip_address(public.strip()))))
+        except ValueError:
+            raise SettingsError(name, accepts, item) from None
+    return tuple(out)
+
+
 def _ice_servers(name: str, raw: str) -> tuple[IceServer, ...]:
     accepts = ('a JSON list like [{"urls": ["stun:stun.example.org:3478"]}, '
                '{"urls": ["turn:turn.example.org"], "username": "u", "credential": "c"}]')
@@ -287,6 +303,7 @@ _PARSERS: dict[str, Any] = {
     "master_keys": _master_keys,
     "active_master_key_id": lambda n, r: r.strip(),
     "media_announce_addresses": _addresses,
+    "media_nat_map": _nat_map,
     "ice_servers": _ice_servers,
     "media_consent_timeout_s": lambda n, r: _float(n, r, 1, 300),
     "media_silence_timeout_s": lambda n, r: _float(n, r, 0.5, 300),

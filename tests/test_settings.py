@@ -47,6 +47,8 @@ def test_values_are_parsed_into_typed_fields() -> None:
     ("SESSION_SERVER_ICE_SERVERS", "stun:x", "a JSON list"),
     ("SESSION_SERVER_ICE_SERVERS", '[{"urls": ["http://x"]}]', "a JSON list"),
     ("SESSION_SERVER_MEDIA_ANNOUNCE_ADDRESSES", "not-an-ip", "IP addresses"),
+    ("SESSION_SERVER_MEDIA_NAT_MAP", "10.0.0.5", "private=public IP address pairs"),
+    ("SESSION_SERVER_MEDIA_NAT_MAP", "10.0.0.5=example.org", "private=public IP address pairs"),
     ("SESSION_SERVER_DEFAULT_TIMEZONE", "Mars/Olympus", "an IANA time zone"),
     ("SESSION_SERVER_CURRENCY", "dinar", "ISO 4217"),
     ("SESSION_SERVER_DEMO", "maybe", "true/false"),
@@ -117,9 +119,20 @@ def test_the_cli_exits_with_a_clear_error_when_redis_is_unreachable(tmp_path: Pa
     ({"SESSION_SERVER_HOST": "0.0.0.0"}, ()),  # reachable from elsewhere: the machine's interfaces
     ({"SESSION_SERVER_HOST": "0.0.0.0", "SESSION_SERVER_MEDIA_ANNOUNCE_ADDRESSES": "203.0.113.7"}, ("203.0.113.7",)),
     ({"SESSION_SERVER_MEDIA_ANNOUNCE_ADDRESSES": "198.51.100.2,203.0.113.7"}, ("198.51.100.2", "203.0.113.7")),
+    # behind 1:1 NAT: bind the private address (the public one is announced in its place)
+    ({"SESSION_SERVER_HOST": "0.0.0.0", "SESSION_SERVER_MEDIA_NAT_MAP": "10.0.0.5=203.0.113.7"}, ("10.0.0.5",)),
 ])
 def test_media_is_announced_where_the_servers_browsers_can_reach_it(
         env: dict[str, str], announced: tuple[str, ...]) -> None:
     from session_server.rooms.media_bridge import media_config
 
     assert media_config(load_settings(env)).announce_addresses == announced
+
+
+def test_behind_one_to_one_nat_the_public_address_is_announced_for_the_private_one() -> None:
+    from session_server.rooms.media_bridge import media_config
+
+    nat = "10.0.0.5=203.0.113.7, 10.0.0.6 = 203.0.113.8"
+    config = media_config(load_settings({"SESSION_SERVER_MEDIA_NAT_MAP": nat}))
+    assert config.nat_map == (("10.0.0.5", "203.0.113.7"), ("10.0.0.6", "203.0.113.8"))
+    assert config.announce_addresses == ("10.0.0.5", "10.0.0.6")

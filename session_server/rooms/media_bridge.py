@@ -99,12 +99,15 @@ class QualityNotice(msgspec.Struct, tag="quality", tag_field="type"):
 
 
 def announce_addresses(settings: Settings) -> tuple[str, ...]:
-    """The addresses put in the server's ICE candidates: the setting, or, when it is unset and the server
-    listens on a loopback address, 127.0.0.1. Only this machine's browsers can reach such a server, and
-    aioice leaves loopback out of the interfaces it would otherwise announce (no candidate at all on a
-    machine or container with nothing else). An empty tuple lets aioice announce the interfaces."""
+    """The addresses the SFU binds for its ICE candidates: the setting; else the private side of the NAT
+    map; else, when the server listens on a loopback address, 127.0.0.1. Only this machine's browsers can
+    reach such a server, and aioice leaves loopback out of the interfaces it would otherwise announce (no
+    candidate at all on a machine or container with nothing else). An empty tuple lets aioice announce
+    the interfaces."""
     if settings.media_announce_addresses:
         return tuple(settings.media_announce_addresses)
+    if settings.media_nat_map:
+        return tuple(private for private, _ in settings.media_nat_map)
     try:
         loopback = ipaddress.ip_address(settings.host).is_loopback
     except ValueError:
@@ -115,6 +118,7 @@ def announce_addresses(settings: Settings) -> tuple[str, ...]:
 def media_config(settings: Settings) -> MediaConfig:
     return MediaConfig(
         announce_addresses=announce_addresses(settings),
+        nat_map=settings.media_nat_map,
         ice_servers=tuple(MediaIceServer(tuple(i.urls), i.username, i.credential) for i in settings.ice_servers),
         consent_timeout_s=settings.media_consent_timeout_s,
         media_silence_timeout_s=settings.media_silence_timeout_s,
