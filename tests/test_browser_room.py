@@ -1,18 +1,24 @@
 """Acceptance in a real browser: the client's and the practitioner's pages find each other, chat, and
-see each other's video (the peer connections' own statistics say so)."""
+see each other's video (the peer connections' own statistics say so); the client's page lists the documents
+shared with the booking, downloads them as they were uploaded, and shows one shared during the session."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import pytest
 
-from session_server.demo import seed_demo
+from session_server.auth import Role
+from session_server.demo import PRACTITIONER_ID, seed_demo
+from session_server.documents.demo import DEMO_NAME, seed_demo_document
 
 from .rooms_support import room_server
 from .support import (
@@ -167,6 +173,8 @@ async def test_the_readme_demo_shows_each_page_the_others_video_through_the_serv
             browser = await pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
             try:
                 for page in (await open_room_pages(browser, links)).values():
+                    # the page learns the media mode when it has joined, some time after it loaded
+                    await page.locator("#conn[data-state=connected]").wait_for(timeout=20_000)
                     assert await page.evaluate("window.roomDebug.mediaMode()") == "sfu"
 
                     async def decoding(p: Any = page) -> bool:
@@ -185,3 +193,103 @@ async def test_the_readme_demo_shows_each_page_the_others_video_through_the_serv
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def _pdf(title: str) -> bytes:
+    """A small valid PDF whose bytes differ with `title` (the server sniffs the `%PDF-` magic bytes)."""
+    return (b"%PDF-1.7\n1 0 obj << /Type /Catalog /Title (" + title.encode() + b") >> endobj\n"
+            + bytes(range(256)) + b"\ntrailer << /Root 1 0 R >>\n%%EOF\n")
+
+
+async def _upload_and_share(base_url: str, token: str, booking_id: str, name: str, body: bytes) -> dict[str, Any]:
+    """What the practitioner does: upload a document, then share it with the booking.
+
+    A client of its own each time: a connection left idle longer than the server's keep-alive may be
+    closed just as the next request goes out on it."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        up = await http.post("/v1/documents", content=body,
+                             headers={**headers, "X-Filename": quote(name, safe="")})
+        assert up.status_code == 201, up.text
+        doc: dict[str, Any] = up.json()
+        shared = await http.post(f"/v1/documents/{doc['id']}/shares", json={"booking_id": booking_id},
+                                 headers=headers)
+        assert shared.status_code == 201, shared.text
+    return doc
+
+
+async def _download(page: Any, name: str) -> tuple[str, bytes]:
+    """Click the document's link in the room's list: the file name the browser saves and its bytes."""
+    async with page.expect_download(timeout=10_000) as info:
+        await page.locator("#documents a", has_text=name).click()
+    download = await info.value
+    saved = Path(await download.path())
+    return download.suggested_filename, await asyncio.to_thread(saved.read_bytes)
+
+
+async def test_the_client_downloads_the_documents_shared_with_the_booking_and_sees_one_shared_live(
+        tmp_path: Path, redis_url: str) -> None:
+    browser_path = browser_for_media()
+    from playwright.async_api import async_playwright
+
+    async with room_server(tmp_path, redis_url, heartbeat_interval_s=2.0, heartbeat_timeout_s=30.0) as server, \
+            async_playwright() as pw:
+        ctx = server.app.state.ctx
+        demo = await seed_demo(ctx, echo=False)
+        booking_id = demo["booking_id"]
+        await seed_demo_document(ctx, PRACTITIONER_ID, booking_id)  # what `--demo` shares
+        prac_token = demo["links"]["practitioner"].split("#token=", 1)[1]
+        # Before the session the practitioner uploads a worksheet and shares it with the booking.
+        worksheet_name, worksheet = "تمرين الأسبوع.pdf", _pdf("worksheet")
+        uploaded = await _upload_and_share(server.url, prac_token, booking_id, worksheet_name, worksheet)
+        assert uploaded["name"] == worksheet_name and uploaded["sha256"] == hashlib.sha256(worksheet).hexdigest()
+
+        browser = await pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
+        try:
+            pages = await open_room_pages(browser, demo["links"], lang="ar")
+            client, prac = pages["client"], pages["practitioner"]
+            # Support staff join the same room: the page asks for the documents and is refused.
+            support_token, _ = ctx.tokens.mint(sub="agent-7", name="Support", role=Role.SUPPORT, ttl_s=600)
+            support = await (await browser.new_context(viewport={"width": 1200, "height": 760})).new_page()
+            answers: list[tuple[str, int]] = []
+            support.on("response", lambda r: answers.append((r.url.split("/v1/", 1)[-1], r.status)))
+            room_url = demo["links"]["client"].split("#token=", 1)[0]
+            # the page asks its fallback list last, and only when the booking's list did not answer 200
+            async with support.expect_response(lambda r: "/v1/documents/shared" in r.url):
+                await support.goto(f"{room_url}?lang=en#token={support_token}")
+            assert [a for a in answers if "documents" in a[0]] == [
+                (f"bookings/{booking_id}/documents", 404), (f"documents/shared?booking_id={booking_id}", 404)]
+
+            # The client's page lists what was shared before the session, by name.
+            for name in (worksheet_name, DEMO_NAME):
+                await client.locator("#documents a", has_text=name).wait_for(timeout=10_000)
+            assert await client.locator("#documents li").count() == 2
+            assert await client.locator("#no-docs").is_hidden()
+
+            # A click saves exactly the uploaded bytes, under the name the practitioner gave.
+            saved_as, body = await _download(client, worksheet_name)
+            assert saved_as == worksheet_name
+            assert hashlib.sha256(body).hexdigest() == uploaded["sha256"] and body == worksheet
+
+            # During the session the practitioner shares another document: it appears without a reload.
+            for page in (client, prac, support):
+                await page.locator("#conn[data-state=connected]").wait_for(timeout=10_000)
+            await support.locator("#participants li[data-role=practitioner]").wait_for(timeout=10_000)
+            await client.evaluate("window.sameDocument = true")
+            live_name, live = "Fiche d'exercices – séance 2.pdf", _pdf("live")
+            await _upload_and_share(server.url, prac_token, booking_id, live_name, live)
+            await client.locator("#documents a", has_text=live_name).wait_for(timeout=10_000)
+            await prac.locator("#documents a", has_text=live_name).wait_for(timeout=10_000)
+            assert await client.evaluate("window.sameDocument === true")  # the page was never reloaded
+            assert await client.locator("#documents li").count() == 3
+            await client.screenshot(path=str(SCREENSHOTS / "room-client-documents-ar.png"))
+            assert await _download(client, live_name) == (live_name, live)
+
+            # The practitioner leaves: the support page heard that after the share, and still lists nothing.
+            await prac.click("#leave")
+            await support.locator("#participants li[data-role=practitioner]").wait_for(
+                state="detached", timeout=10_000)
+            assert await support.locator("#documents li").count() == 0
+            assert await support.locator("#no-docs").is_visible()
+        finally:
+            await browser.close()
