@@ -254,17 +254,20 @@ async def test_the_client_downloads_the_documents_shared_with_the_booking_and_se
             answers: list[tuple[str, int]] = []
             support.on("response", lambda r: answers.append((r.url.split("/v1/", 1)[-1], r.status)))
             room_url = demo["links"]["client"].split("#token=", 1)[0]
-            # the page asks its fallback list last, and only when the booking's list did not answer 200
-            async with support.expect_response(lambda r: "/v1/documents/shared" in r.url):
+            async with support.expect_response(lambda r: f"/v1/bookings/{booking_id}/documents" in r.url):
                 await support.goto(f"{room_url}?lang=en#token={support_token}")
-            assert [a for a in answers if "documents" in a[0]] == [
-                (f"bookings/{booking_id}/documents", 404), (f"documents/shared?booking_id={booking_id}", 404)]
+            assert [a for a in answers if "documents" in a[0]] == [(f"bookings/{booking_id}/documents", 404)]
 
             # The client's page lists what was shared before the session, by name.
             for name in (worksheet_name, DEMO_NAME):
                 await client.locator("#documents a", has_text=name).wait_for(timeout=10_000)
             assert await client.locator("#documents li").count() == 2
             assert await client.locator("#no-docs").is_hidden()
+            # with its type and size (in the page's language), and the name kept in its own direction
+            item = client.locator("#documents li", has_text=worksheet_name)
+            details = await item.locator(".doc-details").inner_text()
+            assert details.startswith("PDF · ") and len(details) > len("PDF · "), details
+            assert await item.locator("a").get_attribute("dir") == "auto"
 
             # A click saves exactly the uploaded bytes, under the name the practitioner gave.
             saved_as, body = await _download(client, worksheet_name)

@@ -253,6 +253,18 @@
     ol.scrollTop = ol.scrollHeight;
   }
 
+  const DOC_KINDS = { "application/pdf": "PDF", "image/jpeg": "JPEG", "image/png": "PNG", "text/plain": "TXT" };
+
+  function docDetails(d) {
+    const kind = DOC_KINDS[d.media_type] || "";
+    const size = typeof d.size === "number"
+      ? new Intl.NumberFormat(lang, { style: "unit", unit: d.size < 1048576 ? "kilobyte" : "megabyte",
+        maximumFractionDigits: d.size < 1048576 ? 0 : 1 }).format(d.size < 1048576
+        ? Math.max(1, Math.round(d.size / 1024)) : d.size / 1048576)
+      : "";
+    return [kind, size].filter(Boolean).join(" · ");
+  }
+
   function renderDocs() {
     const ul = $("documents");
     ul.replaceChildren();
@@ -260,10 +272,14 @@
       const li = document.createElement("li");
       const a = document.createElement("a");
       a.href = "#";
-      a.textContent = d.name || d.filename || d.title || d.id;
+      a.dir = "auto"; // a name in another script than the page keeps its own direction
+      a.textContent = d.name;
       a.title = t("download");
       a.addEventListener("click", (ev) => { ev.preventDefault(); download(d); });
-      li.append(a);
+      const details = document.createElement("span");
+      details.className = "muted doc-details";
+      details.textContent = docDetails(d);
+      li.append(a, " ", details);
       ul.append(li);
     }
     $("no-docs").hidden = state.docs.size > 0;
@@ -277,28 +293,23 @@
   }
 
   async function loadDocuments() {
-    const id = encodeURIComponent(bookingId);
-    for (const url of ["/v1/bookings/" + id + "/documents", "/v1/documents/shared?booking_id=" + id]) {
-      try {
-        const r = await fetch(url, { headers: { Authorization: "Bearer " + token }, cache: "no-store" });
-        if (r.status !== 200) continue;
-        const body = await r.json();
-        const list = Array.isArray(body) ? body : body.documents || body.items || [];
-        list.forEach(addDocument);
-        return;
-      } catch (_) { /* the list is optional: shared documents also arrive live */ }
-    }
+    // Support staff get 404 here (documents are the parties' only); shared documents also arrive live.
+    const url = "/v1/bookings/" + encodeURIComponent(bookingId) + "/documents";
+    try {
+      const r = await fetch(url, { headers: { Authorization: "Bearer " + token }, cache: "no-store" });
+      if (r.status === 200) ((await r.json()).documents || []).forEach(addDocument);
+    } catch (_) { /* offline: the list comes with the next document.shared */ }
   }
 
   async function download(d) {
-    const url = d.download_url || d.url || "/v1/documents/" + encodeURIComponent(d.id) + "/content";
+    const url = "/v1/documents/" + encodeURIComponent(d.id) + "/content";
     try {
       const r = await fetch(url, { headers: { Authorization: "Bearer " + token }, cache: "no-store" });
       if (!r.ok) throw new Error(String(r.status));
       const blob = await r.blob();
       const a = document.createElement("a");
       a.href = URL.createObjectURL(blob);
-      a.download = d.name || d.filename || "document";
+      a.download = d.name || "document";
       document.body.append(a);
       a.click();
       setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
