@@ -8,14 +8,41 @@ than the block time, so the two timeouts never fight.
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
 from urllib.parse import urlparse
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import BlockingConnectionPool
+import redis.exceptions
+from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from .settings import Settings
+
+
+class _SendWithinTimeout(AbstractConnection):
+    """Bounds a send by `socket_timeout` with `asyncio.timeout` rather than `asyncio.wait_for`, which on
+    Python 3.11 runs every send in a task of its own (a task, and a loop iteration, per command)."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        limit = self.socket_timeout
+        if not limit:
+            await super().send_packed_command(command, check_health)
+            return
+        try:
+            async with asyncio.timeout(limit):
+                self.socket_timeout = None  # the library's own send path then adds no timeout of its own
+                try:
+                    await super().send_packed_command(command, check_health)
+                finally:
+                    self.socket_timeout = limit
+        except TimeoutError:
+            raise redis.exceptions.TimeoutError("Timeout writing to socket") from None
+
+
+def _lean(cls: type[AbstractConnection]) -> type[AbstractConnection]:
+    return type(f"Lean{cls.__name__}", (_SendWithinTimeout, cls), {})
 
 
 def command_client(url: str, settings: Settings) -> aioredis.Redis:
@@ -28,6 +55,7 @@ def command_client(url: str, settings: Settings) -> aioredis.Redis:
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), retries=1),
         health_check_interval=30,
     )
+    pool.connection_class = _lean(pool.connection_class)
     return aioredis.Redis(connection_pool=pool, decode_responses=False)
 
 

@@ -236,3 +236,25 @@ async def test_a_stale_socket_and_pid_file_do_not_stop_the_next_start(tmp_path: 
     async with running(app):
         assert await app.state.ctx.redis.ping()
     assert _alive(os.getpid())
+
+
+async def test_a_redis_that_stops_reading_fails_a_write_within_the_socket_timeout_and_the_client_recovers(
+        tmp_path: Path, private_redis: PrivateRedis) -> None:
+    from session_server.redis_client import command_client
+
+    client = command_client(private_redis.url, make_settings(tmp_path, private_redis.url, redis_socket_timeout_s=0.5))
+    assert private_redis.proc is not None
+    try:
+        assert await client.set("before", b"1")
+        os.kill(private_redis.proc.pid, signal.SIGSTOP)  # hung: it accepts nothing more and answers nothing
+        try:
+            # far more than the socket buffers hold, so the send itself cannot complete
+            with pytest.raises(aioredis.RedisError) as info:
+                await client.set("big", b"x" * (64 << 20))
+            assert str(info.value) == "Timeout writing to socket"
+        finally:
+            os.kill(private_redis.proc.pid, signal.SIGCONT)
+        assert await client.get("before") == b"1"
+        assert await client.get("big") is None
+    finally:
+        await client.aclose()
