@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
 import websockets
 
+from session_server.events import Event
+from session_server.notifications.rules import notifications_for
+
 from .bookings_support import every_day, first_slot, local_day, make_practitioner, settled
 from .conftest import LiveServer, api_key_auth, auth
+from .rooms_support import CLIENT, PRACTITIONER, joined, room_server, write_booking
 from .support import eventually
 
 Token = Callable[..., str]
@@ -145,3 +150,53 @@ async def test_pushes_follow_the_users_sockets_as_they_come_and_go(live_server: 
             assert await pushed_booking(again) == booked
         finally:
             await again.close()
+
+
+async def test_a_practitioner_not_in_the_room_is_told_once_that_their_client_is_waiting_there(
+        tmp_path: Path, redis_url: str, token: Token) -> None:
+    await write_booking(redis_url)
+    p_tok, c_tok = token("practitioner", PRACTITIONER), token("client", CLIENT)
+    async with room_server(tmp_path, redis_url) as server, \
+            httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        ws = await websockets.connect(f"{server.ws_url}/v1/notifications/ws",
+                                      subprotocols=["notifications.v1", f"bearer.{p_tok}"])  # type: ignore[list-item]
+        try:
+            assert json.loads(await ws.recv())["type"] == "hello"
+            client, _ = await joined(server, "b1", c_tok)
+            pushed = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert pushed["notification"]["kind"] == "room.waiting"
+            assert pushed["notification"]["data"] == {"booking_id": "b1", "waiting": "client"}
+            # the client steps out and comes back: no second ping for the same booking
+            await client.send({"type": "leave"})
+            await client.closed()
+            client, _ = await joined(server, "b1", c_tok)
+            # the practitioner comes in: the client, already there, is not told the practitioner is waiting
+            prac, _ = await joined(server, "b1", p_tok)
+            await client.expect("session.started")
+            r = aioredis.Redis.from_url(redis_url)
+            try:
+                await settled(r)
+            finally:
+                await r.aclose()
+            await prac.close()
+            await client.close()
+        finally:
+            await ws.close()
+        unread = await _unread(http, auth(p_tok))
+        assert [n["kind"] for n in unread] == ["room.waiting"]
+        assert await _unread(http, auth(c_tok)) == []
+
+
+def test_who_is_told_that_the_other_party_waits_in_the_room() -> None:
+    def joined_by(role: str) -> Event:
+        return Event("room.joined", {"booking_id": "b9", "participant_id": "x", "role": role, "at": 0,
+                                     "practitioner_id": "p", "client_id": "c"})
+
+    (note,) = notifications_for(joined_by("client"))
+    assert (note.user_id, note.kind, note.data) == ("p", "room.waiting", {"booking_id": "b9", "waiting": "client"})
+    (note,) = notifications_for(joined_by("practitioner"))
+    assert (note.user_id, note.data["waiting"]) == ("c", "practitioner")
+    assert notifications_for(joined_by("client"), present={"p"}) == []  # already there
+    assert notifications_for(joined_by("support")) == []  # staff are not a party
+    # one notification per booking and person, whichever join made it
+    assert notifications_for(joined_by("client"))[0].id == notifications_for(joined_by("client"))[0].id

@@ -7,7 +7,7 @@ A notification carries ids, times and counts, never names or free text written b
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,18 @@ def needs_waiting_clients(event: Event) -> bool:
     return event.type == "availability.published" and int(event.body.get("windows", 0)) > 0
 
 
-def notifications_for(event: Event, waiting_clients: Sequence[str] = ()) -> list[Notification]:
+_PARTIES = ("client", "practitioner")
+
+
+def needs_room_presence(event: Event) -> bool:
+    """Does deciding on this event need to know who is in the room now?"""
+    return event.type == "room.joined" and event.body.get("role") in _PARTIES and "client_id" in event.body
+
+
+def notifications_for(event: Event, waiting_clients: Sequence[str] = (),
+                      present: Collection[str] = ()) -> list[Notification]:
+    """The notifications an event makes. `waiting_clients`: the practitioner's waiting list, for
+    `availability.published`; `present`: the participants in the room now, for `room.joined`."""
     b = event.body
     when = event.time.isoformat().replace("+00:00", "Z")
 
@@ -48,6 +59,14 @@ def notifications_for(event: Event, waiting_clients: Sequence[str] = ()) -> list
         return Notification(notification_id(event.id, user), user, kind, when, data)
 
     t = event.type
+    if needs_room_presence(event):
+        # One party entered the session's room and the other is not there: tell them, once per booking
+        # (the id does not depend on the event, so leaving and coming back does not ping again).
+        other = b["practitioner_id"] if b["role"] == "client" else b["client_id"]
+        if other in present:
+            return []
+        return [Notification(notification_id(f"room.waiting:{b['booking_id']}", other), other, "room.waiting",
+                             when, {"booking_id": b["booking_id"], "waiting": b["role"]})]
     if t == "booking.created":
         return [note(b["practitioner_id"], "booking.created",
                      {"booking_id": b["booking_id"], "starts_at": b["starts_at"], "ends_at": b["ends_at"],

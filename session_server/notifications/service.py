@@ -27,7 +27,8 @@ from redis.asyncio.client import PubSub
 from ..bookings.store import INTEREST_KEY, BookingStore
 from ..event_consumer import EventConsumer
 from ..events import EVENTS_STREAM, Event
-from .rules import Notification, needs_waiting_clients, notifications_for
+from ..rooms.store import PRESENCE
+from .rules import Notification, needs_room_presence, needs_waiting_clients, notifications_for
 from .store import NODE_CHANNEL, PUSH_CHANNEL, NotificationStore
 
 log = logging.getLogger(__name__)
@@ -75,11 +76,19 @@ class NotificationService:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def handle(self, event: Event) -> int:
+    async def _decide(self, event: Event) -> tuple[list[Notification], list[str]]:
+        """The event's notifications, and the waiting clients they answer (to be forgotten)."""
         waiting = await self.bookings.waiting_clients(event.body["practitioner_id"]) \
             if needs_waiting_clients(event) else []
+        present: set[str] = set()
+        if needs_room_presence(event):
+            present = {_text(p) for p in await self.redis.hkeys(PRESENCE.format(event.body["booking_id"]))}
+        return notifications_for(event, waiting, present), waiting
+
+    async def handle(self, event: Event) -> int:
+        notes, waiting = await self._decide(event)
         forget = [(INTEREST_KEY.format(event.body["practitioner_id"]), waiting)] if waiting else []
-        return await self.store.write(notifications_for(event, waiting), forget=forget)
+        return await self.store.write(notes, forget=forget)
 
     async def _handle(self, event: Event) -> None:
         await self.handle(event)
@@ -114,9 +123,8 @@ class NotificationService:
             except (KeyError, ValueError):
                 log.error("notifications: unreadable event entry acknowledged and skipped")
                 continue
-            waiting = await self.bookings.waiting_clients(event.body["practitioner_id"]) \
-                if needs_waiting_clients(event) else []
-            notes += notifications_for(event, waiting)
+            made, waiting = await self._decide(event)
+            notes += made
             if waiting:
                 forget.append((INTEREST_KEY.format(event.body["practitioner_id"]), waiting))
         await self.store.write(notes, forget=forget,
@@ -279,3 +287,7 @@ class NotificationService:
                 except ValueError:
                     continue
                 self.deliver(user, payload)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
