@@ -27,7 +27,6 @@ from redis.asyncio.client import PubSub
 from ..bookings.store import INTEREST_KEY, BookingStore
 from ..event_consumer import EventConsumer
 from ..events import EVENTS_STREAM, Event
-from ..rooms.store import PRESENCE
 from .rules import Notification, needs_room_presence, needs_waiting_clients, notifications_for
 from .store import NODE_CHANNEL, PUSH_CHANNEL, NotificationStore
 
@@ -82,7 +81,7 @@ class NotificationService:
             if needs_waiting_clients(event) else []
         present: set[str] = set()
         if needs_room_presence(event):
-            present = {_text(p) for p in await self.redis.hkeys(PRESENCE.format(event.body["booking_id"]))}
+            present = await self.store.in_room(event.body["booking_id"])
         return notifications_for(event, waiting, present), waiting
 
     async def handle(self, event: Event) -> int:
@@ -287,7 +286,3 @@ class NotificationService:
                 except ValueError:
                     continue
                 self.deliver(user, payload)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

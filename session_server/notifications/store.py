@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
+from ..rooms.store import PRESENCE
 from .rules import Notification
 
 ALL_KEY = "ss:notif:{}"
@@ -140,6 +141,10 @@ class NotificationStore:
             keys.append(key)
             tail += [len(members), *members]
         return int(await self._write(keys=keys, args=[*args, *tail]))
+
+    async def in_room(self, booking_id: str) -> set[str]:
+        """The participants present in the booking's room now (the rooms' presence hash)."""
+        return {_d(p) for p in await self.redis.hkeys(PRESENCE.format(booking_id))}
 
     async def recent(self, user: str, *, unread_only: bool, limit: int) -> tuple[list[dict[str, Any]], int]:
         key = UNREAD_KEY.format(user) if unread_only else ALL_KEY.format(user)
