@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 
 import httpx
 import redis.asyncio as aioredis
@@ -70,3 +71,26 @@ async def test_one_client_booking_two_overlapping_slots_at_once_gets_only_one(
                                      json={"reason": "next round"})
             assert cancel.status_code == 200
     assert len(await events(redis_client, "booking.created")) == 5
+
+
+async def test_a_booking_sent_again_after_its_reply_was_lost_is_the_same_booking_not_a_conflict(
+        live_server: LiveServer, token: Token, redis_client: aioredis.Redis) -> None:
+    """redis-py sends a command again when the connection fails after sending it: the client must get
+    the booking it made, not a conflict with itself, and the practitioner one booking, not two."""
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as http:
+        await make_practitioner(http, "p1", weekly=every_day())
+        slot = await first_slot(http, "p1", auth(token("client", "c1")))
+        service = live_server.app.state.ctx.bookings
+        p = await service.store.require_practitioner("p1")
+        now = int(time.time())
+        starts_at = int(datetime.fromisoformat(slot["starts_at"]).timestamp())
+        booking, event = service.prepare_booking(p, None, client_id="c1", starts_at=starts_at,
+                                                 expected_total=None, now=now)
+        await service.store.book(booking, p, event, now)
+        await service.store.book(booking, p, event, now)  # the same call again, as after a lost reply
+        mine = await http.get("/v1/bookings", headers=auth(token("client", "c1")))
+        other = await http.post("/v1/bookings", headers=auth(token("client", "c2")),
+                                json={"practitioner_id": "p1", "starts_at": slot["starts_at"]})
+    assert [b["id"] for b in mine.json()["bookings"]] == [booking.id]
+    assert [e.body["booking_id"] for e in await events(redis_client, "booking.created")] == [booking.id]
+    assert other.status_code == 409 and other.json()["code"] == "slot_taken"

@@ -258,3 +258,28 @@ async def test_a_redis_that_stops_reading_fails_a_write_within_the_socket_timeou
         assert await client.get("big") is None
     finally:
         await client.aclose()
+
+
+async def test_the_command_client_sends_every_kind_of_value_as_redis_py_would_and_refuses_the_rest(
+        tmp_path: Path, redis_url: str) -> None:
+    from redis.exceptions import DataError
+
+    from session_server.redis_client import command_client
+
+    client = command_client(redis_url, make_settings(tmp_path, redis_url))
+    try:
+        values: list[str | bytes | int | float] = [
+            "نص عربي ✓", b"\x00\xff raw", 0, -7, 2**70, 1.5, 0.1, 1e16, float("inf"), "x" * 200_000, ""]
+        for i, value in enumerate(values):
+            await client.set(f"kind:{i}", value)
+        stored = await client.mget([f"kind:{i}" for i in range(len(values))])
+        assert stored == [b"\xd9\x86\xd8\xb5 \xd8\xb9\xd8\xb1\xd8\xa8\xd9\x8a \xe2\x9c\x93", b"\x00\xff raw", b"0",
+                          b"-7", b"1180591620717411303424", b"1.5", b"0.1", b"1e+16", b"inf", b"x" * 200_000, b""]
+        script = client.register_script("return {KEYS[1], ARGV[1], ARGV[2]}")
+        assert await script(keys=["k"], args=["é", 3]) == [b"k", "é".encode(), b"3"]
+        for bad in (None, True, [1], {"a": 1}):
+            with pytest.raises(DataError):
+                await client.set("kind:bad", bad)  # type: ignore[arg-type]
+        assert await client.exists("kind:bad") == 0
+    finally:
+        await client.aclose()

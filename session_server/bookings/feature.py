@@ -23,6 +23,7 @@ class BookingsFeature:
     async def start(self, ctx: AppContext) -> None:
         store = BookingStore(ctx.redis)
         ctx.bookings = BookingService(store, ctx.settings)
+        ctx.tasks.spawn("bookings.book", store.run_booking_batches)
         settings = ctx.settings
         job = SuspensionJob(store, settings.suspend_after_idle_days, interval_s=settings.suspension_check_interval_s)
         self._job = job

@@ -112,6 +112,16 @@ class BookingService:
     async def _book(self, *, client_id: str, practitioner_id: str, starts_at: int, code: str | None,
                     expected_total: int | None, now: int, lead_time_s: int | None, fresh: bool) -> Booking:
         p, c = await self._practitioner_for_booking(practitioner_id, code, fresh=fresh)
+        booking, event = self.prepare_booking(p, c, client_id=client_id, starts_at=starts_at,
+                                              expected_total=expected_total, now=now, lead_time_s=lead_time_s)
+        await self.store.book(booking, p, event, now)
+        return booking
+
+    def prepare_booking(self, p: Practitioner, c: DiscountCode | None, *, client_id: str, starts_at: int,
+                        expected_total: int | None, now: int, lead_time_s: int | None = None
+                        ) -> tuple[Booking, Event]:
+        """The booking and its event, or the refusal, decided without I/O; the store's script then checks
+        what only Redis knows (the slot is free, the client is free, the code is not used up)."""
         if p.status is not PractitionerStatus.ACTIVE:
             raise refusal("not_bookable")
         bounds = self.bounds(now, lead_time_s=lead_time_s)
@@ -132,8 +142,7 @@ class BookingService:
             timezone=p.timezone)
         event = Event("booking.created", booking_event_body(booking, q.referrer_id, q.referrer_credit),
                       time=at(now))
-        await self.store.book(booking, p, event, now)
-        return booking
+        return booking, event
 
     def check_availability(self, spec: rules.AvailabilitySpec, timezone: str, now: int) -> None:
         """A 422 problem for availability that cannot be published in `timezone` (nothing is written)."""

@@ -37,6 +37,7 @@ from ledger.pricing import CodeKind, DiscountCode
 
 from ..errors import Conflict, DomainError, NotFound
 from ..events import EVENTS_STREAM, LUA_XADD_EVENT, Event, lua_args
+from ..script_batch import BatchedScript
 from .model import BOOKING_KEY, Booking, BookingStatus, load_booking
 from .rules import (
     MAX_SESSION_MINUTES,
@@ -193,7 +194,11 @@ return {'ok', tostring(redis.call('ZCARD', KEYS[4]))}
 # ARGV: 1 the booking's hash as one JSON object of strings (see Booking.to_hash), 2 practitioner rev seen,
 #       3 longest session (s), 4 now, 5-9 event.
 # The booking travels as one argument: packing its fields one by one cost the client more than the script.
+# The booking's id is new for every attempt, so finding its key means this very call ran already (a resend
+# after a lost reply): it answers ok again, where checking the slot would refuse the client its own booking.
+# Calls travel in batches (script_batch.py).
 BOOK_LUA = LUA_XADD_EVENT + """
+if redis.call('EXISTS', KEYS[4]) == 1 then return {'ok'} end
 local b = cjson.decode(ARGV[1])
 local p = redis.call('HMGET', KEYS[1], 'status', 'rev')
 if not p[1] then return {'practitioner_not_found'} end
@@ -283,7 +288,7 @@ class BookingStore:
         self._update = redis.register_script(UPDATE_LUA)
         self._status = redis.register_script(STATUS_LUA)
         self._publish = redis.register_script(PUBLISH_LUA)
-        self._book = redis.register_script(BOOK_LUA)
+        self._book = BatchedScript(redis, BOOK_LUA)
         self._interest = redis.register_script(INTEREST_LUA)
 
     # --- practitioners ---
@@ -409,6 +414,10 @@ class BookingStore:
         return p, c
 
     # --- bookings ---
+
+    async def run_booking_batches(self) -> None:
+        """Send the booking scripts that arrive together as one pipeline (see script_batch.py)."""
+        await self._book.run()
 
     async def book(self, booking: Booking, practitioner: Practitioner, event: Event, now: int) -> None:
         pid, cid = booking.practitioner_id, booking.client_id
