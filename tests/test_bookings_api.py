@@ -443,3 +443,33 @@ async def test_a_round_the_clock_slot_stays_listed_and_bookable_when_availabilit
     r = await client.post("/v1/bookings", headers=c2, json={**P1, "starts_at": shown[13]})
     assert r.status_code == 201, r.text
     assert await listed() == shown[:13] + shown[14:-1]
+
+
+async def test_a_listed_slot_leaves_five_minutes_to_book_it_and_a_slot_within_the_lead_time_is_refused(
+        client: httpx.AsyncClient, app: Starlette, token: Token, redis_client: aioredis.Redis) -> None:
+    ctx: AppContext = app.state.ctx
+    await make_practitioner(client, "p1", weekly=every_day())
+    c1 = auth(token("client", "c1"))
+    asked_at = int(time.time())
+    r = await client.get(SLOTS, headers=c1, params={"from": iso(asked_at), "to": iso(asked_at + 86400)})
+    first = int(datetime.fromisoformat(r.json()["slots"][0]["starts_at"]).timestamp())
+    # at least the hour's lead time and five minutes ahead, and no more than one 50-minute step beyond
+    assert asked_at + 3600 + 300 <= first < asked_at + 3600 + 300 + 3000 + 5
+    # the same slot, asked about at chosen instants (the HTTP route reads the real clock): listed while five
+    # minutes are left before its lead time runs out, hidden after, and still bookable until the lead time
+    p = await ctx.bookings.store.require_practitioner("p1")
+
+    async def listed_at(now: int) -> bool:
+        return first in [s.starts_at for s in await ctx.bookings.free_slots(p, first - 60, first + 60, now)]
+
+    assert await listed_at(first - 3600 - 300)
+    assert not await listed_at(first - 3600 - 299)
+    await settled(redis_client)
+    before_keys, before_stream = sorted(await redis_client.keys("*")), await redis_client.xlen("ss:events")
+    r = await client.post("/v1/bookings", headers=c1, json={**P1, "starts_at": iso(time.time() + 1800)})
+    assert r.status_code == 422 and r.json()["code"] == "too_soon", r.text
+    assert sorted(await redis_client.keys("*")) == before_keys
+    assert await redis_client.xlen("ss:events") == before_stream
+    booked = await ctx.bookings.book(client_id="c1", practitioner_id="p1", starts_at=first, code=None,
+                                     expected_total=None, now=first - 3600)
+    assert booked.starts_at == first

@@ -23,6 +23,9 @@ from .store import BookingStore, Practitioner, at, iso, refusal
 PRACTITIONER_CACHE_S = 10.0
 PRACTITIONER_CACHE_SIZE = 10_000
 # Refusals that a stale cached practitioner can cause: retried once with a fresh read.
+# Slots are listed only if they start at least this long after the lead time, so that a slot a client
+# has just been shown is still bookable while they decide (a booking checks the lead time alone).
+LISTING_MARGIN_S = 300
 _STALE_REFUSALS = frozenset({"practitioner_changed", "not_bookable", "practitioner_not_found", "price_changed"})
 
 
@@ -78,7 +81,9 @@ class BookingService:
             return []
         windows, busy = await self.store.windows_and_busy(p.id, start, end)
         price = self.price(p, code, client_id=client_id, now=now)
-        found = rules.slots(windows, busy, session_s=p.session_s, start=start, end=end, bounds=self.bounds(now))
+        lead = self.settings.booking_lead_time_s + LISTING_MARGIN_S
+        found = rules.slots(windows, busy, session_s=p.session_s, start=start, end=end,
+                            bounds=self.bounds(now, lead_time_s=lead))
         return [Slot(s, e, price) for s, e in found]
 
     async def _practitioner_for_booking(self, pid: str, code: str | None, *, fresh: bool
