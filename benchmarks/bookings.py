@@ -299,6 +299,8 @@ async def main(args: argparse.Namespace) -> None:
         "p50_ms_system_redis": round(s["p50_ms"], 2), "p99_ms_system_redis": round(s["p99_ms"], 2),
         "hot_slot_per_s": round(e["hot_per_s"]), "hot_slot_per_s_system_redis": round(s["hot_per_s"]),
         "hot_slot_successes": e["hot_successes"], "hot_slot_successes_system_redis": s["hot_successes"],
+        "distinct_slots_booked": e["distinct_ok"], "distinct_slots_booked_system_redis": s["distinct_ok"],
+        "distinct_slots_tried": e["distinct_n"],
         "server_cpu_us_per_booking": round(e["cpu_us"]), "server_cpu_us_per_booking_system_redis": round(s["cpu_us"]),
         "ceiling_server_cpu_us_per_req": round(ceiling["cpu_us"]),
     }))
