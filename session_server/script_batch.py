@@ -77,7 +77,16 @@ class BatchedScript:
         self.batches += 1
         self.calls += len(batch)
         try:
-            replies = await self._pipeline(batch)
+            try:
+                replies = await self._pipeline(batch)
+            except redis.exceptions.DataError:
+                if len(batch) == 1:
+                    raise
+                # a value that cannot be sent fails the packing, before anything leaves: alone, each call
+                # fails or succeeds on its own
+                for call in batch:
+                    await self._send([call])
+                return
             unknown = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
             if unknown:  # Redis restarted or its scripts were flushed: load it again, resend those calls
                 await self.redis.script_load(self.script)

@@ -105,3 +105,15 @@ async def test_calls_still_queued_when_the_server_stops_fail_instead_of_hanging(
     ran = [r for r in results if isinstance(r, int)]
     assert all(isinstance(r, redis.exceptions.ConnectionError) for r in results if not isinstance(r, int))
     assert int(await redis_client.get("stop:n")) == 1 + len(ran)
+
+
+async def test_a_call_with_a_value_that_cannot_be_sent_fails_alone(
+        redis_client: aioredis.Redis, tasks: TaskSupervisor) -> None:
+    script = BatchedScript(redis_client, SCRIPT)
+    tasks.spawn("batch", script.run)
+    args: list[object] = [1, None, 2, 3]
+    results = await asyncio.gather(*(script(keys=["bad:n"], args=[a]) for a in args),  # type: ignore[list-item]
+                                   return_exceptions=True)
+    assert results[0] == 1 and results[2] == 3 and results[3] == 6
+    assert isinstance(results[1], redis.exceptions.DataError)
+    assert int(await redis_client.get("bad:n")) == 6
