@@ -25,6 +25,8 @@ class DomainError(Exception):
             self.code = code
         if status is not None:
             self.status = status
+        if type(self) is DomainError:  # a refusal of its own kind: its title names it ("Slot taken")
+            self.title = self.code.replace("_", " ").capitalize()
         self.extra = extra
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -117,3 +117,17 @@ async def test_an_exhausted_redis_pool_waits_then_answers_503(tmp_path: Path, re
         for h in holders:
             assert (await h).status_code == 200
         assert (await c.get("/t/count")).status_code == 200  # the pool recovers on its own
+
+
+async def test_a_refusal_of_its_own_kind_is_titled_by_its_code_not_as_a_bad_request(
+        client: httpx.AsyncClient, token: Callable[..., str]) -> None:
+    from .bookings_support import every_day, first_slot, make_practitioner
+    from .conftest import auth
+
+    await make_practitioner(client, "p1", weekly=every_day())
+    c = auth(token("client", "c1"))
+    slot = await first_slot(client, "p1", c)
+    r = await client.post("/v1/bookings", headers=c, json={"practitioner_id": "p1", "starts_at": slot["starts_at"],
+                                                           "expected_total": 1})
+    assert_problem(r, 409, "price_changed")
+    assert r.json()["title"] == "Price changed"
