@@ -22,10 +22,10 @@ from .store import BookingStore, Practitioner, at, iso, refusal
 # oldest entries dropped first.
 PRACTITIONER_CACHE_S = 10.0
 PRACTITIONER_CACHE_SIZE = 10_000
-# Refusals that a stale cached practitioner can cause: retried once with a fresh read.
 # Slots are listed only if they start at least this long after the lead time, so that a slot a client
 # has just been shown is still bookable while they decide (a booking checks the lead time alone).
 LISTING_MARGIN_S = 300
+# Refusals that a stale cached practitioner can cause: retried once with a fresh read.
 _STALE_REFUSALS = frozenset({"practitioner_changed", "not_bookable", "practitioner_not_found", "price_changed"})
 
 
