@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from session_server.demo import seed_demo
+from session_server.events import EVENTS_STREAM, Event
 from session_server.rooms.media_bridge import MEDIA_NODE, QUALITY, SfuBridge
 
 from .rooms_support import room_server
@@ -109,6 +110,22 @@ async def test_pages_see_each_others_video_through_the_server_and_its_quality_ve
                            for v in stored.values())
                 assert await r.ttl(QUALITY.format(room_id)) > 0
                 assert (await r.get(MEDIA_NODE.format(room_id))) == bridge.node_id.encode()
+                # and the record for the features that follow: each participant's media connected, and their
+                # verdicts as events, the last of which is the one support sees (read in one transaction)
+                pipe = r.pipeline(transaction=True)
+                pipe.hgetall(QUALITY.format(room_id))
+                pipe.xrange(EVENTS_STREAM)
+                latest, entries = await pipe.execute()
+                recorded = [e for e in (Event.from_fields(f) for _, f in entries)
+                            if e.type.startswith("media.") and e.body["booking_id"] == room_id]
+                for pid in ids.values():
+                    states = [e.body["state"] for e in recorded
+                              if e.type == "media.state_changed" and e.body["participant_id"] == pid]
+                    assert "connected" in states, (pid, states)
+                    verdicts = [e.body for e in recorded
+                                if e.type == "media.quality_changed" and e.body["participant_id"] == pid]
+                    assert verdicts and verdicts[0]["previous"] is None
+                    assert verdicts[-1]["quality"] == json.loads(latest[pid.encode()])["quality"]
             finally:
                 await r.aclose()
         finally:

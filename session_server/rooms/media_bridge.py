@@ -16,6 +16,9 @@ Redis layout (room id = booking id):
   ss:room:{id}:media_node   string with a TTL  the node id that runs the room's media
   ss:room:{id}:quality      hash with a TTL    participant id -> JSON {quality, up, down,
                                                suggest_audio_only, at}: the latest report
+  ss:events                 stream             media.state_changed on every media state change;
+                                               media.quality_changed when a participant's verdict
+                                               differs from the one stored (docs/events.md)
   ss:node:{node}:media      pub/sub channel    work forwarded to the node that runs a room's media:
                                                JSON {k: offer|candidate|left, room, sender, ...}
                             (ss:db{n}:node:{node}:media when the data lives in Redis database n > 0)
@@ -28,6 +31,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -40,11 +44,13 @@ from media.config import IceServer as MediaIceServer
 from media.config import MediaConfig
 from media.errors import MediaError
 from media.events import MediaEvent, MediaStateChanged, QualityReport
+from media.quality import DirectionStats
 from media.server import MediaServer
 from signaling import messages as m
 from signaling.bus import envelope
 from signaling.media import Publish, Signal
 
+from ..events import EVENTS_STREAM, LUA_XADD_EVENT, Event, add_to, lua_args
 from ..settings import Settings
 from .store import NODE
 
@@ -67,11 +73,33 @@ if (not owner) or owner == ARGV[1] or redis.call('EXISTS', ARGV[3] .. owner) == 
 end
 return owner
 """
+# Store a participant's latest quality report; record the verdict as an event when it differs from the
+# stored one (or none was stored). KEYS: quality hash, stream. ARGV: 1 participant, 2 record JSON,
+# 3 TTL (s), 4 verdict, 5-9 the event (whose body names no previous verdict: the script adds it).
+_QUALITY = LUA_XADD_EVENT + """
+local prev = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local before = prev and cjson.decode(prev).quality or nil
+if before == ARGV[4] then return 0 end
+local body = cjson.decode(ARGV[9])
+body.previous = before or cjson.null
+ARGV[9] = cjson.encode(body)
+xadd_event(KEYS[2], 5)
+return 1
+"""
 # Give the claim up only if it is still ours.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+def _summary(d: DirectionStats) -> dict[str, Any]:
+    """One direction's figures for the event, rounded: what a verdict was made of."""
+    return {"rtt_ms": None if d.rtt_ms is None else round(d.rtt_ms, 1), "loss": round(d.loss, 4),
+            "jitter_ms": round(d.jitter_ms, 1), "bitrate_bps": int(d.bitrate_bps),
+            "receiving": d.receiving}
 
 
 class ServerAnswer(msgspec.Struct, tag="answer", tag_field="type", omit_defaults=True):
@@ -142,6 +170,7 @@ class SfuBridge:
         self.media = MediaServer(config, registry=registry, on_event=self._on_event)
         self._claim = redis.register_script(_CLAIM)
         self._release = redis.register_script(_RELEASE)
+        self._quality = redis.register_script(_QUALITY)
 
     async def start(self) -> None:
         await self.media.start()
@@ -288,16 +317,25 @@ class SfuBridge:
         while True:
             event = await self._events.get()
             try:
-                await self._push(event)
+                await self.record(event)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("room %s: a media event could not be pushed", event.room_id)
 
-    async def _push(self, event: MediaEvent) -> None:
+    async def record(self, event: MediaEvent) -> None:
+        """Push what the SFU reported to the room, and record it: every media state change as an event,
+        the latest quality report per participant for support, a change of verdict as an event."""
         if isinstance(event, MediaStateChanged):
             notice = MediaStatus(id=self._ids(), participant_id=event.participant_id, state=event.state.value,
                                  reason=event.reason)
+            changed = Event("media.state_changed",
+                            {"booking_id": event.room_id, "participant_id": event.participant_id,
+                             "state": event.state.value, "reason": event.reason or None,
+                             "node_id": self.node_id, "at": int(time.time() * 1000)})
+            pipe = self._redis.pipeline(transaction=False)
+            add_to(pipe, changed)
+            await pipe.execute()
             await self._publish(event.room_id, envelope(msgspec.to_builtins(notice)))
             return
         assert isinstance(event, QualityReport)
@@ -306,9 +344,10 @@ class SfuBridge:
                           up=up, down=down, suggest_audio_only=event.suggest_audio_only, at=event.at)
         record = json.dumps({"quality": q.quality, "up": up, "down": down,
                              "suggest_audio_only": q.suggest_audio_only, "at": q.at}, separators=(",", ":"))
-        key = QUALITY.format(event.room_id)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(key, event.participant_id, record)
-        pipe.expire(key, QUALITY_TTL_S)
-        await pipe.execute()
+        verdict = Event("media.quality_changed",
+                        {"booking_id": event.room_id, "participant_id": event.participant_id,
+                         "quality": q.quality, "suggest_audio_only": q.suggest_audio_only,
+                         "up": _summary(event.up), "down": _summary(event.down), "at": int(event.at * 1000)})
+        await self._quality(keys=[QUALITY.format(event.room_id), EVENTS_STREAM],
+                            args=[event.participant_id, record, QUALITY_TTL_S, q.quality, *lua_args(verdict)])
         await self._publish(event.room_id, envelope(msgspec.to_builtins(q)))
