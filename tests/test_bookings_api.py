@@ -160,6 +160,15 @@ async def test_clients_see_their_own_admins_all_and_support_only_metadata(
                           json={**P1, "starts_at": slot["starts_at"]})
     assert r.status_code == 403
 
+    # an id names a person in one role: a client whose id is the practitioner's is not that practitioner
+    impostor = auth(token("client", "p1"))
+    assert (await client.get(f"/v1/bookings/{bid}", headers=impostor)).status_code == 404
+    assert (await client.get(f"/v1/bookings/{bid}/documents", headers=impostor)).status_code == 404
+    r = await client.post(f"/v1/bookings/{bid}/cancel", headers=impostor, json={"reason": "not mine"})
+    assert r.status_code == 404 and r.json()["code"] == "booking_not_found"
+    assert (await client.get(f"/v1/bookings/{bid}", headers=c1)).json()["status"] == "confirmed"
+    assert (await client.get(f"/v1/bookings/{bid}", headers=auth(token("practitioner", "p1")))).status_code == 200
+
 
 async def test_codes_discount_the_right_share_and_refuse_clearly(client: httpx.AsyncClient, token: Token,
                                                                  redis_client: aioredis.Redis) -> None:

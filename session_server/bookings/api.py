@@ -479,7 +479,7 @@ async def create_booking(request: Request) -> Response:
 
 
 def _may_see(identity: Identity, b: Booking) -> bool:
-    return identity.role in (Role.ADMIN, Role.SUPPORT) or identity.sub in b.parties()
+    return identity.role in (Role.ADMIN, Role.SUPPORT) or b.party(identity.sub, identity.role) is not None
 
 
 async def get_booking(request: Request) -> Response:
@@ -520,10 +520,9 @@ async def cancel_booking(request: Request) -> Response:
     svc, now = _service(request), _now()
     bid = request.path_params["bid"]
     booking = await svc.store.booking(bid)
-    if booking is None or not (identity.role is Role.ADMIN or identity.sub in booking.parties()):
+    by = "admin" if identity.role is Role.ADMIN else (booking.party(identity.sub, identity.role) if booking else None)
+    if booking is None or by is None:
         raise NotFound("no such booking", code="booking_not_found")
-    by = "admin" if identity.role is Role.ADMIN else (
-        "client" if identity.sub == booking.client_id else "practitioner")
     if by != "admin" and now >= booking.starts_at and booking.status is BookingStatus.CONFIRMED:
         raise DomainError("the session has already started; contact support", code="too_late_to_cancel",
                           status=409)

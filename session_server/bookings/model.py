@@ -46,8 +46,14 @@ class Booking:
     created_at: int
     timezone: str
 
-    def parties(self) -> frozenset[str]:
-        return frozenset({self.practitioner_id, self.client_id})
+    def party(self, sub: str, role: str) -> str | None:
+        """"client" or "practitioner" if `sub` in that role is one of this booking's parties, else None.
+        The role counts: one id may name both a client and a practitioner of the platform."""
+        if role == "client" and sub == self.client_id:
+            return "client"
+        if role == "practitioner" and sub == self.practitioner_id:
+            return "practitioner"
+        return None
 
     @property
     def start(self) -> datetime:

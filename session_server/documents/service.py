@@ -363,7 +363,7 @@ class DocumentService:
 
     async def list_for_booking(self, identity: Identity, booking_id: str) -> list[dict[str, Any]]:
         booking = await load_booking(self.redis, booking_id) if rules.USER_ID.match(booking_id) else None
-        if booking is None or identity.sub not in booking.parties():
+        if booking is None or booking.party(identity.sub, identity.role) is None:
             raise NotFound("no such booking among yours", code="booking_not_found")
         shares = [s for s in await self.store.shares_for_booking(booking_id) if s.active]
         return await self._visible(identity, shares, {booking_id: booking})
