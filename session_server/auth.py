@@ -15,6 +15,7 @@ import base64
 import binascii
 import enum
 import hmac
+import re
 import time
 import uuid
 from collections import OrderedDict
@@ -26,6 +27,10 @@ import jwt
 from starlette.requests import HTTPConnection
 
 from .errors import Forbidden, InvalidInput, Unauthenticated
+
+# A person's id (a token's `sub`) and the ids of practitioners: letters, digits and `._@-`. Never `:`,
+# which separates the parts of Redis keys: "p1:windows" would otherwise name another record's key.
+USER_ID = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
 
 ALGORITHM = "HS256"
 LEEWAY_S = 5
@@ -135,6 +140,8 @@ class TokenAuthority:
              key_id: str | None = None, now: float | None = None) -> tuple[str, int]:
         if not 1 <= ttl_s <= self.max_ttl_s:
             raise InvalidInput(f"ttl_s must be between 1 and {self.max_ttl_s}", code="bad_ttl")
+        if not USER_ID.match(sub):
+            raise InvalidInput("sub must be 1 to 128 letters, digits or ._@-", code="bad_sub")
         grants_list = None if grants is None else list(grants)
         _permissions(role, grants_list)  # refuse unknown grants now, not at first use
         kid = key_id or self._default_kid
@@ -193,7 +200,7 @@ class TokenAuthority:
             raise Unauthenticated("the token lives longer than allowed", code="token_invalid")
         sub, name = claims["sub"], claims.get("name", "")
         grants = claims.get("grants")
-        if (not isinstance(sub, str) or not sub or not isinstance(name, str)
+        if (not isinstance(sub, str) or not USER_ID.match(sub) or not isinstance(name, str)
                 or (grants is not None and not (isinstance(grants, list)
                                                 and all(isinstance(g, str) for g in grants)))):
             raise Unauthenticated("the token's claims are malformed", code="token_invalid")

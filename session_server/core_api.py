@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .auth import Role, api_key_credentials, authenticate
+from .auth import USER_ID, Role, api_key_credentials, authenticate
 from .context import AppContext
 from .http import Body, problem, read_json
 from .metrics import metrics_endpoint
@@ -35,7 +35,7 @@ async def readyz(request: Request) -> Response:
 
 
 class TokenRequest(Body):
-    sub: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")
+    sub: str = Field(pattern=USER_ID.pattern)
     name: str = Field(default="", max_length=200)
     role: Role
     ttl_s: int = Field(default=3600, ge=1)

@@ -333,6 +333,9 @@ def _bad_cases() -> list[tuple[str, str, str, dict[str, Any] | None, dict[str, s
                                                             "price_minor": 1}, None, 422),
         ("unknown zone", "POST", "/v1/practitioners", {"id": "p5", "display_name": "x", "specialty": "dietitian",
                                                        "price_minor": 1, "timezone": "Mars/Olympus"}, None, 422),
+        ("practitioner id with a colon", "POST", "/v1/practitioners", {"id": "p1:windows", "display_name": "x",
+                                                                       "specialty": "dietitian", "price_minor": 1},
+         None, 422),
         ("unknown practitioner field", "POST", "/v1/practitioners", {"id": "p5", "display_name": "x",
                                                                      "specialty": "dietitian", "price_minor": 1,
                                                                      "rating": 5}, None, 422),
@@ -441,7 +444,8 @@ async def test_a_round_the_clock_slot_stays_listed_and_bookable_when_availabilit
 
     shown = await listed()
     assert shown[0] == iso(day.timestamp())  # local midnight
-    assert len(shown) == 28 and shown[-1] == iso(day.timestamp() + 27 * 3000)  # 22:30 local: the last that ends by midnight
+    # 22:30 local: the last that ends by midnight
+    assert len(shown) == 28 and shown[-1] == iso(day.timestamp() + 27 * 3000)
     r = await client.post("/v1/bookings", headers=c1, json={**P1, "starts_at": shown[-1]})
     assert r.status_code == 201, r.text
     # published again as if tomorrow (the HTTP route reads the real clock, so through the service)

@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from ledger.pricing import CodeKind, DiscountCode
 
-from ..auth import Identity, Permission, Role, authenticate, authenticate_admin
+from ..auth import USER_ID, Identity, Permission, Role, authenticate, authenticate_admin
 from ..context import AppContext
 from ..errors import DomainError, Forbidden, InvalidInput, NotFound
 from ..events import Event
@@ -33,7 +33,7 @@ from .store import (
     iso,
 )
 
-ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
+ID_PATTERN = USER_ID.pattern
 CODE_PATTERN = r"^[A-Z0-9_-]{3,32}$"
 MAX_PRICE_MINOR = 100_000_000  # one million in major units: anything above is a typo
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")

@@ -13,7 +13,8 @@ from session_server.context import AppContext
 from session_server.errors import Forbidden, InvalidInput, UnsupportedMediaType
 from session_server.http import Body, parse_query, read_json
 
-from .rules import MAX_CLIENTS_PER_SHARE, USER_ID
+from ..auth import USER_ID
+from .rules import MAX_CLIENTS_PER_SHARE
 from .service import DocumentService
 
 NO_STORE = {"Cache-Control": "no-store"}

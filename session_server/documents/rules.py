@@ -29,7 +29,6 @@ from session_server.errors import (
 )
 
 DOCUMENT_ID = re.compile(r"^[0-9a-f]{32}$")
-USER_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 MAX_CLIENTS_PER_SHARE = 100
 
 

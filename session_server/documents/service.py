@@ -28,7 +28,7 @@ from files.blobs import BlobStore
 from files.keyring import KeyRing
 from files.names import UnsafeName, safe_name
 from files.sniff import SNIFF_BYTES, TEXT, Refused, TextGuard, sniff
-from session_server.auth import Identity
+from session_server.auth import USER_ID, Identity
 from session_server.bookings.model import Booking, load_booking
 from session_server.errors import InvalidInput, NotFound
 from session_server.settings import Settings
@@ -362,7 +362,7 @@ class DocumentService:
         return await self._visible(identity, mine)
 
     async def list_for_booking(self, identity: Identity, booking_id: str) -> list[dict[str, Any]]:
-        booking = await load_booking(self.redis, booking_id) if rules.USER_ID.match(booking_id) else None
+        booking = await load_booking(self.redis, booking_id) if USER_ID.match(booking_id) else None
         if booking is None or booking.party(identity.sub, identity.role) is None:
             raise NotFound("no such booking among yours", code="booking_not_found")
         shares = [s for s in await self.store.shares_for_booking(booking_id) if s.active]
