@@ -333,6 +333,8 @@ def _bad_cases() -> list[tuple[str, str, str, dict[str, Any] | None, dict[str, s
                                                             "price_minor": 1}, None, 422),
         ("unknown zone", "POST", "/v1/practitioners", {"id": "p5", "display_name": "x", "specialty": "dietitian",
                                                        "price_minor": 1, "timezone": "Mars/Olympus"}, None, 422),
+        ("practitioner in another currency", "POST", "/v1/practitioners",
+         {"id": "p5", "display_name": "x", "specialty": "dietitian", "price_minor": 5000, "currency": "EUR"}, None, 422),
         ("practitioner id with a colon", "POST", "/v1/practitioners", {"id": "p1:windows", "display_name": "x",
                                                                        "specialty": "dietitian", "price_minor": 1},
          None, 422),

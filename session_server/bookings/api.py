@@ -262,6 +262,9 @@ async def create_practitioner(request: Request) -> Response:
     body = await read_json(request, PractitionerIn)
     svc, now = _service(request), _now()
     currency = body.currency or svc.settings.currency
+    if currency != svc.settings.currency:
+        # the platform's commission is one amount in one currency: adding it to another would be wrong
+        raise InvalidInput(f"prices are in {svc.settings.currency} on this platform", code="currency_not_supported")
     zone = body.timezone or svc.settings.default_timezone
     fields = {"id": body.id, "display_name": body.display_name, "specialty": body.specialty.value,
               "session_minutes": str(body.session_minutes), "price_minor": str(body.price_minor),
