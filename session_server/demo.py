@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute
 from .auth import Role
 from .bookings.model import BookingStatus
 from .bookings.rules import DAY_S, PractitionerStatus, merge
-from .bookings.store import at
+from .bookings.store import at, iso
 from .context import AppContext
 from .errors import DomainError
 from .events import Event
@@ -56,10 +56,13 @@ async def seed_demo(ctx: AppContext, *, now: int | None = None, echo: bool = Tru
     # One window starting at the demo booking (so it is on the grid), and daily hours for a week.
     windows = merge([(starts_at, starts_at + 4 * 3600),
                      *((starts_at + d * DAY_S, starts_at + d * DAY_S + 6 * 3600) for d in range(1, 8))])
-    spec = {"note": "demo availability", "weekly": [], "exceptions": []}
+    # (published as windows, not from weekly hours: the spec on record is empty, so a change of zone
+    # expands nothing and drops these windows, as it would for a practitioner with no weekly hours)
+    spec: dict[str, list[Any]] = {"weekly": [], "exceptions": []}
     await store.publish_availability(PRACTITIONER_ID, spec, windows, Event(
         "availability.published", {"practitioner_id": PRACTITIONER_ID, "timezone": p.timezone,
-                                    "windows": len(windows), "first_start": None, "last_end": None},
+                                    "windows": len(windows), "first_start": iso(windows[0][0]),
+                                    "last_end": iso(windows[-1][1])},
         time=at(t)), t)
     previous = await ctx.redis.get(LAST_BOOKING_KEY)
     if previous:

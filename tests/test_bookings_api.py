@@ -334,7 +334,8 @@ def _bad_cases() -> list[tuple[str, str, str, dict[str, Any] | None, dict[str, s
         ("unknown zone", "POST", "/v1/practitioners", {"id": "p5", "display_name": "x", "specialty": "dietitian",
                                                        "price_minor": 1, "timezone": "Mars/Olympus"}, None, 422),
         ("practitioner in another currency", "POST", "/v1/practitioners",
-         {"id": "p5", "display_name": "x", "specialty": "dietitian", "price_minor": 5000, "currency": "EUR"}, None, 422),
+         {"id": "p5", "display_name": "x", "specialty": "dietitian", "price_minor": 5000, "currency": "EUR"},
+         None, 422),
         ("practitioner id with a colon", "POST", "/v1/practitioners", {"id": "p1:windows", "display_name": "x",
                                                                        "specialty": "dietitian", "price_minor": 1},
          None, 422),
@@ -489,3 +490,23 @@ async def test_a_listed_slot_leaves_five_minutes_to_book_it_and_a_slot_within_th
     booked = await ctx.bookings.book(client_id="c1", practitioner_id="p1", starts_at=first, code=None,
                                      expected_total=None, now=first - 3600)
     assert booked.starts_at == first
+
+
+async def test_a_move_of_time_zone_is_not_refused_for_an_exception_day_already_past(
+        client: httpx.AsyncClient, app: Starlette, token: Token) -> None:
+    ctx: AppContext = app.state.ctx
+    await make_practitioner(client, "mover", weekly=every_day("09:00", "12:00"))
+    p = await ctx.bookings.store.require_practitioner("mover")
+    # published two days ago, with a blocked day that was then tomorrow and is now yesterday
+    then = int(time.time()) - 2 * 86400
+    blocked = (datetime.fromtimestamp(then, ZoneInfo("Africa/Algiers")) + timedelta(days=1)).date().isoformat()
+    upcoming = local_day(3)
+    raw = {"weekly": [{"day": d, "start": "09:00", "end": "12:00"} for d in
+                      ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")],
+           "exceptions": [{"date": blocked, "blocked": True}, {"date": upcoming, "blocked": True}]}
+    await ctx.bookings.publish(p, AvailabilityIn.model_validate(raw).spec(), raw, then)
+    r = await client.patch("/v1/practitioners/mover", headers=api_key_auth(), json={"timezone": "Asia/Tokyo"})
+    assert r.status_code == 200, r.text
+    r = await client.get("/v1/practitioners/mover/availability", headers=auth(token("client", "c1")))
+    # the past day is history and is dropped; the coming one still blocks its day
+    assert [e["date"] for e in r.json()["availability"]["exceptions"]] == [upcoming]

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from session_server.app import create_app
 
 from .bookings_support import events
-from .conftest import auth, make_settings, running
+from .conftest import api_key_auth, auth, make_settings, running
 
 
 async def test_the_demo_seeds_a_bookable_practitioner_and_a_booking_minutes_away(
@@ -56,3 +56,15 @@ async def test_the_demo_seeds_a_bookable_practitioner_and_a_booking_minutes_away
         assert second and second[0] != booking_id
     assert len(await events(redis_client, "booking.created")) == 2
     assert len(await events(redis_client, "booking.cancelled")) == 1
+
+
+
+async def test_the_demo_practitioner_can_move_time_zone(tmp_path: Path, redis_url: str) -> None:
+    app = create_app(make_settings(tmp_path, redis_url, demo=True, port=8124))
+    async with running(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            r = await http.patch("/v1/practitioners/demo-practitioner", headers=api_key_auth(),
+                                 json={"timezone": "Europe/Paris"})
+    assert r.status_code == 200, r.text
+    assert r.json()["timezone"] == "Europe/Paris"

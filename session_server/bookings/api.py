@@ -294,14 +294,17 @@ async def update_practitioner(request: Request) -> Response:
     # so what was published is expanded again (checked first, so that a refusal changes nothing).
     moved = None
     if changes.get("timezone", before.timezone) != before.timezone and before.availability:
-        moved = AvailabilityIn.model_validate(before.availability)
+        # exceptions for days already past in the new zone are history, not a reason to refuse the move
+        today = rules.local_today(now, ZoneInfo(changes["timezone"]))
+        published = AvailabilityIn.model_validate(before.availability)
+        moved = published.model_copy(update={"exceptions": [e for e in published.exceptions if e.date >= today]})
         svc.check_availability(moved.spec(), changes["timezone"], now)
     event = Event("practitioner.updated", {"practitioner_id": pid, "changes": changes}, time=at(now))
     await svc.store.update_practitioner(pid, {**{k: str(v) for k, v in changes.items()},
                                               "updated_at": str(now)}, event)
     after = await svc.store.require_practitioner(pid)
     if moved is not None:
-        await svc.publish(after, moved.spec(), before.availability, now)
+        await svc.publish(after, moved.spec(), moved.model_dump(mode="json"), now)
     return JSONResponse(after.as_json())
 
 
