@@ -214,6 +214,14 @@ async def test_codes_discount_the_right_share_and_refuse_clearly(client: httpx.A
     r = await client.post("/v1/bookings", headers=c2, json={**P1, "starts_at": slot["starts_at"],
                                                             "code": "FRIEND"})
     assert r.status_code == 422 and r.json()["code"] == "code_already_used"
+    # the quote and the slots say so before the client tries to book, for that client only
+    r = await client.get("/v1/quotes", headers=c2, params={**P1, "code": "FRIEND"})
+    assert r.status_code == 422 and r.json()["code"] == "code_already_used"
+    r = await client.get(SLOTS, headers=c2, params={"from": iso(time.time()), "to": iso(time.time() + 86400),
+                                                    "code": "FRIEND"})
+    assert r.status_code == 422 and r.json()["code"] == "code_already_used"
+    r = await client.get("/v1/quotes", headers=auth(token("client", "c3")), params={**P1, "code": "FRIEND"})
+    assert r.status_code == 200 and r.json()["discount"] > 0
 
 
 async def _book_direct(ctx: AppContext, n: int, starts_at: int) -> str:

@@ -398,7 +398,7 @@ async def get_slots(request: Request) -> Response:
     except rules.AvailabilityError as exc:
         raise DomainError(str(exc), code=exc.code, status=422) from None
     svc, now = _service(request), _now()
-    p, code = await svc.load_for_quote(pid, q.code)
+    p, code = await svc.load_for_quote(pid, q.code, identity.sub)
     if p.status is not PractitionerStatus.ACTIVE and not _can_see_inactive(identity, pid):
         raise NotFound("no such practitioner", code="practitioner_not_found")
     found = await svc.free_slots(p, start, end, now, code, identity.sub)
@@ -410,7 +410,7 @@ async def get_quote(request: Request) -> Response:
     identity = authenticate(request)
     q = parse_query(request, QuoteQuery)
     svc, now = _service(request), _now()
-    p, code = await svc.load_for_quote(q.practitioner_id, q.code)
+    p, code = await svc.load_for_quote(q.practitioner_id, q.code, identity.sub)
     return JSONResponse({"practitioner_id": p.id, **svc.price(p, code, client_id=identity.sub, now=now).as_json()})
 
 

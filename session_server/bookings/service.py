@@ -67,12 +67,15 @@ class BookingService:
                 raise refusal(exc.refusal.value, str(exc)) from None
         return quote(p.price_minor, self.settings.platform_commission_minor, p.currency, code)
 
-    async def load_for_quote(self, pid: str, code: str | None) -> tuple[Practitioner, DiscountCode | None]:
-        p, c = await self.store.practitioner_and_code(pid, code)
+    async def load_for_quote(self, pid: str, code: str | None, client_id: str = ""
+                             ) -> tuple[Practitioner, DiscountCode | None]:
+        p, c, used = await self.store.practitioner_and_code(pid, code, client_id)
         if p is None:
             raise refusal("practitioner_not_found")
         if code and c is None:
             raise refusal("code_unknown", f"no code {code}")
+        if used:  # the booking script would refuse it: the quote and the slots say so first
+            raise refusal("code_already_used")
         return p, c
 
     async def free_slots(self, p: Practitioner, start: int, end: int, now: int,
@@ -86,13 +89,13 @@ class BookingService:
                             bounds=self.bounds(now, lead_time_s=lead))
         return [Slot(s, e, price) for s, e in found]
 
-    async def _practitioner_for_booking(self, pid: str, code: str | None, *, fresh: bool
+    async def _practitioner_for_booking(self, pid: str, code: str | None, client_id: str, *, fresh: bool
                                         ) -> tuple[Practitioner, DiscountCode | None]:
         """The practitioner from a short cache (a stale entry is caught by the booking script's rev check)."""
         cached = None if fresh or code else self._cache.get(pid)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1], None
-        p, c = await self.load_for_quote(pid, code)
+        p, c = await self.load_for_quote(pid, code, client_id)
         self._cache.pop(pid, None)
         self._cache[pid] = (time.monotonic() + PRACTITIONER_CACHE_S, p)
         if len(self._cache) > PRACTITIONER_CACHE_SIZE:
@@ -116,7 +119,7 @@ class BookingService:
 
     async def _book(self, *, client_id: str, practitioner_id: str, starts_at: int, code: str | None,
                     expected_total: int | None, now: int, lead_time_s: int | None, fresh: bool) -> Booking:
-        p, c = await self._practitioner_for_booking(practitioner_id, code, fresh=fresh)
+        p, c = await self._practitioner_for_booking(practitioner_id, code, client_id, fresh=fresh)
         booking, event = self.prepare_booking(p, c, client_id=client_id, starts_at=starts_at,
                                               expected_total=expected_total, now=now, lead_time_s=lead_time_s)
         await self.store.book(booking, p, event, now)

@@ -401,17 +401,22 @@ class BookingStore:
         raw = await self.redis.hgetall(CODE_KEY.format(code))
         return code_from_hash(raw) if raw else None
 
-    async def practitioner_and_code(self, pid: str, code: str | None
-                                    ) -> tuple[Practitioner | None, DiscountCode | None]:
-        # Two plain reads, not a pipeline: on the booking path a pipeline costs more client time than
-        # the round trip it saves.
+    async def practitioner_and_code(self, pid: str, code: str | None, client_id: str = ""
+                                    ) -> tuple[Practitioner | None, DiscountCode | None, bool]:
+        """The practitioner, the code, and whether `client_id` already used that code when it is one a
+        client may use once (referral codes)."""
+        # Plain reads, not a pipeline: on the booking path a pipeline costs more client time than the
+        # round trip it saves.
         raw = await self.redis.hgetall(PRACTITIONER_KEY.format(pid))
         p = Practitioner.from_hash(raw) if raw else None
-        c = None
+        c, used = None, False
         if code and p is not None:
             raw_code = await self.redis.hgetall(CODE_KEY.format(code))
             c = code_from_hash(raw_code) if raw_code else None
-        return p, c
+            once = any(_d(k) == "once_per_client" and _d(v) == "1" for k, v in raw_code.items())
+            if c is not None and client_id and once:
+                used = bool(await self.redis.sismember(CODE_CLIENTS_KEY.format(code), client_id))
+        return p, c, used
 
     # --- bookings ---
 
