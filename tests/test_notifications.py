@@ -96,12 +96,19 @@ async def test_a_client_waiting_for_a_full_practitioner_is_told_when_slots_appea
             return [n for n in await _unread(http, p) if n["kind"] == "clients.waiting"]
 
         assert len(await eventually(waiting_notice, what="the practitioner to learn a client waits")) == 1
-        r = await http.put("/v1/practitioners/p1/availability", headers=p,
-                           json={"exceptions": [{"date": local_day(2), "start": "10:00", "end": "12:00"}]})
-        assert r.status_code == 200 and r.json()["waiting_clients"] == 1
 
         async def slots_notice() -> list[dict[str, Any]]:
             return [n for n in await _unread(http, c) if n["kind"] == "slots.available"]
+
+        # half an hour cannot hold a 50-minute session: no slot appeared, nobody is told, the client still waits
+        r = await http.put("/v1/practitioners/p1/availability", headers=p,
+                           json={"exceptions": [{"date": local_day(2), "start": "10:00", "end": "10:30"}]})
+        assert r.status_code == 200 and r.json()["waiting_clients"] == 1
+        await settled(redis_client)
+        assert await slots_notice() == []
+        r = await http.put("/v1/practitioners/p1/availability", headers=p,
+                           json={"exceptions": [{"date": local_day(2), "start": "10:00", "end": "12:00"}]})
+        assert r.status_code == 200 and r.json()["waiting_clients"] == 1
 
         found = await eventually(slots_notice, what="the waiting client to be told")
         assert found[0]["data"] == {"practitioner_id": "p1"}

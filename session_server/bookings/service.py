@@ -164,8 +164,14 @@ class BookingService:
         zone = ZoneInfo(p.timezone)
         self.check_availability(spec, p.timezone, now)
         windows = rules.expand(spec, now=now, zone=zone, horizon_days=self.settings.booking_horizon_days)
+        bookable = 0
+        if windows and p.status is PractitionerStatus.ACTIVE:  # waiting clients are told only of real slots
+            bounds = self.bounds(now)
+            _, busy = await self.store.windows_and_busy(p.id, bounds.earliest, bounds.latest + p.session_s)
+            bookable = len(rules.slots(windows, busy, session_s=p.session_s, start=bounds.earliest,
+                                       end=bounds.latest + 1, bounds=bounds))
         event = Event("availability.published",
-                      {"practitioner_id": p.id, "timezone": p.timezone, "windows": len(windows),
+                      {"practitioner_id": p.id, "timezone": p.timezone, "windows": len(windows), "slots": bookable,
                        "first_start": iso(windows[0][0]) if windows else None,
                        "last_end": iso(windows[-1][1]) if windows else None}, time=at(now))
         waiting = await self.store.publish_availability(p.id, raw_spec, windows, event, now)

@@ -37,7 +37,8 @@ def notification_id(event_id: str, user_id: str) -> str:
 
 def needs_waiting_clients(event: Event) -> bool:
     """Does deciding on this event need the practitioner's waiting list?"""
-    return event.type == "availability.published" and int(event.body.get("windows", 0)) > 0
+    # "slots": bookable slots at publication (events written before it was added count windows)
+    return event.type == "availability.published" and int(event.body.get("slots", event.body.get("windows", 0))) > 0
 
 
 _PARTIES = ("client", "practitioner")
