@@ -518,3 +518,32 @@ async def test_a_move_of_time_zone_is_not_refused_for_an_exception_day_already_p
     r = await client.get("/v1/practitioners/mover/availability", headers=auth(token("client", "c1")))
     # the past day is history and is dropped; the coming one still blocks its day
     assert [e["date"] for e in r.json()["availability"]["exceptions"]] == [upcoming]
+
+
+async def test_a_cancelled_booking_gives_its_code_use_back(client: httpx.AsyncClient, token: Token) -> None:
+    await make_practitioner(client, "p1", weekly=every_day())
+    p = auth(token("practitioner", "p1"))
+    r = await client.post("/v1/practitioners/p1/codes", headers=p, json={"code": "ONCE", "percent": 50, "max_uses": 1})
+    assert r.status_code == 201, r.text
+    r = await client.post("/v1/codes", headers=api_key_auth(), json={
+        "code": "FRIEND", "kind": "referral", "referrer_id": "c9", "amount_minor": 10_000})
+    assert r.status_code == 201, r.text
+    c1, c2 = auth(token("client", "c1")), auth(token("client", "c2"))
+
+    async def book(headers: dict[str, str], code: str) -> httpx.Response:
+        slot = await first_slot(client, "p1", headers)
+        return await client.post("/v1/bookings", headers=headers, json={**P1, "starts_at": slot["starts_at"],
+                                                                         "code": code})
+
+    once, friend = await book(c1, "ONCE"), await book(c1, "FRIEND")
+    assert once.status_code == 201 and friend.status_code == 201
+    assert (await book(c2, "ONCE")).json()["code"] == "code_used_up"
+    assert (await book(c1, "FRIEND")).json()["code"] == "code_already_used"
+    for b in (once, friend):
+        r = await client.post(f"/v1/bookings/{b.json()['id']}/cancel", headers=c1, json={"reason": "plans changed"})
+        assert r.status_code == 200, r.text
+    # the sessions were never had: the single use and the once-per-client use are there to use again
+    again = await book(c2, "ONCE")
+    assert again.status_code == 201 and again.json()["price"]["discount"] == 100_000
+    assert (await book(c1, "FRIEND")).status_code == 201
+    assert (await book(c1, "ONCE")).json()["code"] == "code_used_up"

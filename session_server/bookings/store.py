@@ -156,8 +156,10 @@ return {'ok'}
 """
 
 # Compare-and-set a status with its event, optionally releasing a held range and checking a guard field.
-# KEYS: hash, stream, [hold zset, hold zset]. ARGV: 1-5 event, 6 allowed current statuses (comma list),
-# 7 guard field ('' none), 8 guard value, 9 hold member ('' none), 10.. field pairs.
+# KEYS: hash, stream, [hold zset, hold zset, [code hash, code clients set]]. ARGV: 1-5 event, 6 allowed
+# current statuses (comma list), 7 guard field ('' none), 8 guard value, 9 hold member ('' none), 10..
+# field pairs. With the code's keys (a cancelled booking that used a code), the use is given back: one
+# use fewer counted, and the booking's client may use a once-per-client code again.
 STATUS_LUA = LUA_XADD_EVENT + _PAIRS + """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return {'not_found'} end
@@ -168,7 +170,12 @@ if ARGV[7] ~= '' and redis.call('HGET', KEYS[1], ARGV[7]) ~= ARGV[8] then return
 hset_pairs(KEYS[1], 10)
 redis.call('HINCRBY', KEYS[1], 'rev', 1)
 if ARGV[9] ~= '' then
-  for i = 3, #KEYS do redis.call('ZREM', KEYS[i], ARGV[9]) end
+  redis.call('ZREM', KEYS[3], ARGV[9])
+  redis.call('ZREM', KEYS[4], ARGV[9])
+  if KEYS[6] then
+    if tonumber(redis.call('HGET', KEYS[5], 'uses') or '0') > 0 then redis.call('HINCRBY', KEYS[5], 'uses', -1) end
+    redis.call('SREM', KEYS[6], redis.call('HGET', KEYS[1], 'client_id'))
+  end
 end
 xadd_event(KEYS[2], 1)
 return {'ok', cur}
@@ -467,9 +474,12 @@ class BookingStore:
         pairs = ["status", to_status.value, "status_changed_at", str(now)]
         for k, v in (extra or {}).items():
             pairs += [k, v]
+        keys = [BOOKING_KEY.format(booking_id), self.stream, P_HOLDS_KEY.format(booking.practitioner_id),
+                C_HOLDS_KEY.format(booking.client_id)]
+        if to_status is BookingStatus.CANCELLED and booking.code:  # a session not had gives its code use back
+            keys += [CODE_KEY.format(booking.code), CODE_CLIENTS_KEY.format(booking.code)]
         status, rest = _result(await self._status(
-            keys=[BOOKING_KEY.format(booking_id), self.stream, P_HOLDS_KEY.format(booking.practitioner_id),
-                  C_HOLDS_KEY.format(booking.client_id)],
+            keys=keys,
             # compare-and-set against the state we decided on, so a concurrent change cannot slip in
             args=[*lua_args(event), booking.status.value, "", "", member, *pairs]))
         if status == "illegal":
