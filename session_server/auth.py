@@ -243,14 +243,27 @@ def api_key_credentials(conn: HTTPConnection) -> tuple[str, str]:
                           code="api_key_missing", headers={"WWW-Authenticate": 'Basic realm="api"'})
 
 
+def _platform(conn: HTTPConnection) -> Identity | None:
+    """The platform's backend, an admin, when the request carries its API key (Basic auth)."""
+    if conn.headers.get("authorization", "").partition(" ")[0].lower() != "basic":
+        return None
+    authority: TokenAuthority = conn.app.state.ctx.tokens
+    key_id = authority.check_api_key(*api_key_credentials(conn))
+    return Identity(sub=f"api-key:{key_id}", name="platform", role=Role.ADMIN,
+                    permissions=ROLE_PERMISSIONS[Role.ADMIN], grants=None, expires_at=0)
+
+
 def authenticate_admin(conn: HTTPConnection) -> Identity:
     """An admin: either an admin token, or the platform's backend with its API key (Basic auth)."""
-    scheme = conn.headers.get("authorization", "").partition(" ")[0].lower()
-    if scheme == "basic":
-        authority: TokenAuthority = conn.app.state.ctx.tokens
-        key_id = authority.check_api_key(*api_key_credentials(conn))
-        return Identity(sub=f"api-key:{key_id}", name="platform", role=Role.ADMIN,
-                        permissions=ROLE_PERMISSIONS[Role.ADMIN], grants=None, expires_at=0)
+    platform = _platform(conn)
+    if platform is not None:
+        return platform
     identity = authenticate(conn)
     identity.require_role(Role.ADMIN)
     return identity
+
+
+def authenticate_any(conn: HTTPConnection) -> Identity:
+    """Any token's identity, or the platform's backend (an admin) with its API key."""
+    platform = _platform(conn)
+    return platform if platform is not None else authenticate(conn)

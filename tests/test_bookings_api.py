@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import time
 from collections.abc import Callable
@@ -547,3 +548,23 @@ async def test_a_cancelled_booking_gives_its_code_use_back(client: httpx.AsyncCl
     assert again.status_code == 201 and again.json()["price"]["discount"] == 100_000
     assert (await book(c1, "FRIEND")).status_code == 201
     assert (await book(c1, "ONCE")).json()["code"] == "code_used_up"
+
+
+async def test_the_platforms_backend_reads_and_cancels_with_its_api_key(client: httpx.AsyncClient,
+                                                                        token: Token) -> None:
+    await make_practitioner(client, "p1", weekly=every_day())
+    await make_practitioner(client, "p2", weekly=every_day(), activate=False)
+    c1 = auth(token("client", "c1"))
+    slot = await first_slot(client, "p1", c1)
+    bid = (await client.post("/v1/bookings", headers=c1, json={**P1, "starts_at": slot["starts_at"]})).json()["id"]
+    key = api_key_auth()
+    r = await client.get("/v1/practitioners", headers=key)
+    assert r.status_code == 200 and {p["id"]: p["status"] for p in r.json()["practitioners"]} == {
+        "p1": "active", "p2": "pending_review"}
+    assert (await client.get("/v1/practitioners/p2", headers=key)).status_code == 200
+    assert [b["id"] for b in (await client.get("/v1/bookings", headers=key)).json()["bookings"]] == [bid]
+    assert "price" in (await client.get(f"/v1/bookings/{bid}", headers=key)).json()
+    r = await client.post(f"/v1/bookings/{bid}/cancel", headers=key, json={"reason": "duplicate payment"})
+    assert r.status_code == 200 and r.json()["cancellation"] == {"reason": "duplicate payment", "by": "admin"}
+    bad = {"Authorization": "Basic " + base64.b64encode(b"bench:wrong").decode()}
+    assert (await client.get("/v1/bookings", headers=bad)).status_code == 401

@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from ledger.pricing import CodeKind, DiscountCode
 
-from ..auth import USER_ID, Identity, Permission, Role, authenticate, authenticate_admin
+from ..auth import USER_ID, Identity, Permission, Role, authenticate, authenticate_admin, authenticate_any
 from ..context import AppContext
 from ..errors import DomainError, Forbidden, InvalidInput, NotFound
 from ..events import Event
@@ -336,7 +336,7 @@ async def set_price(request: Request) -> Response:
 
 
 async def get_practitioner(request: Request) -> Response:
-    identity = authenticate(request)
+    identity = authenticate_any(request)
     p = await _service(request).store.require_practitioner(request.path_params["pid"])
     if p.status is not PractitionerStatus.ACTIVE and not _can_see_inactive(identity, p.id):
         raise NotFound("no such practitioner", code="practitioner_not_found")
@@ -353,7 +353,7 @@ class ListQuery(Body):
 
 
 async def list_practitioners(request: Request) -> Response:
-    identity = authenticate(request)
+    identity = authenticate_any(request)
     q = parse_query(request, ListQuery)
     found = await _service(request).store.practitioners(limit=1000)
     out = [p.as_json() for p in found
@@ -379,7 +379,7 @@ async def put_availability(request: Request) -> Response:
 
 
 async def get_availability(request: Request) -> Response:
-    authenticate(request)
+    authenticate_any(request)
     pid = request.path_params["pid"]
     svc, now = _service(request), _now()
     p = await svc.store.require_practitioner(pid)
@@ -389,7 +389,7 @@ async def get_availability(request: Request) -> Response:
 
 
 async def get_slots(request: Request) -> Response:
-    identity = authenticate(request)
+    identity = authenticate_any(request)
     pid = request.path_params["pid"]
     q = parse_query(request, SlotsQuery)
     start, end = _check_epoch_range(q.start), _check_epoch_range(q.end)
@@ -407,7 +407,7 @@ async def get_slots(request: Request) -> Response:
 
 
 async def get_quote(request: Request) -> Response:
-    identity = authenticate(request)
+    identity = authenticate_any(request)
     q = parse_query(request, QuoteQuery)
     svc, now = _service(request), _now()
     p, code = await svc.load_for_quote(q.practitioner_id, q.code, identity.sub)
@@ -489,7 +489,7 @@ def _may_see(identity: Identity, b: Booking) -> bool:
 
 
 async def get_booking(request: Request) -> Response:
-    identity = authenticate(request)
+    identity = authenticate_any(request)
     identity.require(Permission.BOOKINGS_READ)
     svc = _service(request)
     found = await svc.store.bookings([request.path_params["bid"]])
@@ -499,7 +499,7 @@ async def get_booking(request: Request) -> Response:
 
 
 async def list_bookings(request: Request) -> Response:
-    identity = authenticate(request)
+    identity = authenticate_any(request)
     identity.require(Permission.BOOKINGS_READ)
     q = parse_query(request, BookingsQuery)
     lo: float | str = _check_epoch_range(q.start) if q.start else "-inf"
@@ -520,7 +520,7 @@ async def list_bookings(request: Request) -> Response:
 
 
 async def cancel_booking(request: Request) -> Response:
-    identity = authenticate(request)
+    identity = authenticate_any(request)
     identity.require(Permission.BOOKINGS_WRITE)
     body = await read_json(request, CancelIn)
     svc, now = _service(request), _now()
