@@ -7,7 +7,9 @@ stable; clients branch on `code`, people read `detail`.
 from __future__ import annotations
 
 import logging
-from typing import Any, TypeVar
+import re
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import pydantic
@@ -42,8 +44,26 @@ class FastJSONResponse(JSONResponse):
         return _JSON.encode(content)
 
 
+def _iso_8601(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value  # refused by the type itself, unless already a datetime
+    if not _ISO_DATETIME.match(value):
+        raise ValueError("an ISO 8601 date and time with an offset, such as 2026-12-01T09:00:00+01:00")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("not a real date and time") from None
+
+
+_ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+# A time in an API: ISO 8601 text with its offset, never a bare number (which pydantic would read as
+# seconds since 1970, a guess no client should depend on).
+IsoDatetime = Annotated[pydantic.AwareDatetime, pydantic.BeforeValidator(_iso_8601)]
+
+
 class Body(pydantic.BaseModel):
-    """Base of every request body: unknown fields are refused, values are immutable."""
+    """Base of every request body: unknown fields are refused, values are immutable. JSON bodies are read
+    strictly (`read_json`): a number is not a string, a boolean not a number."""
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -78,7 +98,7 @@ async def read_json(request: Request, model: type[M], *, limit: int | None = Non
         chunks.append(chunk)
     raw = b"".join(chunks)
     try:
-        return model.model_validate_json(raw or b"{}")
+        return model.model_validate_json(raw or b"{}", strict=True)
     except pydantic.ValidationError as exc:
         raise InvalidInput("the body does not match the expected shape",
                            errors=validation_errors(exc)) from None

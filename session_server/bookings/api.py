@@ -9,7 +9,7 @@ from datetime import date, datetime, time
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -20,7 +20,7 @@ from ..auth import USER_ID, Identity, Permission, Role, authenticate, authentica
 from ..context import AppContext
 from ..errors import DomainError, Forbidden, InvalidInput, NotFound
 from ..events import Event
-from ..http import Body, FastJSONResponse, parse_query, read_json
+from ..http import Body, FastJSONResponse, IsoDatetime, parse_query, read_json
 from . import rules
 from .model import Booking, BookingStatus
 from .rules import PractitionerStatus, Specialty
@@ -170,8 +170,8 @@ class AvailabilityIn(Body):
 
 
 class SlotsQuery(Body):
-    start: AwareDatetime = Field(alias="from")
-    end: AwareDatetime = Field(alias="to")
+    start: IsoDatetime = Field(alias="from")
+    end: IsoDatetime = Field(alias="to")
     code: str | None = Field(default=None, pattern=CODE_PATTERN)
 
 
@@ -182,7 +182,7 @@ class QuoteQuery(Body):
 
 class BookingIn(Body):
     practitioner_id: Id
-    starts_at: AwareDatetime
+    starts_at: IsoDatetime
     code: str | None = Field(default=None, pattern=CODE_PATTERN)
     expected_total: int | None = Field(default=None, ge=0)
 
@@ -192,8 +192,8 @@ class CancelIn(Body):
 
 
 class BookingsQuery(Body):
-    start: AwareDatetime | None = Field(default=None, alias="from")
-    end: AwareDatetime | None = Field(default=None, alias="to")
+    start: IsoDatetime | None = Field(default=None, alias="from")
+    end: IsoDatetime | None = Field(default=None, alias="to")
     practitioner_id: Id | None = None
     client_id: Id | None = None
     limit: int = Field(default=100, ge=1, le=500)
@@ -203,7 +203,7 @@ class CodeIn(Body):
     code: str = Field(pattern=CODE_PATTERN)
     amount_minor: int = Field(default=0, ge=0, le=MAX_PRICE_MINOR)
     percent: int = Field(default=0, ge=0, le=100)
-    expires_at: AwareDatetime | None = None
+    expires_at: IsoDatetime | None = None
     max_uses: int = Field(default=0, ge=0, le=1_000_000)
 
     @model_validator(mode="after")
