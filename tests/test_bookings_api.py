@@ -46,6 +46,15 @@ async def test_a_new_practitioner_awaits_review_and_only_an_active_one_is_bookab
         assert r.json()["status"] == "pending_review"
     assert (await client.get("/v1/practitioners/p1", headers=c)).status_code == 404
     assert (await client.get("/v1/practitioners", headers=c)).json() == {"practitioners": []}
+    # nor through any other route, to a client (even one whose id is the practitioner's)
+    day = {"from": iso(time.time()), "to": iso(time.time() + 86400)}
+    for who in (c, auth(token("client", "p1"))):
+        for path, params in (("/v1/practitioners/p1/availability", None), ("/v1/quotes", P1),
+                             ("/v1/practitioners/p1/slots", day)):
+            r = await client.get(path, headers=who, params=params)
+            assert r.status_code == 404 and r.json()["code"] == "practitioner_not_found", (path, r.text)
+    assert (await client.get("/v1/practitioners/p1/availability", headers=auth(token("practitioner", "p1")))
+            ).status_code == 200
     r = await client.post("/v1/bookings", headers=c, json={"practitioner_id": "p1",
                                                            "starts_at": iso(time.time() + 7200)})
     assert r.status_code == 409 and r.json()["code"] == "not_bookable"

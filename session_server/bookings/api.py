@@ -29,6 +29,7 @@ from .store import (
     ALL_BOOKINGS_KEY,
     C_BOOKINGS_KEY,
     P_BOOKINGS_KEY,
+    Practitioner,
     at,
     iso,
 )
@@ -338,13 +339,18 @@ async def set_price(request: Request) -> Response:
 async def get_practitioner(request: Request) -> Response:
     identity = authenticate_any(request)
     p = await _service(request).store.require_practitioner(request.path_params["pid"])
-    if p.status is not PractitionerStatus.ACTIVE and not _can_see_inactive(identity, p.id):
-        raise NotFound("no such practitioner", code="practitioner_not_found")
+    _require_visible(identity, p)
     return JSONResponse(p.as_json())
 
 
 def _can_see_inactive(identity: Identity, pid: str) -> bool:
-    return identity.role in (Role.ADMIN, Role.SUPPORT) or identity.sub == pid
+    return identity.role in (Role.ADMIN, Role.SUPPORT) or (identity.role is Role.PRACTITIONER and identity.sub == pid)
+
+
+def _require_visible(identity: Identity, p: Practitioner) -> None:
+    """A practitioner who is not active exists only for themselves and staff: to clients, in every route."""
+    if p.status is not PractitionerStatus.ACTIVE and not _can_see_inactive(identity, p.id):
+        raise NotFound("no such practitioner", code="practitioner_not_found")
 
 
 class ListQuery(Body):
@@ -379,10 +385,11 @@ async def put_availability(request: Request) -> Response:
 
 
 async def get_availability(request: Request) -> Response:
-    authenticate_any(request)
+    identity = authenticate_any(request)
     pid = request.path_params["pid"]
     svc, now = _service(request), _now()
     p = await svc.store.require_practitioner(pid)
+    _require_visible(identity, p)
     windows, _ = await svc.store.windows_and_busy(pid, now, now + svc.settings.booking_horizon_days * 86400)
     return JSONResponse({"practitioner_id": pid, "timezone": p.timezone, "availability": p.availability,
                          "windows": [{"start": iso(s), "end": iso(e)} for s, e in windows]})
@@ -399,8 +406,7 @@ async def get_slots(request: Request) -> Response:
         raise DomainError(str(exc), code=exc.code, status=422) from None
     svc, now = _service(request), _now()
     p, code = await svc.load_for_quote(pid, q.code, identity.sub)
-    if p.status is not PractitionerStatus.ACTIVE and not _can_see_inactive(identity, pid):
-        raise NotFound("no such practitioner", code="practitioner_not_found")
+    _require_visible(identity, p)
     found = await svc.free_slots(p, start, end, now, code, identity.sub)
     return JSONResponse({"practitioner_id": pid, "timezone": p.timezone, "session_minutes": p.session_minutes,
                          "slots": [s.as_json() for s in found]})
@@ -411,6 +417,7 @@ async def get_quote(request: Request) -> Response:
     q = parse_query(request, QuoteQuery)
     svc, now = _service(request), _now()
     p, code = await svc.load_for_quote(q.practitioner_id, q.code, identity.sub)
+    _require_visible(identity, p)
     return JSONResponse({"practitioner_id": p.id, **svc.price(p, code, client_id=identity.sub, now=now).as_json()})
 
 
