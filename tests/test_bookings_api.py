@@ -583,3 +583,27 @@ async def test_the_platforms_backend_reads_and_cancels_with_its_api_key(client: 
     assert r.status_code == 200 and r.json()["cancellation"] == {"reason": "duplicate payment", "by": "admin"}
     bad = {"Authorization": "Basic " + base64.b64encode(b"bench:wrong").decode()}
     assert (await client.get("/v1/bookings", headers=bad)).status_code == 401
+
+
+async def test_profile_changes_are_events_only_when_something_changed_and_never_carry_a_name(
+        client: httpx.AsyncClient, token: Token, redis_client: aioredis.Redis) -> None:
+    await make_practitioner(client, "p1", price=200_000)
+    p1 = auth(token("practitioner", "p1"))
+    before = await redis_client.xlen("ss:events")
+    r = await client.patch("/v1/practitioners/p1", headers=api_key_auth(),
+                           json={"display_name": "Practitioner p1", "session_minutes": 50})
+    assert r.status_code == 200 and r.json()["display_name"] == "Practitioner p1"
+    r = await client.put("/v1/practitioners/p1/price", headers=p1, json={"price_minor": 200_000})
+    assert r.status_code == 200
+    assert await redis_client.xlen("ss:events") == before  # nothing changed, nothing recorded
+    r = await client.patch("/v1/practitioners/p1", headers=api_key_auth(),
+                           json={"display_name": "د. سلمى", "session_minutes": 45})
+    assert r.status_code == 200 and r.json()["session_minutes"] == 45
+    updated = (await events(redis_client, "practitioner.updated"))[-1]
+    assert updated.body == {"practitioner_id": "p1", "fields": ["display_name", "session_minutes"],
+                            "changes": {"session_minutes": 45}}
+    r = await client.patch("/v1/practitioners/p1", headers=api_key_auth(), json={"price_minor": 1})
+    assert r.status_code == 422  # the price has its own route and event
+    r = await client.put("/v1/practitioners/p1/price", headers=p1, json={"price_minor": 250_000})
+    changed = (await events(redis_client, "practitioner.price_changed"))[-1]
+    assert (changed.body["previous_price_minor"], changed.body["price_minor"]) == (200_000, 250_000)

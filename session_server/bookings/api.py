@@ -96,11 +96,12 @@ class PractitionerIn(Body):
 
 
 class PractitionerPatch(Body):
+    """The profile. The price has a route of its own (PUT .../price), whose event the ledger follows."""
+
     display_name: str | None = Field(default=None, min_length=1, max_length=200)
     specialty: Specialty | None = None
     session_minutes: int | None = Field(default=None, ge=15, le=rules.MAX_SESSION_MINUTES)
     timezone: str | None = None
-    price_minor: int | None = Field(default=None, ge=0, le=MAX_PRICE_MINOR)
 
     _zone = field_validator("timezone")(lambda v: v if v is None else _check_zone(v))
 
@@ -291,6 +292,10 @@ async def update_practitioner(request: Request) -> Response:
         raise InvalidInput("nothing to change", code="empty_update")
     svc, now = _service(request), _now()
     before = await svc.store.require_practitioner(pid)
+    current = before.as_json()
+    changes = {k: v for k, v in changes.items() if current.get(k) != v}
+    if not changes:  # the profile already says so: nothing happened, so no event either
+        return JSONResponse(current)
     # Weekly windows are entered in the practitioner's zone: in a new zone they fall at other UTC times,
     # so what was published is expanded again (checked first, so that a refusal changes nothing).
     moved = None
@@ -300,7 +305,10 @@ async def update_practitioner(request: Request) -> Response:
         published = AvailabilityIn.model_validate(before.availability)
         moved = published.model_copy(update={"exceptions": [e for e in published.exceptions if e.date >= today]})
         svc.check_availability(moved.spec(), changes["timezone"], now)
-    event = Event("practitioner.updated", {"practitioner_id": pid, "changes": changes}, time=at(now))
+    # names stay out of events: a new display name is listed in `fields`, its text is not in `changes`
+    event = Event("practitioner.updated", {"practitioner_id": pid, "fields": sorted(changes),
+                                           "changes": {k: v for k, v in changes.items() if k != "display_name"}},
+                  time=at(now))
     await svc.store.update_practitioner(pid, {**{k: str(v) for k, v in changes.items()},
                                               "updated_at": str(now)}, event)
     after = await svc.store.require_practitioner(pid)
@@ -328,6 +336,8 @@ async def set_price(request: Request) -> Response:
     body = await read_json(request, PriceIn)
     svc, now = _service(request), _now()
     p = await svc.store.require_practitioner(pid)
+    if p.price_minor == body.price_minor:  # unchanged: no event
+        return JSONResponse(p.as_json())
     event = Event("practitioner.price_changed", {"practitioner_id": pid, "previous_price_minor": p.price_minor,
                                                  "price_minor": body.price_minor, "currency": p.currency},
                   time=at(now))
