@@ -8,7 +8,7 @@ from starlette.routing import BaseRoute
 from ..context import AppContext
 from ..redis_client import blocking_client
 from . import api
-from .jobs import SuspensionJob
+from .jobs import CompletionJob, SuspensionJob
 from .service import BookingService
 from .sessions import BLOCK_S, SessionStartedConsumer
 from .store import BookingStore
@@ -28,11 +28,14 @@ class BookingsFeature:
         job = SuspensionJob(store, settings.suspend_after_idle_days, interval_s=settings.suspension_check_interval_s)
         self._job = job
         ctx.tasks.spawn("bookings.suspension", job.loop)
+        completion = CompletionJob(store)
+        self._completion = completion
+        ctx.tasks.spawn("bookings.completion", completion.loop)
         sessions = SessionStartedConsumer(store)
         ctx.tasks.spawn("bookings.sessions", lambda: sessions.run(
             lambda: blocking_client(ctx.redis_url, settings, block_s=BLOCK_S), ctx.redis))
 
     async def stop(self, ctx: AppContext) -> None:
-        job: SuspensionJob | None = getattr(self, "_job", None)
-        if job is not None:
-            job.stopping.set()
+        for job in (getattr(self, "_job", None), getattr(self, "_completion", None)):
+            if job is not None:
+                job.stopping.set()

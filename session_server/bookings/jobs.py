@@ -1,4 +1,5 @@
-"""Scheduled jobs of bookings: the automatic suspension of practitioners with no availability.
+"""Scheduled jobs of bookings: the automatic suspension of practitioners with no availability, and the
+completion of sessions once their scheduled time (and a grace for overrunning) is over.
 
 Several server processes may share one Redis. A job runs in one process at a time: it takes a lock
 (SET NX PX with a random token) and releases it with a Lua compare-and-delete, so a process whose lock
@@ -20,8 +21,9 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from ..errors import Conflict
+from ..errors import Conflict, NotFound
 from ..events import Event
+from .model import BookingStatus
 from .rules import DAY_S, PractitionerStatus
 from .store import BookingStore, at, iso
 
@@ -29,6 +31,9 @@ log = logging.getLogger(__name__)
 
 LOCK_KEY = "ss:lock:{}"
 SUSPENSION_JOB = "suspension"
+COMPLETION_JOB = "completion"
+# A session may run over its scheduled end: it counts as completed this long after it.
+COMPLETION_GRACE_S = 15 * 60
 
 UNLOCK_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -105,6 +110,49 @@ class SuspensionJob:
         if suspended:
             log.info("suspended %d practitioner(s) with no availability", len(suspended))
         return suspended
+
+    async def loop(self) -> None:
+        while not self.stopping.is_set():
+            await self.run_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), self.interval_s)
+
+
+@dataclass
+class CompletionJob:
+    """Moves each booking in session to `completed` once its scheduled end and the grace are past, with its
+    `booking.completed` event (what the payouts follow). One runner at a time, like the suspension; each
+    completion is a compare-and-set from `in_session`, so a booking interrupted or completed meanwhile is
+    left as it is."""
+
+    store: BookingStore
+    grace_s: int = COMPLETION_GRACE_S
+    interval_s: float = 60.0
+    lock_ttl_s: float = 300.0
+    clock: Callable[[], float] = time.time
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run_once(self, now: int | None = None) -> list[str] | None:
+        """Complete every session due; None if another process holds the lock."""
+        lock = RedisLock(self.store.redis, COMPLETION_JOB, ttl_s=self.lock_ttl_s)
+        if not await lock.acquire():
+            return None
+        try:
+            return await self._complete_due(int(self.clock()) if now is None else now)
+        finally:
+            await lock.release()
+
+    async def _complete_due(self, now: int) -> list[str]:
+        completed = []
+        for booking_id in await self.store.in_session_ended_by(now - self.grace_s):
+            with contextlib.suppress(Conflict, NotFound):  # no longer in session: nothing to complete
+                await self.store.transition(booking_id, BookingStatus.COMPLETED, "booking.completed",
+                                            {"automatic": True}, now)
+                completed.append(booking_id)
+            await self.store.forget_in_session(booking_id)
+        if completed:
+            log.info("completed %d session(s)", len(completed))
+        return completed
 
     async def loop(self) -> None:
         while not self.stopping.is_set():

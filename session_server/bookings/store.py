@@ -18,6 +18,7 @@ Redis layout (all times epoch seconds, UTC):
                                   expires_at, max_uses, uses, currency, once_per_client, created_at
   ss:code:{CODE}:clients          set: clients who used a once-per-client (referral) code
   ss:interest:{practitioner_id}   zset: client id -> time they asked to be told about new slots
+  ss:bookings:in_session          zset: booking id -> ends_at, for bookings in session (see jobs.py)
   ss:lock:{name}                  string: the token of the process running a scheduled job (see jobs.py)
 """
 
@@ -58,6 +59,7 @@ ALL_BOOKINGS_KEY = "ss:bookings"
 CODE_KEY = "ss:code:{}"
 CODE_CLIENTS_KEY = "ss:code:{}:clients"
 INTEREST_KEY = "ss:interest:{}"
+IN_SESSION_KEY = "ss:bookings:in_session"
 
 
 _JSON = msgspec.json.Encoder()
@@ -487,6 +489,17 @@ class BookingStore:
         if status != "ok":
             raise refusal(status)
         return booking
+
+    async def mark_in_session(self, booking: Booking) -> None:
+        """Remember a booking in session until it is completed (idempotent)."""
+        await self.redis.zadd(IN_SESSION_KEY, {booking.id: booking.ends_at})
+
+    async def in_session_ended_by(self, until: int, limit: int = 500) -> list[str]:
+        """Bookings in session whose scheduled end is at or before `until`, earliest first."""
+        return [_d(i) for i in await self.redis.zrangebyscore(IN_SESSION_KEY, "-inf", until, start=0, num=limit)]
+
+    async def forget_in_session(self, booking_id: str) -> None:
+        await self.redis.zrem(IN_SESSION_KEY, booking_id)
 
     async def booking_ids(self, key: str, start: float | str, end: float | str, limit: int) -> list[str]:
         ids = await self.redis.zrangebyscore(key, start, end, start=0, num=limit)

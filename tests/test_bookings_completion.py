@@ -1,0 +1,68 @@
+"""Sessions end: a booking in session is completed once its scheduled end and the grace are past, once,
+by one runner, with the event the payouts follow; one that left the session meanwhile is left alone."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import httpx
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+
+from session_server.bookings.jobs import COMPLETION_GRACE_S, CompletionJob
+from session_server.bookings.model import BookingStatus
+from session_server.bookings.sessions import SessionStartedConsumer
+from session_server.context import AppContext
+from session_server.events import Event
+
+from .bookings_support import events, every_day, first_slot, make_practitioner
+from .conftest import auth
+
+
+async def _started(ctx: AppContext, http: httpx.AsyncClient, token: object, client_id: str) -> tuple[str, int]:
+    c = auth(token("client", client_id))  # type: ignore[operator]
+    slot = await first_slot(http, "p1", c)
+    r = await http.post("/v1/bookings", headers=c, json={"practitioner_id": "p1", "starts_at": slot["starts_at"]})
+    assert r.status_code == 201, r.text
+    booking = r.json()
+    started = int(datetime.fromisoformat(booking["starts_at"]).timestamp())
+    # the rooms' event when both parties are there, through the bookings' own consumer
+    await SessionStartedConsumer(ctx.bookings.store).handle(Event(
+        "session.started", {"booking_id": booking["id"], "practitioner_id": "p1", "client_id": client_id,
+                            "at": started * 1000}, time=datetime.fromtimestamp(started, UTC)))
+    return booking["id"], int(datetime.fromisoformat(booking["ends_at"]).timestamp())
+
+
+async def test_a_session_is_completed_after_its_end_and_grace_once_and_with_its_event(
+        client: httpx.AsyncClient, app: Starlette, redis_client: aioredis.Redis, token: object) -> None:
+    ctx: AppContext = app.state.ctx
+    await make_practitioner(client, "p1", weekly=every_day())
+    bid, ends_at = await _started(ctx, client, token, "c1")
+    admin = auth(token("admin", "a"))  # type: ignore[operator]
+    assert (await client.get(f"/v1/bookings/{bid}", headers=admin)).json()["status"] == "in_session"
+    job = CompletionJob(ctx.bookings.store)
+    assert await job.run_once(ends_at + COMPLETION_GRACE_S - 1) == []  # may still be running over
+    assert await job.run_once(ends_at + COMPLETION_GRACE_S) == [bid]
+    assert await job.run_once(ends_at + COMPLETION_GRACE_S + 3600) == []
+    assert (await client.get(f"/v1/bookings/{bid}", headers=admin)).json()["status"] == "completed"
+    done = await events(redis_client, "booking.completed")
+    assert [(e.body["booking_id"], e.body["from"], e.body["to"], e.body["automatic"]) for e in done] == [
+        (bid, "in_session", "completed", True)]
+
+
+async def test_several_runners_complete_each_session_once_and_leave_an_interrupted_one_alone(
+        client: httpx.AsyncClient, app: Starlette, redis_client: aioredis.Redis, token: object) -> None:
+    ctx: AppContext = app.state.ctx
+    await make_practitioner(client, "p1", weekly=every_day())
+    started = [await _started(ctx, client, token, f"c{i}") for i in range(4)]
+    interrupted = started[0][0]
+    await ctx.bookings.store.transition(interrupted, BookingStatus.INTERRUPTED, "booking.interrupted",
+                                        {"reason": "outage"}, int(time.time()))
+    later = max(e for _, e in started) + COMPLETION_GRACE_S
+    results = await asyncio.gather(*(CompletionJob(ctx.bookings.store).run_once(later) for _ in range(3)))
+    assert sorted(b for r in results if r for b in r) == sorted(b for b, _ in started[1:])
+    assert len(await events(redis_client, "booking.completed")) == 3
+    assert await redis_client.zcard("ss:bookings:in_session") == 0
+    assert await redis_client.exists("ss:lock:completion") == 0
