@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
@@ -59,6 +60,22 @@ _ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 # A time in an API: ISO 8601 text with its offset, never a bare number (which pydantic would read as
 # seconds since 1970, a guess no client should depend on).
 IsoDatetime = Annotated[pydantic.AwareDatetime, pydantic.BeforeValidator(_iso_8601)]
+
+
+_HIDDEN = re.compile("[\u202a-\u202e\u2066-\u2069]")  # bidi embeddings, overrides, isolates
+
+
+def _plain_text(value: str) -> str:
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in value):
+        raise ValueError("control characters are not allowed")
+    if _HIDDEN.search(value):
+        raise ValueError("bidirectional override characters are not allowed")
+    return value
+
+
+# Free text a person writes (a reason, a name): any script and direction marks, but no control characters
+# and no bidirectional overrides, which can make text read differently from what it says.
+Text = Annotated[str, pydantic.AfterValidator(_plain_text)]
 
 
 class Body(pydantic.BaseModel):

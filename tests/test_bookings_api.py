@@ -138,10 +138,11 @@ async def test_either_party_cancels_with_a_reason_and_the_slot_is_free_again(
                                                                "starts_at": slot["starts_at"]})
         assert r.status_code == 201, r.text
         bid = r.json()["id"]
-        r = await client.post(f"/v1/bookings/{bid}/cancel", headers=headers, json={"reason": "travel"})
+        reason = "travel" if who == "client" else "ظرف طارئ\u200f (urgent)"  # direction marks are fine
+        r = await client.post(f"/v1/bookings/{bid}/cancel", headers=headers, json={"reason": reason})
         assert r.status_code == 200
         assert r.json()["status"] == "cancelled"
-        assert r.json()["cancellation"] == {"reason": "travel", "by": who}
+        assert r.json()["cancellation"] == {"reason": reason, "by": who}
         r = await client.post(f"/v1/bookings/{bid}/cancel", headers=headers, json={"reason": "again"})
         assert r.status_code == 409 and r.json()["code"] == "illegal_transition"
     cancelled = await events(redis_client, "booking.cancelled")
@@ -381,6 +382,13 @@ def _bad_cases() -> list[tuple[str, str, str, dict[str, Any] | None, dict[str, s
          {"weekly": [{"day": "someday", "start": "09:00", "end": "10:00"}]}, None, 422),
         ("negative new price", "PUT", "/v1/practitioners/p1/price", {"price_minor": -5}, None, 422),
         ("cancel without reason", "POST", "/v1/bookings/@booking/cancel", {}, None, 422),
+        ("cancel reason with a control character", "POST", "/v1/bookings/@booking/cancel",
+         {"reason": "late\u0000"}, None, 422),
+        ("cancel reason with a bidi override", "POST", "/v1/bookings/@booking/cancel",
+         {"reason": "\u202egnp.exe"}, None, 422),
+        ("display name with an escape", "POST", "/v1/practitioners", {"id": "p5", "display_name": "Dr\u001b[31m",
+                                                                      "specialty": "dietitian", "price_minor": 1},
+         None, 422),
         ("code both fixed and percent", "POST", "/v1/practitioners/p1/codes",
          {"code": "BOTH", "amount_minor": 10, "percent": 5}, None, 422),
         ("code already expired", "POST", "/v1/practitioners/p1/codes",

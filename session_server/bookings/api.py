@@ -20,7 +20,7 @@ from ..auth import USER_ID, Identity, Permission, Role, authenticate, authentica
 from ..context import AppContext
 from ..errors import DomainError, Forbidden, InvalidInput, NotFound
 from ..events import Event
-from ..http import Body, FastJSONResponse, IsoDatetime, parse_query, read_json
+from ..http import Body, FastJSONResponse, IsoDatetime, Text, parse_query, read_json
 from . import rules
 from .model import Booking, BookingStatus
 from .rules import PractitionerStatus, Specialty
@@ -85,7 +85,7 @@ def _self_or_admin(request: Request, pid: str, permission: Permission) -> Identi
 
 class PractitionerIn(Body):
     id: Id
-    display_name: str = Field(min_length=1, max_length=200)
+    display_name: Text = Field(min_length=1, max_length=200)
     specialty: Specialty
     session_minutes: int = Field(default=50, ge=15, le=rules.MAX_SESSION_MINUTES)
     price_minor: int = Field(ge=0, le=MAX_PRICE_MINOR)
@@ -98,7 +98,7 @@ class PractitionerIn(Body):
 class PractitionerPatch(Body):
     """The profile. The price has a route of its own (PUT .../price), whose event the ledger follows."""
 
-    display_name: str | None = Field(default=None, min_length=1, max_length=200)
+    display_name: Text | None = Field(default=None, min_length=1, max_length=200)
     specialty: Specialty | None = None
     session_minutes: int | None = Field(default=None, ge=15, le=rules.MAX_SESSION_MINUTES)
     timezone: str | None = None
@@ -108,7 +108,7 @@ class PractitionerPatch(Body):
 
 class StatusIn(Body):
     status: Literal["active", "suspended"]
-    reason: str = Field(default="", max_length=500)
+    reason: Text = Field(default="", max_length=500)
 
 
 class PriceIn(Body):
@@ -190,7 +190,7 @@ class BookingIn(Body):
 
 
 class CancelIn(Body):
-    reason: str = Field(min_length=1, max_length=500)
+    reason: Text = Field(min_length=1, max_length=500)
 
 
 class BookingsQuery(Body):
