@@ -138,6 +138,11 @@ def check_spec(spec: AvailabilitySpec, *, now: int, zone: ZoneInfo, horizon_days
             raise AvailabilityError("bad_window", "an exception is either blocked or has a window")
         if e.start is not None and e.end is not None and e.end <= e.start:
             raise AvailabilityError("bad_window", "a window must end after it starts")
+    blocked = {e.day for e in spec.exceptions if e.blocked}
+    for e in spec.exceptions:
+        if not e.blocked and e.day in blocked:
+            raise AvailabilityError("conflicting_exception",
+                                    f"{e.day} is both blocked and given a window: say which one")
 
 
 def merge(intervals: Iterable[tuple[int, int]], *, join_touching: bool = True) -> list[tuple[int, int]]:
