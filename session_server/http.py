@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .errors import DomainError, InvalidInput, PayloadTooLarge
+from .errors import DomainError, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,10 @@ def problem(status: int, code: str, detail: str, *, title: str | None = None, in
 async def read_json(request: Request, model: type[M], *, limit: int | None = None) -> M:
     """Read and validate a JSON body into `model`, refusing bodies over the limit while streaming."""
     max_bytes = limit if limit is not None else request.app.state.ctx.settings.max_body_bytes
+    media_type = request.headers.get("content-type", "application/json").partition(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType(f"send JSON, with Content-Type: application/json (not {media_type[:100]})",
+                                   code="json_expected")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")

@@ -131,3 +131,17 @@ async def test_a_refusal_of_its_own_kind_is_titled_by_its_code_not_as_a_bad_requ
                                                            "expected_total": 1})
     assert_problem(r, 409, "price_changed")
     assert r.json()["title"] == "Price changed"
+
+
+async def test_a_body_that_is_not_sent_as_json_is_refused_with_415(
+        client: httpx.AsyncClient, token: Callable[..., str]) -> None:
+    from .conftest import auth
+
+    c = auth(token("client", "c1"))
+    body = '{"practitioner_id": "p1", "starts_at": "2030-01-01T10:00:00Z"}'
+    for media_type in ("text/plain", "application/x-www-form-urlencoded"):
+        r = await client.post("/v1/bookings", headers={**c, "Content-Type": media_type}, content=body)
+        assert_problem(r, 415, "json_expected")
+    r = await client.post("/v1/bookings", headers={**c, "Content-Type": "application/json; charset=utf-8"},
+                          content=body)
+    assert r.status_code == 404 and r.json()["code"] == "practitioner_not_found"  # read, then refused for cause
