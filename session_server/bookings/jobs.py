@@ -18,6 +18,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import redis.asyncio as aioredis
 
@@ -67,28 +68,51 @@ def is_idle(activated_at: int, available_until: int, now: int, idle_days: int) -
     return now - idle_since(activated_at, available_until) >= idle_days * DAY_S
 
 
+class _OneRunnerAtATime:
+    """A job that runs every `interval_s` in one process at a time (under its lock), until `stopping`."""
+
+    lock_name: ClassVar[str]
+    store: BookingStore
+    interval_s: float
+    lock_ttl_s: float
+    clock: Callable[[], float]
+    # Set by the feature's stop(): a cancellation that lands inside a Redis call can be swallowed by the
+    # client library, so the loop also watches this event.
+    stopping: asyncio.Event
+
+    async def run_once(self, now: int | None = None) -> list[str] | None:
+        """The ids the run changed; None if another process holds the lock."""
+        lock = RedisLock(self.store.redis, self.lock_name, ttl_s=self.lock_ttl_s)
+        if not await lock.acquire():
+            return None
+        try:
+            return await self._work(int(self.clock()) if now is None else now)
+        finally:
+            await lock.release()
+
+    async def _work(self, now: int) -> list[str]:
+        raise NotImplementedError
+
+    async def loop(self) -> None:
+        while not self.stopping.is_set():
+            await self.run_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), self.interval_s)
+
+
 @dataclass
-class SuspensionJob:
+class SuspensionJob(_OneRunnerAtATime):
+    """Suspends every active practitioner idle for `idle_days`."""
+
+    lock_name = SUSPENSION_JOB
     store: BookingStore
     idle_days: int
     interval_s: float = 3600.0
     lock_ttl_s: float = 300.0
     clock: Callable[[], float] = time.time
-    # Set by the feature's stop(): a cancellation that lands inside a Redis call can be swallowed by the
-    # client library, so the loop also watches this event.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def run_once(self, now: int | None = None) -> list[str] | None:
-        """Suspend every idle active practitioner; None if another process holds the lock."""
-        lock = RedisLock(self.store.redis, SUSPENSION_JOB, ttl_s=self.lock_ttl_s)
-        if not await lock.acquire():
-            return None
-        try:
-            return await self._suspend_idle(int(self.clock()) if now is None else now)
-        finally:
-            await lock.release()
-
-    async def _suspend_idle(self, now: int) -> list[str]:
+    async def _work(self, now: int) -> list[str]:
         suspended = []
         for pid in await self.store.practitioner_ids():
             p = await self.store.practitioner(pid)
@@ -111,20 +135,14 @@ class SuspensionJob:
             log.info("suspended %d practitioner(s) with no availability", len(suspended))
         return suspended
 
-    async def loop(self) -> None:
-        while not self.stopping.is_set():
-            await self.run_once()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), self.interval_s)
-
 
 @dataclass
-class CompletionJob:
+class CompletionJob(_OneRunnerAtATime):
     """Moves each booking in session to `completed` once its scheduled end and the grace are past, with its
-    `booking.completed` event (what the payouts follow). One runner at a time, like the suspension; each
-    completion is a compare-and-set from `in_session`, so a booking interrupted or completed meanwhile is
-    left as it is."""
+    `booking.completed` event (what the payouts follow). Each completion is a compare-and-set from
+    `in_session`, so a booking interrupted or completed meanwhile is left as it is."""
 
+    lock_name = COMPLETION_JOB
     store: BookingStore
     grace_s: int = COMPLETION_GRACE_S
     interval_s: float = 60.0
@@ -132,17 +150,7 @@ class CompletionJob:
     clock: Callable[[], float] = time.time
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def run_once(self, now: int | None = None) -> list[str] | None:
-        """Complete every session due; None if another process holds the lock."""
-        lock = RedisLock(self.store.redis, COMPLETION_JOB, ttl_s=self.lock_ttl_s)
-        if not await lock.acquire():
-            return None
-        try:
-            return await self._complete_due(int(self.clock()) if now is None else now)
-        finally:
-            await lock.release()
-
-    async def _complete_due(self, now: int) -> list[str]:
+    async def _work(self, now: int) -> list[str]:
         completed = []
         for booking_id in await self.store.in_session_ended_by(now - self.grace_s):
             with contextlib.suppress(Conflict, NotFound):  # no longer in session: nothing to complete
@@ -153,9 +161,3 @@ class CompletionJob:
         if completed:
             log.info("completed %d session(s)", len(completed))
         return completed
-
-    async def loop(self) -> None:
-        while not self.stopping.is_set():
-            await self.run_once()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), self.interval_s)
