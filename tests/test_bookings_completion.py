@@ -66,3 +66,26 @@ async def test_several_runners_complete_each_session_once_and_leave_an_interrupt
     assert len(await events(redis_client, "booking.completed")) == 3
     assert await redis_client.zcard("ss:bookings:in_session") == 0
     assert await redis_client.exists("ss:lock:completion") == 0
+
+
+async def test_a_booking_put_in_session_by_any_caller_or_missing_from_the_index_is_still_completed(
+        client: httpx.AsyncClient, app: Starlette, redis_client: aioredis.Redis, token: object) -> None:
+    ctx: AppContext = app.state.ctx
+    store = ctx.bookings.store
+    await make_practitioner(client, "p1", weekly=every_day())
+    job = CompletionJob(store)
+    assert await job.run_once() == []  # its first run in this process, with nothing in session
+    c = auth(token("client", "c1"))  # type: ignore[operator]
+    slot = await first_slot(client, "p1", c)
+    r = await client.post("/v1/bookings", headers=c, json={"practitioner_id": "p1", "starts_at": slot["starts_at"]})
+    direct = r.json()
+    # another feature moves it through the store, as docs/api.md says features do
+    await store.transition(direct["id"], BookingStatus.IN_SESSION, "booking.in_session", {}, int(time.time()))
+    later = int(datetime.fromisoformat(direct["ends_at"]).timestamp()) + COMPLETION_GRACE_S
+    assert await job.run_once(later) == [direct["id"]]
+    # a process that died between a transition and its indexing (or data from before the index existed):
+    # the job's first run in the next process finds it
+    missed, ends_at = await _started(ctx, client, token, "c2")
+    await redis_client.zrem("ss:bookings:in_session", missed)
+    assert await job.run_once(ends_at + COMPLETION_GRACE_S) == []
+    assert await CompletionJob(store).run_once(ends_at + COMPLETION_GRACE_S) == [missed]

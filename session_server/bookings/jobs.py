@@ -35,6 +35,9 @@ SUSPENSION_JOB = "suspension"
 COMPLETION_JOB = "completion"
 # A session may run over its scheduled end: it counts as completed this long after it.
 COMPLETION_GRACE_S = 15 * 60
+# At its first run in a process, the completion job indexes the bookings in session that started this far
+# back and are missing from its index (a process that died between a transition and its indexing).
+COMPLETION_LOOKBACK_S = 7 * DAY_S
 
 UNLOCK_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -149,8 +152,14 @@ class CompletionJob(_OneRunnerAtATime):
     lock_ttl_s: float = 300.0
     clock: Callable[[], float] = time.time
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _indexed: bool = field(default=False, init=False)
 
     async def _work(self, now: int) -> list[str]:
+        if not self._indexed:
+            missing = await self.store.index_in_session(now - COMPLETION_LOOKBACK_S, now)
+            if missing:
+                log.warning("indexed %d booking(s) in session that the completion index had missed", missing)
+            self._indexed = True
         completed = []
         for booking_id in await self.store.in_session_ended_by(now - self.grace_s):
             with contextlib.suppress(Conflict, NotFound):  # no longer in session: nothing to complete

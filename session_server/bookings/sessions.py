@@ -37,14 +37,9 @@ class SessionStartedConsumer:
     async def handle(self, event: Event) -> None:
         if event.type != "session.started":
             return
-        booking_id = event.body["booking_id"]
         with contextlib.suppress(Conflict, NotFound):
-            await self.store.transition(booking_id, BookingStatus.IN_SESSION, "booking.in_session",
+            await self.store.transition(event.body["booking_id"], BookingStatus.IN_SESSION, "booking.in_session",
                                         {}, int(event.time.timestamp()))
-        # (after the transition, or on a redelivery that found it done) the completion job's index
-        booking = await self.store.booking(booking_id)
-        if booking is not None and booking.status is BookingStatus.IN_SESSION:
-            await self.store.mark_in_session(booking)
 
     async def run(self, new_reader: Callable[[], aioredis.Redis], writer: aioredis.Redis) -> None:
         """Consume until cancelled: blocking reads on a client of its own, acks on `writer`."""

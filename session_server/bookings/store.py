@@ -488,6 +488,11 @@ class BookingStore:
             raise refusal("illegal_transition", f"a booking cannot go from {rest[0]} to {to_status.value}")
         if status != "ok":
             raise refusal(status)
+        # the completion job's index (kept right by the job at each start should a process die here)
+        if to_status is BookingStatus.IN_SESSION:
+            await self.mark_in_session(booking)
+        elif booking.status is BookingStatus.IN_SESSION:
+            await self.forget_in_session(booking.id)
         return booking
 
     async def mark_in_session(self, booking: Booking) -> None:
@@ -500,6 +505,16 @@ class BookingStore:
 
     async def forget_in_session(self, booking_id: str) -> None:
         await self.redis.zrem(IN_SESSION_KEY, booking_id)
+
+    async def index_in_session(self, since: int, until: int) -> int:
+        """Index every booking in session that started in [since, until]; how many were missing."""
+        missing = 0
+        ids = await self.booking_ids(ALL_BOOKINGS_KEY, since, until, 100_000)
+        for booking, _ in await self.bookings(ids):
+            if booking.status is BookingStatus.IN_SESSION and await self.redis.zadd(
+                    IN_SESSION_KEY, {booking.id: booking.ends_at}, nx=True):
+                missing += 1
+        return missing
 
     async def booking_ids(self, key: str, start: float | str, end: float | str, limit: int) -> list[str]:
         ids = await self.redis.zrangebyscore(key, start, end, start=0, num=limit)
