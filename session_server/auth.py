@@ -27,6 +27,7 @@ import jwt
 from starlette.requests import HTTPConnection
 
 from .errors import Forbidden, InvalidInput, Unauthenticated
+from .http import plain_text
 
 # A person's id (a token's `sub`) and the ids of practitioners: letters, digits and `._@-`. Never `:`,
 # which separates the parts of Redis keys: "p1:windows" would otherwise name another record's key.
@@ -100,6 +101,14 @@ class Identity:
                 "expires_at": self.expires_at}
 
 
+def _plain_name(name: object) -> bool:
+    """A name the other party will be shown: text, without control or bidirectional override characters."""
+    try:
+        return isinstance(name, str) and plain_text(name) == name
+    except ValueError:
+        return False
+
+
 def _permissions(role: Role, grants: Iterable[str] | None) -> frozenset[Permission]:
     base = ROLE_PERMISSIONS[role]
     if grants is None:
@@ -142,6 +151,9 @@ class TokenAuthority:
             raise InvalidInput(f"ttl_s must be between 1 and {self.max_ttl_s}", code="bad_ttl")
         if not USER_ID.match(sub):
             raise InvalidInput("sub must be 1 to 128 letters, digits or ._@-", code="bad_sub")
+        if not _plain_name(name):
+            raise InvalidInput("name must be text without control or bidirectional override characters",
+                               code="bad_name")
         grants_list = None if grants is None else list(grants)
         _permissions(role, grants_list)  # refuse unknown grants now, not at first use
         kid = key_id or self._default_kid
@@ -200,7 +212,7 @@ class TokenAuthority:
             raise Unauthenticated("the token lives longer than allowed", code="token_invalid")
         sub, name = claims["sub"], claims.get("name", "")
         grants = claims.get("grants")
-        if (not isinstance(sub, str) or not USER_ID.match(sub) or not isinstance(name, str)
+        if (not isinstance(sub, str) or not USER_ID.match(sub) or not _plain_name(name)
                 or (grants is not None and not (isinstance(grants, list)
                                                 and all(isinstance(g, str) for g in grants)))):
             raise Unauthenticated("the token's claims are malformed", code="token_invalid")

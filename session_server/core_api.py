@@ -12,7 +12,7 @@ from starlette.routing import BaseRoute, Route
 
 from .auth import USER_ID, Role, api_key_credentials, authenticate
 from .context import AppContext
-from .http import Body, problem, read_json
+from .http import Body, Text, problem, read_json
 from .metrics import metrics_endpoint
 
 READY_TIMEOUT_S = 1.0
@@ -36,7 +36,7 @@ async def readyz(request: Request) -> Response:
 
 class TokenRequest(Body):
     sub: str = Field(pattern=USER_ID.pattern)
-    name: str = Field(default="", max_length=200)
+    name: Text = Field(default="", max_length=200)  # shown to the other party in rooms and chat
     role: Role
     ttl_s: int = Field(default=3600, ge=1)
     grants: list[str] | None = Field(default=None, max_length=32)

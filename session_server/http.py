@@ -65,8 +65,9 @@ IsoDatetime = Annotated[pydantic.AwareDatetime, pydantic.BeforeValidator(_iso_86
 _HIDDEN = re.compile("[\u202a-\u202e\u2066-\u2069]")  # bidi embeddings, overrides, isolates
 
 
-def _plain_text(value: str) -> str:
-    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in value):
+def plain_text(value: str) -> str:
+    """The value, if a person may have written it as it is; else ValueError saying why."""
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\r\n\t" for ch in value):
         raise ValueError("control characters are not allowed")
     if _HIDDEN.search(value):
         raise ValueError("bidirectional override characters are not allowed")
@@ -75,7 +76,7 @@ def _plain_text(value: str) -> str:
 
 # Free text a person writes (a reason, a name): any script and direction marks, but no control characters
 # and no bidirectional overrides, which can make text read differently from what it says.
-Text = Annotated[str, pydantic.AfterValidator(_plain_text)]
+Text = Annotated[str, pydantic.AfterValidator(plain_text)]
 
 
 class Body(pydantic.BaseModel):

@@ -74,6 +74,7 @@ async def test_minting_without_the_right_api_key_is_refused(client: httpx.AsyncC
     {"sub": "x", "role": "client", "grants": ["teleport"]},
     {"sub": "x", "role": "client", "extra": 1},
     {"sub": "p1:windows", "role": "client"},  # ":" would name another record's Redis key
+    {"sub": "x", "name": "Dr\u202eevil", "role": "client"},  # the other party is shown the name
 ])
 async def test_minting_refuses_bad_requests(client: httpx.AsyncClient, body: dict[str, object]) -> None:
     r = await client.post("/v1/tokens", headers=api_key_auth(), json=body)
@@ -108,6 +109,8 @@ BAD_TOKENS: dict[str, Callable[[], str]] = {
                                         headers={"kid": API_KEY_ID}),
     "sub with a colon": lambda: jwt.encode(_claims(sub="c1:unread"), API_SECRET, algorithm="HS256",
                                            headers={"kid": API_KEY_ID}),
+    "name with an escape": lambda: jwt.encode(_claims(name="Dr\u001b[31m"), API_SECRET, algorithm="HS256",
+                                              headers={"kid": API_KEY_ID}),
 }
 
 

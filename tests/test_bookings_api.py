@@ -53,6 +53,10 @@ async def test_a_new_practitioner_awaits_review_and_only_an_active_one_is_bookab
                              ("/v1/practitioners/p1/slots", day)):
             r = await client.get(path, headers=who, params=params)
             assert r.status_code == 404 and r.json()["code"] == "practitioner_not_found", (path, r.text)
+    for path, params in (("/v1/quotes", {**P1, "code": "ANYCODE"}),
+                         ("/v1/practitioners/p1/slots", {**day, "code": "ANYCODE"})):  # a code tells nothing
+        r = await client.get(path, headers=c, params=params)
+        assert r.status_code == 404 and r.json()["code"] == "practitioner_not_found", (path, r.text)
     assert (await client.get("/v1/practitioners/p1/availability", headers=auth(token("practitioner", "p1")))
             ).status_code == 200
     r = await client.post("/v1/bookings", headers=c, json={"practitioner_id": "p1",
@@ -138,7 +142,7 @@ async def test_either_party_cancels_with_a_reason_and_the_slot_is_free_again(
                                                                "starts_at": slot["starts_at"]})
         assert r.status_code == 201, r.text
         bid = r.json()["id"]
-        reason = "travel" if who == "client" else "ظرف طارئ\u200f (urgent)"  # direction marks are fine
+        reason = "travel\r\nback on Monday" if who == "client" else "ظرف طارئ\u200f (urgent)"  # marks are fine
         r = await client.post(f"/v1/bookings/{bid}/cancel", headers=headers, json={"reason": reason})
         assert r.status_code == 200
         assert r.json()["status"] == "cancelled"

@@ -53,13 +53,21 @@ async def test_calls_that_arrive_together_travel_together_and_each_gets_its_own_
 
 
 async def test_a_flushed_script_cache_is_refilled_and_the_calls_still_run(
-        redis_client: aioredis.Redis, tasks: TaskSupervisor) -> None:
-    script = BatchedScript(redis_client, SCRIPT)
-    tasks.spawn("batch", script.run)
-    assert await script(keys=["flush:n"], args=[1]) == 1
-    await redis_client.script_flush()
-    assert await asyncio.gather(*(script(keys=["flush:n"], args=[1]) for _ in range(5))) == [2, 3, 4, 5, 6]
-    assert await redis_client.script_exists(script.sha) == [True]
+        tmp_path: Path, tasks: TaskSupervisor) -> None:
+    private = PrivateRedis(tmp_path)  # SCRIPT FLUSH empties a whole server's cache, not one database's
+    await private.start()
+    client = aioredis.Redis.from_url(private.url)
+    try:
+        script = BatchedScript(client, SCRIPT)
+        tasks.spawn("batch", script.run)
+        assert await script(keys=["flush:n"], args=[1]) == 1
+        await client.script_flush()
+        assert await asyncio.gather(*(script(keys=["flush:n"], args=[1]) for _ in range(5))) == [2, 3, 4, 5, 6]
+        assert await client.script_exists(script.sha) == [True]
+    finally:
+        await tasks.stop()
+        await client.aclose()
+        private.stop()
 
 
 async def test_without_its_loop_a_call_is_sent_by_itself(redis_client: aioredis.Redis) -> None:

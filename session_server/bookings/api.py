@@ -415,8 +415,7 @@ async def get_slots(request: Request) -> Response:
     except rules.AvailabilityError as exc:
         raise DomainError(str(exc), code=exc.code, status=422) from None
     svc, now = _service(request), _now()
-    p, code = await svc.load_for_quote(pid, q.code, identity.sub)
-    _require_visible(identity, p)
+    p, code = await svc.load_for_quote(pid, q.code, identity.sub, lambda p: _require_visible(identity, p))
     found = await svc.free_slots(p, start, end, now, code, identity.sub)
     return JSONResponse({"practitioner_id": pid, "timezone": p.timezone, "session_minutes": p.session_minutes,
                          "slots": [s.as_json() for s in found]})
@@ -426,8 +425,8 @@ async def get_quote(request: Request) -> Response:
     identity = authenticate_any(request)
     q = parse_query(request, QuoteQuery)
     svc, now = _service(request), _now()
-    p, code = await svc.load_for_quote(q.practitioner_id, q.code, identity.sub)
-    _require_visible(identity, p)
+    p, code = await svc.load_for_quote(q.practitioner_id, q.code, identity.sub,
+                                       lambda p: _require_visible(identity, p))
     return JSONResponse({"practitioner_id": p.id, **svc.price(p, code, client_id=identity.sub, now=now).as_json()})
 
 

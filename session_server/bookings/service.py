@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -67,11 +68,16 @@ class BookingService:
                 raise refusal(exc.refusal.value, str(exc)) from None
         return quote(p.price_minor, self.settings.platform_commission_minor, p.currency, code)
 
-    async def load_for_quote(self, pid: str, code: str | None, client_id: str = ""
+    async def load_for_quote(self, pid: str, code: str | None, client_id: str = "",
+                             visible: Callable[[Practitioner], None] | None = None
                              ) -> tuple[Practitioner, DiscountCode | None]:
+        """The practitioner and the code. `visible` refuses a practitioner the caller may not see, before
+        anything about the code is said (which would tell that the practitioner exists)."""
         p, c, used = await self.store.practitioner_and_code(pid, code, client_id)
         if p is None:
             raise refusal("practitioner_not_found")
+        if visible is not None:
+            visible(p)
         if code and c is None:
             raise refusal("code_unknown", f"no code {code}")
         if used:  # the booking script would refuse it: the quote and the slots say so first

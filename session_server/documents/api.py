@@ -112,7 +112,7 @@ class ShareRequest(Body):
             raise ValueError("give a booking_id, client_ids, or both")
         for c in self.client_ids:
             if not USER_ID.match(c):
-                raise ValueError("client ids are 1 to 128 letters, digits and ._:@-")
+                raise ValueError("client ids are 1 to 128 letters, digits and ._@-")
         return self
 
 
