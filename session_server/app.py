@@ -16,6 +16,7 @@ from files.keyring import KeyRing
 
 from . import core_api
 from .auth import TokenAuthority
+from .clock import Clock, SystemClock
 from .context import AppContext
 from .embedded_redis import EmbeddedRedis
 from .features import Feature
@@ -63,7 +64,10 @@ async def _wait_for_redis(ctx_redis: object, url: str) -> None:
             await asyncio.sleep(0.1)
 
 
-def create_app(settings: Settings, features: Sequence[Feature] | None = None) -> Starlette:
+def create_app(settings: Settings, features: Sequence[Feature] | None = None, *,
+               clock: Clock | None = None) -> Starlette:
+    """The app; `clock` is the time every service, job and edge reads (the machine's by default)."""
+    app_clock: Clock = clock if clock is not None else SystemClock()
     chosen = list(features) if features is not None else default_features(settings)
     metrics = Metrics.create()
     if not settings.api_keys:
@@ -89,7 +93,8 @@ def create_app(settings: Settings, features: Sequence[Feature] | None = None) ->
             ctx = AppContext(settings=settings, redis=client, redis_url=url,
                              tokens=TokenAuthority(settings.api_keys, max_ttl_s=settings.token_max_ttl_s),
                              metrics=metrics, tasks=tasks,
-                             keyring=KeyRing(settings.master_keys, settings.active_master_key_id))
+                             keyring=KeyRing(settings.master_keys, settings.active_master_key_id),
+                             clock=app_clock)
             app.state.ctx = ctx
             for feature in chosen:
                 await feature.start(ctx)

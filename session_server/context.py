@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from files.keyring import KeyRing
 
 from .auth import TokenAuthority
+from .clock import Clock
 from .metrics import Metrics
 from .settings import Settings
 from .tasks import TaskSupervisor
@@ -30,6 +31,7 @@ class AppContext:
     metrics: Metrics
     tasks: TaskSupervisor
     keyring: KeyRing  # master keys wrapping per-object data keys (documents, chat)
+    clock: Clock  # the one source of time for services, jobs and edges (rules take `now`)
     # Features add their typed services below, set in their Feature.start().
     bookings: BookingService = field(init=False)
     notifications: NotificationService = field(init=False)

@@ -9,6 +9,7 @@ than the block time, so the two timeouts never fight.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any
 from urllib.parse import urlparse
 
@@ -47,7 +48,7 @@ class _PackInC(AbstractConnection):
     its asyncio client packs in Python, argument by argument, which cost more than a booking script's run.
     The bytes are the same; a value that cannot be sent raises redis' DataError either way."""
 
-    _packer = HiredisRespSerializer()
+    _packer = HiredisRespSerializer()  # type: ignore[no-untyped-call]  # untyped in redis-py 8
 
     def pack_command(self, *args: Any) -> list[bytes]:
         return self._packer.pack(*args)  # type: ignore[no-any-return]
@@ -57,7 +58,40 @@ def _lean(cls: type[AbstractConnection]) -> type[AbstractConnection]:
     return type(f"Lean{cls.__name__}", (_SendWithinTimeout, _PackInC, cls), {})
 
 
+class ContractError(RuntimeError):
+    """redis-py no longer looks the way this module's connection subclass was written for."""
+
+
+def check_contract() -> None:
+    """Fails loudly, naming what is missing, if redis-py's connection no longer has what `_lean` overrides
+    and reads: run when the command client is built and by the tests, so an upgrade cannot silently send
+    commands unbounded or packed wrongly."""
+    problems = []
+    send = getattr(AbstractConnection, "send_packed_command", None)
+    if not inspect.iscoroutinefunction(send):
+        problems.append("AbstractConnection.send_packed_command (a coroutine)")
+    elif list(inspect.signature(send).parameters)[:3] != ["self", "command", "check_health"]:
+        problems.append("AbstractConnection.send_packed_command(command, check_health)")
+    if not callable(getattr(AbstractConnection, "pack_command", None)):
+        problems.append("AbstractConnection.pack_command")
+    connection = aioredis.Connection(host="127.0.0.1", port=1, socket_timeout=1.5)
+    if getattr(connection, "socket_timeout", None) != 1.5:
+        problems.append("Connection.socket_timeout")
+    pool = BlockingConnectionPool.from_url("redis://127.0.0.1:1")
+    if not isinstance(getattr(pool, "connection_class", None), type):
+        problems.append("BlockingConnectionPool.connection_class")
+    try:
+        packed = b"".join(_PackInC._packer.pack("SET", "k", b"v\r\n", 7))
+        if packed != b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv\r\n\r\n$1\r\n7\r\n":
+            problems.append("HiredisRespSerializer.pack (packs other bytes)")
+    except Exception as exc:
+        problems.append(f"HiredisRespSerializer.pack ({type(exc).__name__}: {exc})")
+    if problems:
+        raise ContractError("session_server/redis_client.py needs, from redis-py: " + ", ".join(problems))
+
+
 def command_client(url: str, settings: Settings) -> aioredis.Redis:
+    check_contract()
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=settings.redis_max_connections,

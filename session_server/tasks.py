@@ -1,28 +1,82 @@
-"""The background tasks of one app, owned by its lifespan: started here, cancelled and awaited at stop."""
+"""The background tasks of one app, owned by its lifespan: started here, drained, cancelled and awaited at stop.
+
+Three shapes, one owner, so that shutdown is one path (drain, then cancel, then await):
+- `spawn`: a long-lived loop (a stream consumer, a pub/sub listener); if it crashes it is logged and restarted;
+- `every`: a periodic step (a presence tick, a job); a step that fails is logged and the next one runs;
+- `start`: a short-lived child (a socket's writer, a peer's work); it runs once, a failure is logged.
+`on_drain` registers what must happen before the cancellation (telling connected clients to go elsewhere).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 class TaskSupervisor:
-    """Runs named long-lived loops; a loop that crashes is logged and restarted after a pause."""
-
     def __init__(self, *, restart_delay_s: float = 1.0) -> None:
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._children: set[asyncio.Task[Any]] = set()
+        self._drains: list[Callable[[], Awaitable[None]]] = []
         self._restart_delay_s = restart_delay_s
         self._stopping = False
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
     def spawn(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run `loop` until it returns or the app stops; restart it after a pause if it raises."""
+        self._check(name)
+        self._tasks[name] = asyncio.create_task(self._supervise(name, loop), name=name)
+
+    def every(self, name: str, interval_s: float, step: Callable[[], Awaitable[None]]) -> None:
+        """Run `step` every `interval_s` seconds until the app stops; a failed step is logged, not fatal."""
+        if interval_s <= 0:
+            raise ValueError("the interval must be positive")
+
+        async def periodic() -> None:
+            while True:
+                try:
+                    await step()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("periodic task %s failed; it runs again in %.1f s", name, interval_s)
+                await asyncio.sleep(interval_s)
+
+        self.spawn(name, periodic)
+
+    def start(self, name: str, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run a short-lived child task; stop() cancels it if it is still running then."""
+        if self._stopping:
+            coro.close()
+            raise RuntimeError("the app is stopping")
+        task = asyncio.create_task(coro, name=name)
+        self._children.add(task)
+        task.add_done_callback(self._child_done)
+        return task
+
+    def on_drain(self, drain: Callable[[], Awaitable[None]]) -> None:
+        """Run `drain` at stop, before anything is cancelled."""
+        self._drains.append(drain)
+
+    def _child_done(self, task: asyncio.Task[Any]) -> None:
+        self._children.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    def _check(self, name: str) -> None:
         if self._stopping:
             raise RuntimeError("the app is stopping")
         if name in self._tasks:
             raise ValueError(f"a task named {name!r} is already running")
-        self._tasks[name] = asyncio.create_task(self._supervise(name, loop), name=name)
 
     async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         while not self._stopping:
@@ -40,13 +94,18 @@ class TaskSupervisor:
         return sorted(n for n, t in self._tasks.items() if not t.done())
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        """Cancel every loop and await its exit.
+        """Drain, then cancel every loop and child and await their exit.
 
         A cancellation can be lost when it lands inside a Redis call (seen with redis-py on Python 3.11:
         the task stays "cancelling" and runs on), so cancel again until each task has really ended.
         """
         self._stopping = True
-        pending = {t for t in self._tasks.values() if not t.done()}
+        for drain in self._drains:
+            try:
+                await asyncio.wait_for(drain(), timeout_s)
+            except Exception:
+                log.exception("a drain step failed; stopping anyway")
+        pending = {t for t in [*self._tasks.values(), *self._children] if not t.done()}
         deadline = asyncio.get_running_loop().time() + timeout_s
         while pending:
             for task in pending:
@@ -56,3 +115,4 @@ class TaskSupervisor:
                 log.error("background tasks did not stop: %s", sorted(t.get_name() for t in pending))
                 break
         self._tasks.clear()
+        self._children.clear()

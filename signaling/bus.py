@@ -107,7 +107,7 @@ class RoomBus:
                     log.exception("dropped a notice on a room channel")
         finally:
             self.ready = False
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
     async def _dispatch(self, channel: str, data: bytes) -> None:
         _, _, rest = channel.partition(":room:")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from session_server.tasks import TaskSupervisor
 
 
@@ -47,3 +49,50 @@ async def test_a_crashed_loop_is_restarted() -> None:
     await asyncio.wait_for(second_run.wait(), 5)
     assert runs == 2
     await supervisor.stop()
+
+
+async def test_a_failed_periodic_step_does_not_stop_the_next_ones() -> None:
+    steps = 0
+    third = asyncio.Event()
+
+    async def step() -> None:
+        nonlocal steps
+        steps += 1
+        if steps == 1:
+            raise RuntimeError("one bad step")
+        if steps == 3:
+            third.set()
+
+    supervisor = TaskSupervisor()
+    supervisor.every("tick", 0.001, step)
+    await asyncio.wait_for(third.wait(), 5)
+    await supervisor.stop()
+    assert supervisor.names == []
+
+
+async def test_stop_drains_first_then_cancels_children_and_refuses_new_ones() -> None:
+    order: list[str] = []
+    child_started = asyncio.Event()
+
+    async def child() -> None:
+        child_started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            order.append("child cancelled")
+
+    async def drain() -> None:
+        order.append("drained")
+
+    supervisor = TaskSupervisor()
+    supervisor.on_drain(drain)
+    task = supervisor.start("child", child())
+    await asyncio.wait_for(child_started.wait(), 5)
+    await supervisor.stop()
+    assert order == ["drained", "child cancelled"] and task.cancelled()
+
+    async def late() -> None: ...
+
+
+    with pytest.raises(RuntimeError, match="stopping"):
+        supervisor.start("late", late())

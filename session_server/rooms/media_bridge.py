@@ -262,7 +262,7 @@ class SfuBridge:
                 except Exception:
                     log.exception("dropped media work forwarded by another node")
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
     async def _serve_forwarded(self, work: dict[str, Any]) -> None:
         room_id, sender, kind = str(work["room"]), str(work["sender"]), work["k"]
