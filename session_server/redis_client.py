@@ -81,7 +81,8 @@ def check_contract() -> None:
     if not isinstance(getattr(pool, "connection_class", None), type):
         problems.append("BlockingConnectionPool.connection_class")
     try:
-        lean = _lean(aioredis.Connection)(host="127.0.0.1", port=1)
+        lean_class: Any = _lean(aioredis.Connection)  # a TCP connection's class: its own arguments
+        lean = lean_class(host="127.0.0.1", port=1)
         packed = b"".join(lean.pack_command("SET", "k", b"v\r\n", 7))
         if packed != b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv\r\n\r\n$1\r\n7\r\n":
             problems.append("HiredisRespSerializer.pack (packs other bytes)")
