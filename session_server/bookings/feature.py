@@ -27,9 +27,9 @@ class BookingsFeature:
         settings = ctx.settings
         suspension = SuspensionJob(store, settings.suspend_after_idle_days,
                                    interval_s=settings.suspension_check_interval_s, clock=ctx.clock)
-        ctx.tasks.every("bookings.suspension", suspension.interval_s, suspension.step)
+        ctx.tasks.every("bookings.suspension", suspension.tick_s, suspension.step)
         completion = CompletionJob(store, clock=ctx.clock)
-        ctx.tasks.every("bookings.completion", completion.interval_s, completion.step)
+        ctx.tasks.every("bookings.completion", completion.tick_s, completion.step)
         sessions = SessionStartedConsumer(store)
         ctx.tasks.spawn("bookings.sessions", lambda: sessions.run(
             lambda: blocking_client(ctx.redis_url, settings, block_s=BLOCK_S), ctx.redis))

@@ -29,6 +29,9 @@ from .store import BookingStore, at, iso
 log = logging.getLogger(__name__)
 
 LOCK_KEY = "ss:lock:{}"
+# How often a job looks at its clock to see whether its next run is due: its runs follow the app's clock
+# (a test moving a ManualClock past an instant sees the job run at once), not the event loop's timers.
+TICK_S = 1.0
 SUSPENSION_JOB = "suspension"
 COMPLETION_JOB = "completion"
 # A session may run over its scheduled end: it counts as completed this long after it.
@@ -78,6 +81,7 @@ class _OneRunnerAtATime:
     interval_s: float
     lock_ttl_s: float
     clock: Clock
+    _due: float | None  # the clock's monotonic time of the next run
 
     async def run_once(self, now: int | None = None) -> list[str] | None:
         """The ids the run changed; None if another process holds the lock."""
@@ -92,8 +96,16 @@ class _OneRunnerAtATime:
     async def _work(self, now: int) -> list[str]:
         raise NotImplementedError
 
+    @property
+    def tick_s(self) -> float:
+        return min(TICK_S, self.interval_s)
+
     async def step(self) -> None:
-        """One periodic run, at the clock's time (the supervisor logs a failed one and runs the next)."""
+        """The supervisor's periodic step: a run once `interval_s` of the clock has passed since the last."""
+        now = self.clock.monotonic()
+        if self._due is not None and now < self._due:
+            return
+        self._due = now + self.interval_s  # a failed run is not retried before its next turn
         await self.run_once()
 
 
@@ -107,6 +119,7 @@ class SuspensionJob(_OneRunnerAtATime):
     interval_s: float = 3600.0
     lock_ttl_s: float = 300.0
     clock: Clock = field(default_factory=SystemClock)
+    _due: float | None = field(default=None, init=False)
 
     async def _work(self, now: int) -> list[str]:
         suspended = []
@@ -144,6 +157,7 @@ class CompletionJob(_OneRunnerAtATime):
     interval_s: float = 60.0
     lock_ttl_s: float = 300.0
     clock: Clock = field(default_factory=SystemClock)
+    _due: float | None = field(default=None, init=False)
     _indexed: bool = field(default=False, init=False)
 
     async def _work(self, now: int) -> list[str]:
