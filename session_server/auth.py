@@ -157,7 +157,7 @@ class TokenAuthority:
         grants_list = None if grants is None else list(grants)
         _permissions(role, grants_list)  # refuse unknown grants now, not at first use
         kid = key_id or self._default_kid
-        issued = int(now if now is not None else time.time())
+        issued = int(now if now is not None else self._clock())
         claims: dict[str, Any] = {"sub": sub, "name": name, "role": role.value, "iat": issued,
                                   "exp": issued + ttl_s, "jti": uuid.uuid4().hex}
         if grants_list is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from typing import Any
 
 from starlette.routing import BaseRoute
@@ -35,24 +34,15 @@ TOKEN_TTL_S = 4 * 3600
 async def seed_demo(ctx: AppContext, *, now: int | None = None, echo: bool = True) -> dict[str, Any]:
     svc = ctx.bookings
     store = svc.store
-    t = int(time.time()) if now is None else now
+    t = int(ctx.clock.now()) if now is None else now
     starts_at = (t + STARTS_IN_S + 59) // 60 * 60
     if await store.practitioner(PRACTITIONER_ID) is None:
-        fields = {"id": PRACTITIONER_ID, "display_name": "Dr. Demo", "specialty": "psychologist",
-                  "session_minutes": "50", "price_minor": "300000", "currency": ctx.settings.currency,
-                  "timezone": ctx.settings.default_timezone, "status": PractitionerStatus.PENDING_REVIEW.value,
-                  "created_at": str(t), "updated_at": str(t), "activated_at": "0", "available_until": "0",
-                  "availability": "{}"}
-        await store.create_practitioner(fields, Event("practitioner.created", {
-            "practitioner_id": PRACTITIONER_ID, "specialty": "psychologist", "session_minutes": 50,
-            "price_minor": 300000, "currency": ctx.settings.currency,
-            "timezone": ctx.settings.default_timezone, "status": "pending_review"}, time=at(t)), t)
+        await svc.create_practitioner(pid=PRACTITIONER_ID, display_name="Dr. Demo", specialty="psychologist",
+                                      session_minutes=50, price_minor=300000, currency=ctx.settings.currency,
+                                      timezone=ctx.settings.default_timezone, now=t)
     p = await store.require_practitioner(PRACTITIONER_ID)
     if p.status is not PractitionerStatus.ACTIVE:
-        await store.set_practitioner_status(PRACTITIONER_ID, PractitionerStatus.ACTIVE, Event(
-            "practitioner.activated", {"practitioner_id": PRACTITIONER_ID, "reason": "demo", "by": "demo",
-                                       "automatic": False}, time=at(t)), t, "demo")
-        p = await store.require_practitioner(PRACTITIONER_ID)
+        p = await svc.set_status(PRACTITIONER_ID, PractitionerStatus.ACTIVE, reason="demo", by="demo", now=t)
     # One window starting at the demo booking (so it is on the grid), and daily hours for a week.
     windows = merge([(starts_at, starts_at + 4 * 3600),
                      *((starts_at + d * DAY_S, starts_at + d * DAY_S + 6 * 3600) for d in range(1, 8))])

@@ -18,12 +18,22 @@ from typing import Any
 
 import msgspec
 
+from .clock import Clock, SystemClock
+
 EVENTS_STREAM = "ss:events"
 # Compact, keys sorted, UTF-8 (what json.dumps(sort_keys=True, ensure_ascii=False) writes, several times
 # faster; a float may be spelled differently, 1e16 for 1e+16).
 _BODY = msgspec.json.Encoder(order="sorted")
 # Approximate cap: a stream is a log, not an archive; consumers must keep up within this many entries.
 STREAM_MAXLEN = 1_000_000
+
+
+_MACHINE = SystemClock()
+
+
+def event_time(clock: Clock) -> datetime:
+    """The time of an event that happens now by `clock` (services pass the app's clock)."""
+    return datetime.fromtimestamp(clock.now(), UTC)
 
 
 def new_id() -> str:
@@ -36,7 +46,9 @@ class Event:
     type: str
     body: dict[str, Any]
     version: int = 1
-    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Services give `time` from the app's clock; the machine's clock is only for an event built outside an
+    # app (a command-line tool, a test's fixture).
+    time: datetime = field(default_factory=lambda: event_time(_MACHINE))
     id: str = field(default_factory=new_id)
 
     def fields(self) -> dict[str, str]:

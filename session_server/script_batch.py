@@ -21,6 +21,8 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from .batching import Batch
+
 MAX_BATCH = 64
 
 Arg = str | bytes | int | float
@@ -39,7 +41,7 @@ class BatchedScript:
         self.script = script
         self.sha = hashlib.sha1(script.encode()).hexdigest()
         self.max_batch = max_batch
-        self._queue: list[_Call] = []
+        self._queue: Batch[_Call] = Batch(max_batch)
         self._ready = asyncio.Event()
         self._running = False
         self.batches = 0  # trips made, and calls carried: how much sharing there was
@@ -50,7 +52,7 @@ class BatchedScript:
         if not self._running:
             await self._send([call])
         else:
-            self._queue.append(call)
+            self._queue.add(call)
             self._ready.set()
         return await call.future
 
@@ -62,16 +64,13 @@ class BatchedScript:
                 await self._ready.wait()
                 self._ready.clear()
                 while self._queue:
-                    batch = self._queue[:self.max_batch]
-                    del self._queue[:self.max_batch]
-                    await self._send(batch)
+                    await self._send(self._queue.take())
         finally:
             self._running = False
             stopping = redis.exceptions.ConnectionError("the server is stopping")
-            for call in self._queue:
+            for call in self._queue.drain():
                 if not call.future.done():
                     call.future.set_exception(stopping)
-            self._queue.clear()
 
     async def _send(self, batch: list[_Call]) -> None:
         self.batches += 1

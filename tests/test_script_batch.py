@@ -125,3 +125,16 @@ async def test_a_call_with_a_value_that_cannot_be_sent_fails_alone(
     assert results[0] == 1 and results[2] == 3 and results[3] == 6
     assert isinstance(results[1], redis.exceptions.DataError)
     assert int(await redis_client.get("bad:n")) == 6
+
+
+def test_a_batch_hands_over_the_oldest_items_up_to_its_limit_and_drains_whatever_is_left() -> None:
+    from session_server.batching import Batch
+
+    calls: Batch[int] = Batch(3)
+    assert [calls.add(i) for i in range(7)] == [False, False, True, True, True, True, True]
+    assert calls.take() == [0, 1, 2]
+    assert calls.take() == [3, 4, 5]
+    assert (len(calls), calls.weight) == (1, 1)
+    reads: Batch[bytes] = Batch(10, len)
+    assert not reads.add(b"abcd") and reads.add(b"efghijk")  # the read that reaches the limit is in
+    assert reads.drain() == [b"abcd", b"efghijk"] and not reads and reads.weight == 0

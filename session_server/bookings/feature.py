@@ -22,20 +22,17 @@ class BookingsFeature:
 
     async def start(self, ctx: AppContext) -> None:
         store = BookingStore(ctx.redis)
-        ctx.bookings = BookingService(store, ctx.settings)
+        ctx.bookings = BookingService(store, ctx.settings, ctx.clock)
         ctx.tasks.spawn("bookings.book", store.run_booking_batches)
         settings = ctx.settings
-        job = SuspensionJob(store, settings.suspend_after_idle_days, interval_s=settings.suspension_check_interval_s)
-        self._job = job
-        ctx.tasks.spawn("bookings.suspension", job.loop)
-        completion = CompletionJob(store)
-        self._completion = completion
-        ctx.tasks.spawn("bookings.completion", completion.loop)
+        suspension = SuspensionJob(store, settings.suspend_after_idle_days,
+                                   interval_s=settings.suspension_check_interval_s, clock=ctx.clock)
+        ctx.tasks.every("bookings.suspension", suspension.tick_s, suspension.step)
+        completion = CompletionJob(store, clock=ctx.clock)
+        ctx.tasks.every("bookings.completion", completion.tick_s, completion.step)
         sessions = SessionStartedConsumer(store)
         ctx.tasks.spawn("bookings.sessions", lambda: sessions.run(
             lambda: blocking_client(ctx.redis_url, settings, block_s=BLOCK_S), ctx.redis))
 
     async def stop(self, ctx: AppContext) -> None:
-        for job in (getattr(self, "_job", None), getattr(self, "_completion", None)):
-            if job is not None:
-                job.stopping.set()
+        return None  # the supervisor cancels the jobs and the consumer

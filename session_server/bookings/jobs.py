@@ -11,17 +11,15 @@ published.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import secrets
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import redis.asyncio as aioredis
 
+from ..clock import Clock, SystemClock
 from ..errors import Conflict, NotFound
 from ..events import Event
 from .model import BookingStatus
@@ -31,6 +29,9 @@ from .store import BookingStore, at, iso
 log = logging.getLogger(__name__)
 
 LOCK_KEY = "ss:lock:{}"
+# How often a job looks at its clock to see whether its next run is due: its runs follow the app's clock
+# (a test moving a ManualClock past an instant sees the job run at once), not the event loop's timers.
+TICK_S = 1.0
 SUSPENSION_JOB = "suspension"
 COMPLETION_JOB = "completion"
 # A session may run over its scheduled end: it counts as completed this long after it.
@@ -72,16 +73,15 @@ def is_idle(activated_at: int, available_until: int, now: int, idle_days: int) -
 
 
 class _OneRunnerAtATime:
-    """A job that runs every `interval_s` in one process at a time (under its lock), until `stopping`."""
+    """A job that the app's task supervisor runs every `interval_s` (`step`), in one process at a time
+    (under its lock)."""
 
     lock_name: ClassVar[str]
     store: BookingStore
     interval_s: float
     lock_ttl_s: float
-    clock: Callable[[], float]
-    # Set by the feature's stop(): a cancellation that lands inside a Redis call can be swallowed by the
-    # client library, so the loop also watches this event.
-    stopping: asyncio.Event
+    clock: Clock
+    _due: float | None  # the clock's monotonic time of the next run
 
     async def run_once(self, now: int | None = None) -> list[str] | None:
         """The ids the run changed; None if another process holds the lock."""
@@ -89,18 +89,24 @@ class _OneRunnerAtATime:
         if not await lock.acquire():
             return None
         try:
-            return await self._work(int(self.clock()) if now is None else now)
+            return await self._work(int(self.clock.now()) if now is None else now)
         finally:
             await lock.release()
 
     async def _work(self, now: int) -> list[str]:
         raise NotImplementedError
 
-    async def loop(self) -> None:
-        while not self.stopping.is_set():
-            await self.run_once()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), self.interval_s)
+    @property
+    def tick_s(self) -> float:
+        return min(TICK_S, self.interval_s)
+
+    async def step(self) -> None:
+        """The supervisor's periodic step: a run once `interval_s` of the clock has passed since the last."""
+        now = self.clock.monotonic()
+        if self._due is not None and now < self._due:
+            return
+        self._due = now + self.interval_s  # a failed run is not retried before its next turn
+        await self.run_once()
 
 
 @dataclass
@@ -112,8 +118,8 @@ class SuspensionJob(_OneRunnerAtATime):
     idle_days: int
     interval_s: float = 3600.0
     lock_ttl_s: float = 300.0
-    clock: Callable[[], float] = time.time
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    clock: Clock = field(default_factory=SystemClock)
+    _due: float | None = field(default=None, init=False)
 
     async def _work(self, now: int) -> list[str]:
         suspended = []
@@ -150,8 +156,8 @@ class CompletionJob(_OneRunnerAtATime):
     grace_s: int = COMPLETION_GRACE_S
     interval_s: float = 60.0
     lock_ttl_s: float = 300.0
-    clock: Callable[[], float] = time.time
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    clock: Clock = field(default_factory=SystemClock)
+    _due: float | None = field(default=None, init=False)
     _indexed: bool = field(default=False, init=False)
 
     async def _work(self, now: int) -> list[str]:

@@ -20,6 +20,16 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from .errors import AvailabilityError as AvailabilityError  # what check_spec raises, by kind
+from .errors import (
+    BadRange,
+    BadWindow,
+    BeyondHorizon,
+    ConflictingException,
+    DateInPast,
+    RangeTooLong,
+    TooLateToCancel,
+)
 from .model import BookingStatus
 
 DAY_S = 86400
@@ -99,12 +109,6 @@ class AvailabilitySpec:
     exceptions: tuple[DatedException, ...] = ()
 
 
-class AvailabilityError(ValueError):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def _utc(day: date, at: time | None, zone: ZoneInfo) -> int:
     if at is None:
         local = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
@@ -121,28 +125,26 @@ def check_spec(spec: AvailabilitySpec, *, now: int, zone: ZoneInfo, horizon_days
     """Refuse windows that end before they start and exceptions outside [today, today + horizon]."""
     for w in spec.weekly:
         if not 0 <= w.weekday <= 6:
-            raise AvailabilityError("bad_window", "weekday must be 0 (Monday) to 6 (Sunday)")
+            raise BadWindow("weekday must be 0 (Monday) to 6 (Sunday)")
         if w.end is not None and w.end <= w.start:
-            raise AvailabilityError("bad_window", "a window must end after it starts")
+            raise BadWindow("a window must end after it starts")
     today = local_today(now, zone)
     last = today + timedelta(days=horizon_days)
     for e in spec.exceptions:
         if e.day < today:
-            raise AvailabilityError("date_in_past", f"the exception date {e.day} is in the past")
+            raise DateInPast(f"the exception date {e.day} is in the past")
         if e.day > last:
-            raise AvailabilityError("beyond_horizon",
-                                    f"availability is published at most {horizon_days} days ahead")
+            raise BeyondHorizon(f"availability is published at most {horizon_days} days ahead")
         if e.blocked and e.start is not None:
-            raise AvailabilityError("bad_window", "a blocked day has no window")
+            raise BadWindow("a blocked day has no window")
         if not e.blocked and e.start is None:
-            raise AvailabilityError("bad_window", "an exception is either blocked or has a window")
+            raise BadWindow("an exception is either blocked or has a window")
         if e.start is not None and e.end is not None and e.end <= e.start:
-            raise AvailabilityError("bad_window", "a window must end after it starts")
+            raise BadWindow("a window must end after it starts")
     blocked = {e.day for e in spec.exceptions if e.blocked}
     for e in spec.exceptions:
         if not e.blocked and e.day in blocked:
-            raise AvailabilityError("conflicting_exception",
-                                    f"{e.day} is both blocked and given a window: say which one")
+            raise ConflictingException(f"{e.day} is both blocked and given a window: say which one")
 
 
 def merge(intervals: Iterable[tuple[int, int]], *, join_touching: bool = True) -> list[tuple[int, int]]:
@@ -238,9 +240,19 @@ def is_slot(windows: Iterable[tuple[int, int]], starts_at: int, *, session_s: in
 
 def check_slot_range(start: int, end: int) -> None:
     if end <= start:
-        raise AvailabilityError("bad_range", "the range must end after it starts")
+        raise BadRange("the range must end after it starts")
     if end - start > MAX_SLOT_RANGE_DAYS * DAY_S:
-        raise AvailabilityError("range_too_long", f"ask for at most {MAX_SLOT_RANGE_DAYS} days of slots")
+        raise RangeTooLong(f"ask for at most {MAX_SLOT_RANGE_DAYS} days of slots")
+
+
+# --- cancellation --------------------------------------------------------------------------------
+
+
+def check_cancellation(status: BookingStatus, starts_at: int, *, by: str, now: int) -> None:
+    """A party may cancel a confirmed booking until its session starts; after that only an admin may
+    (the session may be under way: support settles it)."""
+    if by != "admin" and now >= starts_at and status is BookingStatus.CONFIRMED:
+        raise TooLateToCancel("the session has already started; contact support")
 
 
 def overlaps(a_start: int, a_end: int, b_start: int, b_end: int) -> bool:

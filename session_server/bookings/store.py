@@ -36,9 +36,9 @@ import redis.asyncio as aioredis
 
 from ledger.pricing import CodeKind, DiscountCode
 
-from ..errors import Conflict, DomainError, NotFound
 from ..events import EVENTS_STREAM, LUA_XADD_EVENT, Event, lua_args
 from ..script_batch import BatchedScript
+from .errors import AlreadyExists, BookingNotFound, IllegalTransition, PractitionerNotFound, script_refusal
 from .model import BOOKING_KEY, Booking, BookingStatus, load_booking
 from .rules import (
     MAX_SESSION_MINUTES,
@@ -258,30 +258,6 @@ xadd_event(KEYS[2], 1)
 return {'ok', tostring(redis.call('ZCARD', KEYS[1]))}
 """
 
-def refusal(code: str, detail: str = "") -> DomainError:
-    """The DomainError for a refusal code a script or rule returned."""
-    table: dict[str, tuple[type[DomainError], int | None, str]] = {
-        "practitioner_not_found": (NotFound, None, "no such practitioner"),
-        "not_found": (NotFound, None, "not found"),
-        "exists": (Conflict, None, "it already exists"),
-        "not_bookable": (Conflict, None, "this practitioner cannot be booked now"),
-        "price_changed": (Conflict, None, "the price or session length changed; ask for a new quote"),
-        "practitioner_changed": (Conflict, None, "the practitioner changed meanwhile; ask for a new quote"),
-        "not_a_slot": (DomainError, 422, "that time is not one of the practitioner's slots"),
-        "slot_taken": (Conflict, None, "that slot has just been booked by someone else"),
-        "client_overlap": (Conflict, None, "you already have a booking at that time"),
-        "code_unknown": (DomainError, 422, "no such code"),
-        "code_expired": (DomainError, 422, "this code has expired"),
-        "code_used_up": (DomainError, 422, "this code has been used up"),
-        "code_already_used": (DomainError, 422, "you have already used this code"),
-        "code_not_applicable": (DomainError, 422, "this code does not apply to this booking"),
-        "illegal_transition": (Conflict, None, "that change is not allowed in the current state"),
-        "stale": (Conflict, None, "the record changed meanwhile; try again"),
-    }
-    cls, status, message = table.get(code, (Conflict, None, code))
-    return cls(detail or message, code=code, status=status)
-
-
 def _result(raw: Sequence[Any]) -> tuple[str, list[str]]:
     items = [_d(x) for x in raw]
     return items[0], items[1:]
@@ -302,21 +278,29 @@ class BookingStore:
 
     # --- practitioners ---
 
-    async def create_practitioner(self, fields: dict[str, str], event: Event, now: int) -> None:
-        pid = fields["id"]
-        pairs = ["id", pid] + [x for k, v in fields.items() if k != "id" for x in (k, v)]
+    async def create_practitioner(self, pid: str, *, display_name: str, specialty: str, session_minutes: int,
+                                  price_minor: int, currency: str, timezone: str, event: Event, now: int) -> None:
+        """A new practitioner, pending review, with no availability; refused if the id is taken."""
+        fields = {"id": pid, "display_name": display_name, "specialty": specialty,
+                  "session_minutes": str(session_minutes), "price_minor": str(price_minor),
+                  "currency": currency, "timezone": timezone, "status": PractitionerStatus.PENDING_REVIEW.value,
+                  "created_at": str(now), "updated_at": str(now), "activated_at": "0", "available_until": "0",
+                  "availability": "{}"}
+        pairs = [x for k, v in fields.items() for x in (k, v)]  # (id, <id>) first: the script indexes it
         status, _ = _result(await self._create(
             keys=[PRACTITIONER_KEY.format(pid), self.stream, PRACTITIONERS_KEY],
             args=[*lua_args(event), now, *pairs]))
         if status != "ok":
-            raise refusal(status, f"practitioner {pid} already exists")
+            raise AlreadyExists(f"practitioner {pid} already exists")
 
-    async def update_practitioner(self, pid: str, fields: dict[str, str], event: Event) -> None:
+    async def update_practitioner(self, pid: str, changes: Mapping[str, Any], event: Event, now: int) -> None:
+        """Set the profile fields in `changes` (values as the API shows them) and `updated_at`."""
+        fields = {**{k: str(v) for k, v in changes.items()}, "updated_at": str(now)}
         pairs = [x for k, v in fields.items() for x in (k, v)]
         status, _ = _result(await self._update(keys=[PRACTITIONER_KEY.format(pid), self.stream],
                                                args=[*lua_args(event), *pairs]))
         if status != "ok":
-            raise refusal("practitioner_not_found")
+            raise PractitionerNotFound()
 
     async def practitioner(self, pid: str) -> Practitioner | None:
         raw = await self.redis.hgetall(PRACTITIONER_KEY.format(pid))
@@ -325,7 +309,7 @@ class BookingStore:
     async def require_practitioner(self, pid: str) -> Practitioner:
         p = await self.practitioner(pid)
         if p is None:
-            raise refusal("practitioner_not_found")
+            raise PractitionerNotFound()
         return p
 
     async def practitioners(self, *, limit: int = 200, offset: int = 0) -> list[Practitioner]:
@@ -351,11 +335,11 @@ class BookingStore:
             keys=[PRACTITIONER_KEY.format(pid), self.stream],
             args=[*lua_args(event), sources, gf, gv, "", *pairs]))
         if status == "not_found":
-            raise refusal("practitioner_not_found")
+            raise PractitionerNotFound()
         if status == "illegal":
-            raise refusal("illegal_transition", f"a practitioner cannot go from {rest[0]} to {to.value}")
+            raise IllegalTransition(f"a practitioner cannot go from {rest[0]} to {to.value}")
         if status != "ok":
-            raise refusal(status)
+            raise script_refusal(status)
         return rest[0]
 
     # --- availability ---
@@ -368,7 +352,7 @@ class BookingStore:
             keys=[PRACTITIONER_KEY.format(pid), WINDOWS_KEY.format(pid), self.stream, INTEREST_KEY.format(pid)],
             args=[*lua_args(event), json.dumps(spec, separators=(",", ":")), now, *flat]))
         if status != "ok":
-            raise refusal("practitioner_not_found")
+            raise PractitionerNotFound()
         return int(rest[0])
 
     async def windows_and_busy(self, pid: str, start: int, end: int
@@ -404,7 +388,7 @@ class BookingStore:
         status, _ = _result(await self._create(keys=[CODE_KEY.format(code.code), self.stream, ""],
                                                args=[*lua_args(event), now, *pairs]))
         if status != "ok":
-            raise refusal("exists", f"the code {code.code} already exists")
+            raise AlreadyExists(f"the code {code.code} already exists")
 
     async def code(self, code: str) -> DiscountCode | None:
         raw = await self.redis.hgetall(CODE_KEY.format(code))
@@ -443,7 +427,7 @@ class BookingStore:
             args=[_JSON.encode(booking.to_hash()), practitioner.rev,
                   MAX_SESSION_MINUTES * 60, now, *lua_args(event)]))
         if status != "ok":
-            raise refusal(status)
+            raise script_refusal(status)
 
     async def booking(self, booking_id: str) -> Booking | None:
         return await load_booking(self.redis, booking_id)
@@ -465,10 +449,9 @@ class BookingStore:
         """
         booking = await load_booking(self.redis, booking_id)
         if booking is None:
-            raise NotFound("no such booking", code="booking_not_found")
+            raise BookingNotFound()
         if not can_transition(booking.status, to_status):
-            raise refusal("illegal_transition",
-                          f"a booking cannot go from {booking.status.value} to {to_status.value}")
+            raise IllegalTransition(f"a booking cannot go from {booking.status.value} to {to_status.value}")
         full = {**body, "booking_id": booking.id, "practitioner_id": booking.practitioner_id,
                 "client_id": booking.client_id, "from": booking.status.value, "to": to_status.value}
         event = Event(event_type, full, version=version, time=at(now))
@@ -485,9 +468,11 @@ class BookingStore:
             # compare-and-set against the state we decided on, so a concurrent change cannot slip in
             args=[*lua_args(event), booking.status.value, "", "", member, *pairs]))
         if status == "illegal":
-            raise refusal("illegal_transition", f"a booking cannot go from {rest[0]} to {to_status.value}")
+            raise IllegalTransition(f"a booking cannot go from {rest[0]} to {to_status.value}")
+        if status == "not_found":
+            raise BookingNotFound()
         if status != "ok":
-            raise refusal(status)
+            raise script_refusal(status)
         # the completion job's index (kept right by the job at each start should a process die here)
         if to_status is BookingStatus.IN_SESSION:
             await self.mark_in_session(booking)
@@ -515,6 +500,19 @@ class BookingStore:
                     IN_SESSION_KEY, {booking.id: booking.ends_at}, nx=True):
                 missing += 1
         return missing
+
+    async def booking_ids_of(self, *, client_id: str | None, practitioner_id: str | None, start: int | None,
+                             end: int | None, limit: int) -> list[str]:
+        """Ids of the bookings starting in [start, end] (open where None) of one practitioner, of one
+        client (the practitioner wins if both are given), or of everyone; earliest first."""
+        if practitioner_id:
+            key = P_BOOKINGS_KEY.format(practitioner_id)
+        elif client_id:
+            key = C_BOOKINGS_KEY.format(client_id)
+        else:
+            key = ALL_BOOKINGS_KEY
+        return await self.booking_ids(key, "-inf" if start is None else start, "+inf" if end is None else end,
+                                      limit)
 
     async def booking_ids(self, key: str, start: float | str, end: float | str, limit: int) -> list[str]:
         ids = await self.redis.zrangebyscore(key, start, end, start=0, num=limit)

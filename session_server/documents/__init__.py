@@ -20,12 +20,12 @@ class DocumentsFeature:
         self._beacon: KeyRingBeacon | None = None
 
     async def start(self, ctx: AppContext) -> None:
-        service = DocumentService.from_settings(ctx.redis, ctx.keyring, ctx.settings)
+        service = DocumentService.from_settings(ctx.redis, ctx.keyring, ctx.settings, ctx.clock)
         await service.start()
         ctx.documents = service
         self._beacon = KeyRingBeacon(ctx.redis, ctx.keyring)
         await self._beacon.announce()
-        ctx.tasks.spawn("documents-keyring-beacon", self._beacon.run)
+        ctx.tasks.every("documents-keyring-beacon", self._beacon.interval_s, self._beacon.announce)
 
     async def stop(self, ctx: AppContext) -> None:
         if self._beacon is not None:

@@ -10,10 +10,10 @@ from starlette.routing import BaseRoute, Route
 from files.names import content_disposition
 from session_server.auth import Identity, Role, authenticate, authenticate_admin
 from session_server.context import AppContext
-from session_server.errors import Forbidden, InvalidInput, UnsupportedMediaType
 from session_server.http import Body, parse_query, read_json
 
 from ..auth import USER_ID
+from . import rules
 from .rules import MAX_CLIENTS_PER_SHARE
 from .service import DocumentService
 
@@ -33,10 +33,10 @@ def _name(request: Request) -> str:
     try:
         name = decode_header_name(raw) if raw is not None else request.query_params.get("name")
     except UnsafeName as exc:
-        raise InvalidInput(str(exc), code=exc.code) from None
+        raise rules.InvalidDocumentName(str(exc)) from None
     if not name:
-        raise InvalidInput("name the document in the X-Filename header (percent-encoded UTF-8) "
-                           "or the `name` query parameter", code="document_name_missing")
+        raise rules.DocumentNameMissing("name the document in the X-Filename header (percent-encoded UTF-8) "
+                                        "or the `name` query parameter")
     return name
 
 
@@ -45,8 +45,7 @@ async def upload(request: Request) -> Response:
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         # Never inflate on the server: a compressed body is how archive bombs get in.
-        raise UnsupportedMediaType("send the document as it is, without Content-Encoding",
-                                   code="content_encoding_refused")
+        raise rules.ContentEncodingRefused("send the document as it is, without Content-Encoding")
     declared = request.headers.get("content-length")
     length = int(declared) if declared is not None and declared.isdigit() else None
     try:
@@ -55,8 +54,7 @@ async def upload(request: Request) -> Response:
                                               declared_length=length)
     except ClientDisconnect:
         # Nothing was kept (the service cleans up); the answer only matters for the access log.
-        raise InvalidInput("the client went away before the upload finished",
-                           code="upload_interrupted") from None
+        raise rules.UploadInterrupted("the client went away before the upload finished") from None
     return JSONResponse(meta.public(), status_code=201,
                         headers={"Location": f"/v1/documents/{meta.id}", **NO_STORE})
 
@@ -68,7 +66,7 @@ async def list_documents(request: Request) -> Response:
         return JSONResponse({"documents": await service.list_owned(identity)}, headers=NO_STORE)
     if identity.role is Role.CLIENT:
         return JSONResponse({"documents": await service.list_shared_with(identity)}, headers=NO_STORE)
-    raise Forbidden("documents are listed for practitioners and clients only", code="permission_denied")
+    raise rules.PermissionDenied("documents are listed for practitioners and clients only")
 
 
 async def get_document(request: Request) -> Response:

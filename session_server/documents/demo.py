@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 
 from session_server.auth import ROLE_PERMISSIONS, Identity, Role
@@ -25,7 +24,7 @@ async def seed_demo_document(ctx: AppContext, practitioner_id: str, booking_id: 
     """Upload the demo worksheet as the practitioner and share it with the booking (idempotent share)."""
     owner = Identity(sub=practitioner_id, name="demo", role=Role.PRACTITIONER,
                      permissions=ROLE_PERMISSIONS[Role.PRACTITIONER], grants=None,
-                     expires_at=int(time.time()) + 60)
+                     expires_at=int(ctx.clock.now()) + 60)
 
     async def body() -> AsyncIterator[bytes]:
         yield DEMO_TEXT.encode()

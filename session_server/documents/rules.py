@@ -15,7 +15,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from files.format import FormatError
+from files.sniff import Refused
 from session_server.auth import Identity, Permission, Role
+from session_server.bookings.errors import BookingNotFound
 from session_server.bookings.model import Booking, BookingStatus
 from session_server.errors import (
     Conflict,
@@ -56,6 +59,48 @@ class EmptyDocument(InvalidInput):
     code = "empty_document"
 
 
+class MultipartRefused(DocumentTypeRefused):
+    code = "multipart_refused"
+
+
+class ContentTypeMismatch(DocumentTypeRefused):
+    code = "content_type_mismatch"
+
+
+class ActiveContent(DocumentTypeRefused):
+    code = "active_content"
+
+
+class ContentEncodingRefused(UnsupportedMediaType):
+    code = "content_encoding_refused"
+
+
+class InvalidDocumentName(InvalidInput):
+    code = "invalid_document_name"
+
+
+class DocumentNameMissing(InvalidInput):
+    code = "document_name_missing"
+
+
+class UploadInterrupted(InvalidInput):
+    code = "upload_interrupted"
+
+
+class PermissionDenied(Forbidden):
+    code = "permission_denied"
+
+
+class BookingCancelled(Conflict):
+    code = "booking_cancelled"
+
+
+def type_refused(exc: Refused) -> DocumentTypeRefused:
+    """The refusal of the sniffer (files.sniff), by its kind."""
+    kinds: dict[str, type[DocumentTypeRefused]] = {"active_content": ActiveContent}
+    return kinds.get(exc.code, DocumentTypeRefused)(str(exc))
+
+
 class UploadIdle(DomainError):
     status, code, title = 408, "upload_idle_timeout", "Upload timed out"
 
@@ -66,6 +111,25 @@ class StorageFull(DomainError):
 
 class DocumentIntegrityError(DomainError):
     status, code, title = 500, "document_integrity_failed", "Document integrity check failed"
+
+
+class DocumentTampered(DocumentIntegrityError):
+    code = "document_tampered"
+
+
+class DocumentKeyUnavailable(DocumentIntegrityError):
+    code = "document_key_unavailable"
+
+
+class DocumentMissing(DocumentIntegrityError):
+    code = "document_missing"
+
+
+def integrity_error(exc: FormatError, message: str) -> DocumentIntegrityError:
+    """The refusal for a stored document that files.format would not open, by the reason it gave."""
+    kinds: dict[str, type[DocumentIntegrityError]] = {
+        "document_tampered": DocumentTampered, "document_key_unavailable": DocumentKeyUnavailable}
+    return kinds.get(exc.code, DocumentIntegrityError)(message)
 
 
 class NotOwner(Forbidden):
@@ -160,7 +224,7 @@ def may_read(identity: Identity, doc: DocumentMeta, shares: Iterable[Share],
 def require_reader(identity: Identity, doc: DocumentMeta | None, shares: Iterable[Share],
                    bookings: Mapping[str, Booking | None]) -> DocumentMeta:
     if identity.role is Role.SUPPORT:
-        raise Forbidden("support staff never see documents", code="permission_denied")
+        raise PermissionDenied("support staff never see documents")
     identity.require(Permission.DOCUMENTS_READ)
     if doc is None:
         raise DocumentNotFound("no such document")
@@ -177,17 +241,16 @@ def may_read_audit(identity: Identity, owner_id: str) -> bool:
 
 def check_booking_for_share(booking: Booking | None, owner_id: str) -> Booking:
     if booking is None or booking.practitioner_id != owner_id:
-        raise NotFound("no such booking among yours", code="booking_not_found")
+        raise BookingNotFound("no such booking among yours")
     if booking.status is BookingStatus.CANCELLED:
-        raise Conflict("the booking is cancelled", code="booking_cancelled")
+        raise BookingCancelled("the booking is cancelled")
     return booking
 
 
 def check_not_multipart(declared: str | None) -> None:
     """The body is the document itself: a form upload is refused before a byte of it is read."""
     if declared and declared.strip().lower().startswith("multipart/"):
-        raise DocumentTypeRefused("send the document itself as the request body, not a multipart form",
-                                  code="multipart_refused")
+        raise MultipartRefused("send the document itself as the request body, not a multipart form")
 
 
 def check_declared_type(declared: str | None, sniffed: str) -> None:
@@ -200,8 +263,7 @@ def check_declared_type(declared: str | None, sniffed: str) -> None:
         return
     check_not_multipart(base)
     if base != sniffed:
-        raise DocumentTypeRefused(f"the body is {sniffed} but the Content-Type says {base}",
-                                  code="content_type_mismatch")
+        raise ContentTypeMismatch(f"the body is {sniffed} but the Content-Type says {base}")
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -12,7 +12,6 @@ import contextlib
 import errno
 import hashlib
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,8 +28,10 @@ from files.keyring import KeyRing
 from files.names import UnsafeName, safe_name
 from files.sniff import SNIFF_BYTES, TEXT, Refused, TextGuard, sniff
 from session_server.auth import USER_ID, Identity
+from session_server.batching import Batch
+from session_server.bookings.errors import BookingNotFound
 from session_server.bookings.model import Booking, load_booking
-from session_server.errors import InvalidInput, NotFound
+from session_server.clock import Clock, SystemClock
 from session_server.settings import Settings
 
 from . import rules
@@ -90,7 +91,8 @@ class _IdleWatch:
 
 
 class _BatchSealer:
-    """Checks, hashes and seals a batch of received reads (about SEAL_BATCH bytes) in one go.
+    """Checks, hashes and seals a batch of received reads (about SEAL_BATCH bytes, gathered by a `Batch`)
+    in one go.
 
     Sealed batches go into two buffers used in turn: the writer keeps at most one write in flight, so
     a buffer is free again by the time it comes round.
@@ -136,18 +138,21 @@ class Download:
 
 
 class DocumentService:
-    def __init__(self, redis: aioredis.Redis, keyring: KeyRing, root: Path, limits: UploadLimits) -> None:
-        self.store = DocumentStore(redis)
+    def __init__(self, redis: aioredis.Redis, keyring: KeyRing, root: Path, limits: UploadLimits,
+                 clock: Clock | None = None) -> None:
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.store = DocumentStore(redis, clock=self.clock)
         self.redis = redis
         self.keyring = keyring
         self.blobs = BlobStore(root)
         self.limits = limits
 
     @classmethod
-    def from_settings(cls, redis: aioredis.Redis, keyring: KeyRing, settings: Settings) -> DocumentService:
+    def from_settings(cls, redis: aioredis.Redis, keyring: KeyRing, settings: Settings,
+                      clock: Clock | None = None) -> DocumentService:
         return cls(redis, keyring, settings.data_dir / "documents",
                    UploadLimits(settings.document_max_bytes, settings.document_types,
-                                settings.upload_idle_timeout_s))
+                                settings.upload_idle_timeout_s), clock)
 
     async def start(self) -> None:
         await self.blobs.ensure()
@@ -164,7 +169,7 @@ class DocumentService:
         try:
             name = safe_name(raw_name)
         except UnsafeName as exc:
-            raise InvalidInput(str(exc), code=exc.code) from None
+            raise rules.InvalidDocumentName(str(exc)) from None
         limit = self.limits.max_bytes
         if declared_length is not None and declared_length > limit:
             raise rules.DocumentTooLarge(f"documents are limited to {limit} bytes")
@@ -206,7 +211,7 @@ class DocumentService:
         try:
             media_type = sniff(bytes(head[:SNIFF_BYTES]), self.limits.types)
         except Refused as exc:
-            raise rules.DocumentTypeRefused(str(exc), code=exc.code) from None
+            raise rules.type_refused(exc) from None
         rules.check_declared_type(declared_type, media_type)
 
         doc_id = uuid.uuid4()
@@ -216,28 +221,25 @@ class DocumentService:
         try:
             async with self.blobs.create(doc_id.hex) as out:
                 await out.write(seal.sealer.preamble())
-                batch: list[bytes] = [bytes(head)]
-                batched = size
+                received: Batch[bytes] = Batch(SEAL_BATCH, len)
+                received.add(bytes(head))
                 while (chunk := await watch.next(it)) is not None:
                     size += len(chunk)
                     if size > limit:
                         raise rules.DocumentTooLarge(f"documents are limited to {limit} bytes")
-                    batch.append(chunk)
-                    batched += len(chunk)
-                    if batched >= SEAL_BATCH:
-                        await out.write(seal.feed(batch))
-                        batch, batched = [], 0
-                await out.write(seal.feed(batch))
+                    if received.add(chunk):
+                        await out.write(seal.feed(received.drain()))
+                await out.write(seal.feed(received.drain()))
                 await out.write(seal.finish())
         except Refused as exc:
-            raise rules.DocumentTypeRefused(str(exc), code=exc.code) from None
+            raise rules.type_refused(exc) from None
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise rules.StorageFull("the document store is full; nothing was saved") from None
             raise
         meta = DocumentMeta(id=doc_id.hex, owner_id=owner.sub, name=name, media_type=media_type, size=size,
                             sha256=seal.digest.hexdigest(),
-                            created_at=int(now if now is not None else time.time()))
+                            created_at=int(now if now is not None else self.clock.now()))
         return meta, header
 
     # --- reading ---------------------------------------------------------------------------------
@@ -270,14 +272,12 @@ class DocumentService:
             opener = fmt.Opener(header, fmt.unwrap_data_key(self.keyring, header), doc.size)
         except fmt.KeyUnavailable as exc:
             log.error("document %s cannot be opened: %s", doc.id, exc.code)
-            raise rules.DocumentIntegrityError(
-                "the master key protecting this document is not configured on this server",
-                code=exc.code) from None
+            raise rules.integrity_error(
+                exc, "the master key protecting this document is not configured on this server") from None
         except fmt.FormatError as exc:
             log.error("document %s cannot be opened: %s", doc.id, exc.code)
-            raise rules.DocumentIntegrityError(
-                "the stored document failed its integrity check; nothing of it is sent",
-                code=exc.code) from None
+            raise rules.integrity_error(
+                exc, "the stored document failed its integrity check; nothing of it is sent") from None
         byte_range = rules.parse_range(range_header, doc.size)
         start, end = byte_range if byte_range is not None else (0, doc.size - 1)
         span = fmt.chunk_span(doc.size, start, end)
@@ -286,8 +286,7 @@ class DocumentService:
             f = await aiofiles.open(path, "rb")
         except FileNotFoundError:
             log.error("document %s has metadata but no file", doc.id)
-            raise rules.DocumentIntegrityError("the stored document is missing",
-                                               code="document_missing") from None
+            raise rules.DocumentMissing("the stored document is missing") from None
         try:
             fixed = await f.read(fmt.FIXED_HEADER_BYTES)
             size = (await aiofiles.os.stat(path)).st_size
@@ -297,14 +296,13 @@ class DocumentService:
         except fmt.FormatError as exc:
             await f.close()
             log.error("document %s failed verification: %s", doc.id, exc)
-            raise rules.DocumentIntegrityError(
-                "the stored document failed its integrity check; nothing of it is sent",
-                code=exc.code) from None
+            raise rules.integrity_error(
+                exc, "the stored document failed its integrity check; nothing of it is sent") from None
         except BaseException:
             await f.close()
             raise
         await self.store.record_download(doc, user_id=identity.sub, role=identity.role.value,
-                                         at=int(now if now is not None else time.time()),
+                                         at=int(now if now is not None else self.clock.now()),
                                          byte_range=byte_range)
         return Download(doc, 206 if byte_range is not None else 200, start, span.length,
                         _prepend(first, body, doc.id))
@@ -364,7 +362,7 @@ class DocumentService:
     async def list_for_booking(self, identity: Identity, booking_id: str) -> list[dict[str, Any]]:
         booking = await load_booking(self.redis, booking_id) if USER_ID.match(booking_id) else None
         if booking is None or booking.party(identity.sub, identity.role) is None:
-            raise NotFound("no such booking among yours", code="booking_not_found")
+            raise BookingNotFound("no such booking among yours")
         shares = [s for s in await self.store.shares_for_booking(booking_id) if s.active]
         return await self._visible(identity, shares, {booking_id: booking})
 
@@ -390,7 +388,7 @@ class DocumentService:
     async def share(self, identity: Identity, document_id: str, *, booking_id: str | None,
                     client_ids: list[str], now: int | None = None) -> list[dict[str, Any]]:
         doc = await self.owned(identity, document_id)
-        at = int(now if now is not None else time.time())
+        at = int(now if now is not None else self.clock.now())
         targets: list[tuple[ShareKind, str, str]] = []
         if booking_id is not None:
             booking = rules.check_booking_for_share(await load_booking(self.redis, booking_id), doc.owner_id)
@@ -417,7 +415,7 @@ class DocumentService:
         if not found:
             raise rules.ShareNotFound("no such share of this document")
         result = await self.store.revoke(found[0], owner_id=doc.owner_id,
-                                         now=int(now if now is not None else time.time()))
+                                         now=int(now if now is not None else self.clock.now()))
         if result == "revoked":
             raise rules.ShareRevoked("the share was already revoked")
         if result != "ok":
@@ -427,7 +425,7 @@ class DocumentService:
 
     async def delete(self, identity: Identity, document_id: str, now: int | None = None) -> None:
         doc = await self.owned(identity, document_id)
-        if not await self.store.delete(doc, now=int(now if now is not None else time.time())):
+        if not await self.store.delete(doc, now=int(now if now is not None else self.clock.now())):
             raise rules.DocumentDeleted("the document was deleted")
         # The data key is gone with the metadata: the file is unreadable from here on; remove it too.
         await self.blobs.delete(doc.id)
@@ -469,10 +467,10 @@ class KeyRingBeacon:
     async def announce(self) -> None:
         await self.redis.set(self.key, self.value, ex=self.ttl_s)
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.ttl_s / 3)
-            await self.announce()
+    @property
+    def interval_s(self) -> float:
+        """How often to announce again: well within the announcement's lifetime."""
+        return self.ttl_s / 3
 
     async def withdraw(self) -> None:
         with contextlib.suppress(Exception):

@@ -22,11 +22,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from files.format import Header
+from session_server.clock import Clock, SystemClock
 from session_server.events import EVENTS_STREAM, LUA_XADD_EVENT, Event, add_to, lua_args
 
 from .rules import DocumentMeta, Share, ShareKind
@@ -131,13 +133,18 @@ def share_from_hash(raw: dict[bytes, bytes]) -> Share:
 
 
 class DocumentStore:
-    def __init__(self, redis: aioredis.Redis, stream: str = EVENTS_STREAM) -> None:
+    def __init__(self, redis: aioredis.Redis, stream: str = EVENTS_STREAM, *, clock: Clock | None = None) -> None:
         self.redis = redis
         self.stream = stream
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self._share = redis.register_script(_SHARE)
         self._revoke = redis.register_script(_REVOKE)
         self._delete = redis.register_script(_DELETE)
         self._rekey = redis.register_script(_REKEY)
+
+    def _now(self) -> datetime:
+        """The time of an event: now, by the clock the app runs on."""
+        return datetime.fromtimestamp(self.clock.now(), UTC)
 
     @staticmethod
     async def _ids(reply: Any) -> list[str]:
@@ -146,7 +153,7 @@ class DocumentStore:
     async def create(self, meta: DocumentMeta, header: Header) -> None:
         event = Event("document.uploaded", {"document_id": meta.id, "owner_id": meta.owner_id,
                                             "media_type": meta.media_type, "size": meta.size,
-                                            "key_id": header.wrapped_key.key_id})
+                                            "key_id": header.wrapped_key.key_id}, time=self._now())
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(DOC_KEY.format(meta.id), mapping={
                 "id": meta.id, "owner_id": meta.owner_id, "name": meta.name, "media_type": meta.media_type,
@@ -211,7 +218,7 @@ class DocumentStore:
             push = json.dumps({"type": "document.shared", "document": {
                 "id": doc.id, "name": doc.name, "media_type": doc.media_type, "size": doc.size,
                 "shared_at": now}}, ensure_ascii=False, separators=(",", ":"))
-        event = Event("document.shared", body)
+        event = Event("document.shared", body, time=self._now())
         keys = [DOC_KEY.format(doc.id), DOC_SHARES_KEY.format(doc.id), SHARE_KEY.format(share_id),
                 CLIENT_SHARES_KEY.format(client_id), BOOKING_SHARES_KEY.format(booking_id or "-"),
                 self.stream, ROOM_PUSH_CHANNEL.format(booking_id or "-")]
@@ -224,7 +231,8 @@ class DocumentStore:
         event = Event("document.revoked", {"document_id": share.document_id, "share_id": share.id,
                                            "kind": share.kind.value, "owner_id": owner_id,
                                            "client_id": share.client_id,
-                                           **({"booking_id": share.booking_id} if share.booking_id else {})})
+                                           **({"booking_id": share.booking_id} if share.booking_id else {})},
+                      time=self._now())
         keys = [SHARE_KEY.format(share.id), CLIENT_SHARES_KEY.format(share.client_id),
                 BOOKING_SHARES_KEY.format(share.booking_id or "-"), self.stream]
         result = await self._revoke(keys=keys, args=[str(now), share.id, *lua_args(event)])
@@ -232,7 +240,7 @@ class DocumentStore:
 
     async def delete(self, doc: DocumentMeta, *, now: int) -> bool:
         """Shred: the wrapped data key and the name go with the metadata; the audit log stays."""
-        event = Event("document.deleted", {"document_id": doc.id, "owner_id": doc.owner_id})
+        event = Event("document.deleted", {"document_id": doc.id, "owner_id": doc.owner_id}, time=self._now())
         keys = [DOC_KEY.format(doc.id), DOC_SHARES_KEY.format(doc.id), OWNER_DOCS_KEY.format(doc.owner_id),
                 ALL_DOCS_KEY, self.stream]
         result = await self._delete(keys=keys, args=[str(now), doc.id, *lua_args(event)])
@@ -242,7 +250,7 @@ class DocumentStore:
                               byte_range: tuple[int, int] | None) -> None:
         entry: dict[str, Any] = {"document_id": doc.id, "user_id": user_id, "role": role, "at": at,
                                  "range": list(byte_range) if byte_range else None}
-        event = Event("document.downloaded", dict(entry))
+        event = Event("document.downloaded", dict(entry), time=self._now())
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.lpush(AUDIT_KEY.format(doc.id), json.dumps(entry, separators=(",", ":")))
             pipe.ltrim(AUDIT_KEY.format(doc.id), 0, AUDIT_MAX - 1)
@@ -259,7 +267,7 @@ class DocumentStore:
     async def rekey(self, document_id: str, old: Header, new: Header) -> str:
         event = Event("document.rekeyed", {"document_id": document_id,
                                            "from_key_id": old.wrapped_key.key_id,
-                                           "to_key_id": new.wrapped_key.key_id})
+                                           "to_key_id": new.wrapped_key.key_id}, time=self._now())
         result = await self._rekey(keys=[DOC_KEY.format(document_id), self.stream],
                                    args=[old.encode(), new.encode(), new.wrapped_key.key_id, *lua_args(event)])
         return result.decode() if isinstance(result, bytes) else str(result)

@@ -23,8 +23,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..auth import Identity, Permission, authenticate
 from ..context import AppContext
-from ..errors import DomainError, InvalidInput
+from ..errors import DomainError
 from ..http import Body, parse_query, read_json
+from .rules import BadReadRequest
 from .service import NotificationService
 
 PROTOCOL = "notifications.v1"
@@ -61,7 +62,7 @@ async def mark_read(request: Request) -> Response:
     identity.require(Permission.NOTIFICATIONS_READ)
     body = await read_json(request, ReadIn)
     if body.all == (body.ids is not None):
-        raise InvalidInput("give either ids or all: true", code="bad_read_request")
+        raise BadReadRequest("give either ids or all: true")
     svc = _service(request)
     marked = await svc.store.mark_read(identity.sub, None if body.all else body.ids)
     return JSONResponse({"marked": marked, "unread_count": await svc.store.unread_count(identity.sub)})

@@ -5,9 +5,9 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from starlette.routing import BaseRoute
 
-from ..bookings.store import BookingStore
 from ..context import AppContext
 from ..redis_client import blocking_client
+from ..rooms.presence import RoomPresence
 from . import api
 from .service import BLOCK_MS, NotificationService
 
@@ -22,7 +22,7 @@ class NotificationsFeature:
         def blocking() -> aioredis.Redis:
             return blocking_client(ctx.redis_url, ctx.settings, block_s=BLOCK_MS / 1000)
 
-        svc = NotificationService(ctx.redis, blocking, BookingStore(ctx.redis),
+        svc = NotificationService(ctx.redis, blocking, ctx.bookings, RoomPresence(ctx.redis), ctx.clock,
                                   send_queue=ctx.settings.ws_send_queue,
                                   max_per_user=ctx.settings.ws_max_connections_per_user)
         ctx.notifications = svc

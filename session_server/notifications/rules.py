@@ -11,7 +11,14 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InvalidInput
 from ..events import Event
+
+
+class BadReadRequest(InvalidInput):
+    """A mark-read request must name the notifications or say all of them, not both or neither."""
+
+    code = "bad_read_request"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,20 +15,23 @@ import contextlib
 import json
 import logging
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.client import PubSub
 
-from ..bookings.store import INTEREST_KEY, BookingStore
+from ..clock import Clock
 from ..event_consumer import EventConsumer
 from ..events import EVENTS_STREAM, Event
+from ..rooms.presence import RoomPresence
 from .rules import Notification, needs_room_presence, needs_waiting_clients, notifications_for
 from .store import NODE_CHANNEL, PUSH_CHANNEL, NotificationStore
+
+if TYPE_CHECKING:
+    from ..bookings.service import BookingService
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +49,15 @@ SUBSCRIBE_WAIT_S = 5.0  # a new socket waits at most this long for its push subs
 
 
 class NotificationService:
-    def __init__(self, redis: aioredis.Redis, blocking: Callable[[], aioredis.Redis], bookings: BookingStore, *,
-                 send_queue: int, max_per_user: int, stream: str = EVENTS_STREAM) -> None:
+    def __init__(self, redis: aioredis.Redis, blocking: Callable[[], aioredis.Redis], bookings: BookingService,
+                 presence: RoomPresence, clock: Clock, *, send_queue: int, max_per_user: int,
+                 stream: str = EVENTS_STREAM) -> None:
         self.redis = redis
         self.blocking = blocking
         self.store = NotificationStore(redis)
-        self.bookings = bookings
+        self.bookings = bookings  # the waiting lists are the bookings': read and emptied through its service
+        self.presence = presence
+        self.clock = clock
         self.stream = stream
         self.consumer = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.send_queue = send_queue
@@ -81,13 +87,15 @@ class NotificationService:
             if needs_waiting_clients(event) else []
         present: set[str] = set()
         if needs_room_presence(event):
-            present = await self.store.in_room(event.body["booking_id"])
+            present = await self.presence.participants(event.body["booking_id"])
         return notifications_for(event, waiting, present), waiting
 
     async def handle(self, event: Event) -> int:
         notes, waiting = await self._decide(event)
-        forget = [(INTEREST_KEY.format(event.body["practitioner_id"]), waiting)] if waiting else []
-        return await self.store.write(notes, forget=forget)
+        added = await self.store.write(notes)
+        if waiting:
+            await self.bookings.forget_interest(event.body["practitioner_id"], waiting)
+        return added
 
     async def _handle(self, event: Event) -> None:
         await self.handle(event)
@@ -115,7 +123,7 @@ class NotificationService:
         if not entries:
             return 0
         notes: list[Notification] = []
-        forget: list[tuple[str, list[str]]] = []
+        told: list[tuple[str, list[str]]] = []  # practitioner, the waiting clients now told of their slots
         for _, fields in entries:
             try:
                 event = Event.from_fields(fields)
@@ -125,9 +133,19 @@ class NotificationService:
             made, waiting = await self._decide(event)
             notes += made
             if waiting:
-                forget.append((INTEREST_KEY.format(event.body["practitioner_id"]), waiting))
-        await self.store.write(notes, forget=forget,
-                               ack=(self.stream, GROUP, [entry_id for entry_id, _ in entries]))
+                told.append((event.body["practitioner_id"], waiting))
+        ack = (self.stream, GROUP, [entry_id for entry_id, _ in entries])
+        if not told:
+            await self.store.write(notes, ack=ack)
+            return len(entries)
+        # The waiting lists belong to bookings, so they cannot be emptied in this script: the notifications
+        # are stored first, the lists emptied, and only then the batch acknowledged. A process dying in
+        # between leaves the entries pending; their redelivery finds the same clients waiting and stores
+        # the same notifications once (their ids are derived from the event).
+        await self.store.write(notes)
+        for practitioner_id, waiting in told:
+            await self.bookings.forget_interest(practitioner_id, waiting)
+        await self.store.write((), ack=ack)
         return len(entries)
 
     def stop(self) -> None:
@@ -142,23 +160,21 @@ class NotificationService:
         blocking = self.blocking()
         consumer = EventConsumer(blocking, self.redis, group=GROUP, consumer=self.consumer, handler=self._handle,
                                  stream=self.stream, block_ms=BLOCK_MS, batch=BATCH, claim_idle_ms=CLAIM_IDLE_MS)
+        # A failure (Redis unavailable) ends this run; the app's task supervisor logs it and starts the
+        # consumer again after a pause, on a new connection.
         try:
             await consumer.ensure_group()
-            claimed_at = -CLAIM_EVERY_S
+            claimed_at: float | None = None
             wait = True
             while not self._stopping:
-                try:
-                    if time.monotonic() - claimed_at >= CLAIM_EVERY_S:
-                        await consumer.claim_abandoned()
-                        claimed_at = time.monotonic()
-                    # block for the first event only when the last read found none
-                    read = await self._read_batch(blocking, wait=wait)
-                    wait = read == 0
-                    if 0 < read < BATCH:
-                        await asyncio.sleep(COALESCE_S)
-                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-                    log.warning("notifications consumer: redis unavailable, retrying")
-                    await asyncio.sleep(1.0)
+                if claimed_at is None or self.clock.monotonic() - claimed_at >= CLAIM_EVERY_S:
+                    await consumer.claim_abandoned()
+                    claimed_at = self.clock.monotonic()
+                # block for the first event only when the last read found none
+                read = await self._read_batch(blocking, wait=wait)
+                wait = read == 0
+                if 0 < read < BATCH:
+                    await asyncio.sleep(COALESCE_S)
         finally:
             await blocking.aclose()
 

@@ -20,7 +20,6 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
-from ..rooms.store import PRESENCE
 from .rules import Notification
 
 ALL_KEY = "ss:notif:{}"
@@ -31,25 +30,14 @@ PUSH_CHANNEL = "ss:notif:push:{}"
 NODE_CHANNEL = "ss:notif:node:{}"  # each process's own channel: keeps its push listener subscribed
 KEEP = 500
 
-# One script per batch of events: their notifications (stored and pushed), the waiting lists they
-# emptied, and the acknowledgement of the entries, so a batch costs one round trip and its effects and
-# its XACK happen together.
-# KEYS: 1 events stream, then five per notification (all, unread, items, channel, seq), then one interest
-#       zset per emptied waiting list.
+# One script per batch of events: their notifications (stored and pushed) and the acknowledgement of the
+# entries, so a batch costs one round trip and its effects and its XACK happen together.
+# KEYS: 1 events stream, then five per notification (all, unread, items, channel, seq).
 # ARGV: 1 keep, 2 notification count n, 3 consumer group, 4 entry count m, then the m entry ids to XACK,
-#       then id and JSON per notification, then per interest zset a member count and its members.
+#       then id and JSON per notification.
 # Returns how many notifications were new (a redelivered event makes none).
 WRITE_LUA = """
 local keep, n, m = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
-local function chunked(command, key, from, count)
-  local i = 0
-  while i < count do
-    local part = {}
-    for j = i, math.min(i + 1000, count) - 1 do part[#part + 1] = ARGV[from + j] end
-    redis.call(command, key, unpack(part))
-    i = i + 1000
-  end
-end
 local added, a = 0, 5 + m
 for i = 0, n - 1 do
   local all, unread, items, channel, seq = KEYS[5 * i + 2], KEYS[5 * i + 3], KEYS[5 * i + 4],
@@ -69,12 +57,6 @@ for i = 0, n - 1 do
     redis.call('PUBLISH', channel, body)
     added = added + 1
   end
-end
-local pos = a + 2 * n
-for k = 2 + 5 * n, #KEYS do
-  local count = tonumber(ARGV[pos])
-  if count > 0 then chunked('ZREM', KEYS[k], pos + 1, count) end
-  pos = pos + count + 1
 end
 if m > 0 then
   local ids = {}
@@ -122,29 +104,21 @@ class NotificationStore:
             return []
         return [(entry_id, dict(zip(flat[::2], flat[1::2], strict=True))) for entry_id, flat in found]
 
-    async def write(self, notes: Sequence[Notification], *, forget: Sequence[tuple[str, Sequence[str]]] = (),
+    async def write(self, notes: Sequence[Notification], *,
                     ack: tuple[str, str, Sequence[Any]] | None = None) -> int:
-        """Store and push `notes`, empty the waiting lists in `forget` (interest key, clients), and XACK
-        `ack` (stream, group, entry ids), all in one script. Returns how many notifications were new."""
+        """Store and push `notes` and XACK `ack` (stream, group, entry ids) in one script. Returns how many
+        notifications were new."""
         stream, group, entry_ids = ack if ack is not None else ("", "", ())
-        if not notes and not forget and not entry_ids:
+        if not notes and not entry_ids:
             return 0
         keys: list[str] = [stream]
-        tail: list[Any] = []
         args: list[Any] = [KEEP, len(notes), group, len(entry_ids), *entry_ids]
         for n in notes:
             u = n.user_id
             keys += [ALL_KEY.format(u), UNREAD_KEY.format(u), ITEMS_KEY.format(u), PUSH_CHANNEL.format(u),
                      SEQ_KEY.format(u)]
             args += [n.id, _JSON.encode(n.as_json())]
-        for key, members in forget:
-            keys.append(key)
-            tail += [len(members), *members]
-        return int(await self._write(keys=keys, args=[*args, *tail]))
-
-    async def in_room(self, booking_id: str) -> set[str]:
-        """The participants present in the booking's room now (the rooms' presence hash)."""
-        return {_d(p) for p in await self.redis.hkeys(PRESENCE.format(booking_id))}
+        return int(await self._write(keys=keys, args=args))
 
     async def recent(self, user: str, *, unread_only: bool, limit: int) -> tuple[list[dict[str, Any]], int]:
         key = UNREAD_KEY.format(user) if unread_only else ALL_KEY.format(user)

@@ -1,0 +1,202 @@
+"""The refusals of bookings, each a typed error with its stable code, HTTP status and title.
+
+Raised where the refusal is decided (rules, service, store); the booking scripts answer a code, which
+`script_refusal` turns into its class. Titles are the ones clients have always been sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+
+
+class _Unprocessable(DomainError):
+    """Well-formed, but not something the bookings can do (422)."""
+
+    status = 422
+
+
+# --- not found -----------------------------------------------------------------------------------
+
+
+class PractitionerNotFound(NotFound):
+    code = "practitioner_not_found"
+
+    def __init__(self, message: str = "no such practitioner", **extra: Any) -> None:
+        super().__init__(message, **extra)
+
+
+class BookingNotFound(NotFound):
+    code = "booking_not_found"
+
+    def __init__(self, message: str = "no such booking", **extra: Any) -> None:
+        super().__init__(message, **extra)
+
+
+class NotYourProfile(Forbidden):
+    code = "not_your_profile"
+
+
+# --- conflicts (title "Conflict", as ever) -------------------------------------------------------
+
+
+class AlreadyExists(Conflict):
+    code = "exists"
+
+
+class NotBookable(Conflict):
+    code = "not_bookable"
+
+
+class PractitionerChanged(Conflict):
+    code = "practitioner_changed"
+
+
+class SlotTaken(Conflict):
+    code = "slot_taken"
+
+
+class ClientOverlap(Conflict):
+    code = "client_overlap"
+
+
+class IllegalTransition(Conflict):
+    code = "illegal_transition"
+
+
+class Stale(Conflict):
+    code = "stale"
+
+
+# --- refusals titled by their code ---------------------------------------------------------------
+
+
+class PriceChanged(DomainError):
+    status, code, title = 409, "price_changed", "Price changed"
+
+
+class TooLateToCancel(DomainError):
+    status, code, title = 409, "too_late_to_cancel", "Too late to cancel"
+
+
+class SlotsAvailable(DomainError):
+    status, code, title = 409, "slots_available", "Slots available"
+
+
+class NotASlot(_Unprocessable):
+    code, title = "not_a_slot", "Not a slot"
+
+
+class TooSoon(_Unprocessable):
+    code, title = "too_soon", "Too soon"
+
+
+class CodeUnknown(_Unprocessable):
+    code, title = "code_unknown", "Code unknown"
+
+
+class CodeExpired(_Unprocessable):
+    code, title = "code_expired", "Code expired"
+
+
+class CodeUsedUp(_Unprocessable):
+    code, title = "code_used_up", "Code used up"
+
+
+class CodeAlreadyUsed(_Unprocessable):
+    code, title = "code_already_used", "Code already used"
+
+
+class CodeNotApplicable(_Unprocessable):
+    code, title = "code_not_applicable", "Code not applicable"
+
+
+# --- availability (rules.check_spec, rules.check_slot_range) -------------------------------------
+
+
+class AvailabilityError(_Unprocessable):
+    """Availability or a range of slots that cannot be published or listed."""
+
+
+class BadWindow(AvailabilityError):
+    code, title = "bad_window", "Bad window"
+
+
+class DateInPast(AvailabilityError):
+    code, title = "date_in_past", "Date in past"
+
+
+class BeyondHorizon(AvailabilityError):
+    """A booking, or an exception to availability, further ahead than bookings open."""
+
+    code, title = "beyond_horizon", "Beyond horizon"
+
+
+class ConflictingException(AvailabilityError):
+    code, title = "conflicting_exception", "Conflicting exception"
+
+
+class BadRange(AvailabilityError):
+    code, title = "bad_range", "Bad range"
+
+
+class RangeTooLong(AvailabilityError):
+    code, title = "range_too_long", "Range too long"
+
+
+# --- input the edge cannot take ------------------------------------------------------------------
+
+
+class CurrencyNotSupported(InvalidInput):
+    code = "currency_not_supported"
+
+
+class EmptyUpdate(InvalidInput):
+    code = "empty_update"
+
+
+class DateOutOfRange(InvalidInput):
+    code = "date_out_of_range"
+
+
+class ExpiresInPast(InvalidInput):
+    code = "expires_in_past"
+
+
+# The codes the booking scripts (and the pricing of a code) answer with, and the error each one is.
+SCRIPT_REFUSALS: dict[str, type[DomainError]] = {cls.code: cls for cls in (
+    PractitionerNotFound, AlreadyExists, NotBookable, PractitionerChanged, NotASlot, SlotTaken, ClientOverlap,
+    CodeUnknown, CodeExpired, CodeUsedUp, CodeAlreadyUsed, CodeNotApplicable, IllegalTransition, Stale,
+    PriceChanged,
+)}
+
+_MESSAGES = {
+    "practitioner_not_found": "no such practitioner",
+    "exists": "it already exists",
+    "not_bookable": "this practitioner cannot be booked now",
+    "price_changed": "the price or session length changed; ask for a new quote",
+    "practitioner_changed": "the practitioner changed meanwhile; ask for a new quote",
+    "not_a_slot": "that time is not one of the practitioner's slots",
+    "slot_taken": "that slot has just been booked by someone else",
+    "client_overlap": "you already have a booking at that time",
+    "code_unknown": "no such code",
+    "code_expired": "this code has expired",
+    "code_used_up": "this code has been used up",
+    "code_already_used": "you have already used this code",
+    "code_not_applicable": "this code does not apply to this booking",
+    "illegal_transition": "that change is not allowed in the current state",
+    "stale": "the record changed meanwhile; try again",
+}
+
+# Refusals that a stale cached practitioner can cause: a booking is retried once with a fresh read.
+STALE_REFUSALS: tuple[type[DomainError], ...] = (PractitionerChanged, NotBookable, PractitionerNotFound,
+                                                 PriceChanged)
+
+
+def script_refusal(code: str, detail: str = "") -> DomainError:
+    """The error for a refusal code a booking script or the pricing answered."""
+    cls = SCRIPT_REFUSALS.get(code)
+    if cls is None:  # a script answering a code of its own: still a conflict, never a 500
+        return Conflict(detail or code, code=code)
+    return cls(detail or _MESSAGES[code])
