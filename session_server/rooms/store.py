@@ -34,6 +34,7 @@ import asyncio
 import base64
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -165,6 +166,8 @@ return 1
 
 
 APPEND_BATCH = 256
+# The change script's event arguments when it writes no event (an update): never read, so no clock either.
+_NO_EVENT = Event("unused", {}, time=datetime.fromtimestamp(0, UTC), id="unused")
 
 
 @dataclass(slots=True)
@@ -251,7 +254,7 @@ class RoomStore:
         res = await self._change(
             keys=[PRESENCE.format(room_id), ATTENDANCE.format(room_id), LIVE_ROOMS, EVENTS_STREAM],
             args=[pid, conn, "set", expect_state, _dumps(entry), room_id, self.bus(room_id), notice,
-                  "", *lua_args(Event("unused", {}))])
+                  "", *lua_args(_NO_EVENT)])
         return bool(res)
 
     async def leave(self, room_id: str, pid: str, conn: str, role: str, reason: str, notice: str,
