@@ -14,7 +14,7 @@ import struct
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pylibsrtp
 from aiortc import (
@@ -408,6 +408,20 @@ class _Room:
 EventCallback = Callable[[MediaEvent], None]
 
 
+class TaskStarter(Protocol):
+    """Who owns the SFU's tasks: the application's task supervisor, so that its shutdown cancels and
+    awaits them with everything else. It may refuse (RuntimeError, closing the coroutine) once stopping."""
+
+    def start(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
+
+
+class _OwnTasks:
+    """The SFU on its own (tests, benchmarks): plain asyncio tasks, awaited by `MediaServer.stop`."""
+
+    def start(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        return asyncio.create_task(coro, name=name)
+
+
 class MediaServer:
     """The process's SFU. Create one, `await start()`, call from the room layer, `await stop()`."""
 
@@ -417,8 +431,10 @@ class MediaServer:
         *,
         registry: CollectorRegistry | None = None,
         on_event: EventCallback | None = None,
+        tasks: TaskStarter | None = None,
     ) -> None:
         self.config = config
+        self._owner: TaskStarter = tasks if tasks is not None else _OwnTasks()
         self.counters = Counters()
         self._on_event = on_event
         self._rooms: dict[str, _Room] = {}
@@ -438,7 +454,7 @@ class MediaServer:
         fastpath.install_announce_hook()
         fastpath.install_close_race_fix()
         self._running = True
-        self._tick_task = asyncio.create_task(self._tick_loop(), name="media-tick")
+        self._tick_task = self._owner.start("media-tick", self._tick_loop())
 
     async def stop(self) -> None:
         self._running = False
@@ -798,8 +814,12 @@ class MediaServer:
         except Exception:
             logger.exception("media event callback failed")
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str = "media-peer") -> None:
+        try:
+            task = self._owner.start(name, coro)
+        except RuntimeError:
+            coro.close()  # the app is stopping, and stop() closes every room anyway
+            return
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

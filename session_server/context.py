@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .bookings.service import BookingService
     from .documents.service import DocumentService
     from .notifications.service import NotificationService
-    from .rooms.ws import RoomService
+    from .rooms.service import RoomService
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""The rooms feature: /v1/rooms/{booking_id}/ws, the /room/{booking_id} page, and the node's loops."""
+"""The rooms feature: /v1/rooms/{booking_id}/ws, the /room/{booking_id} page, and the node's loops.
+
+Everything it runs belongs to the app's task supervisor: its loops, every socket's tasks, the SFU's
+tasks, and its shutdown, a drain step that closes the sockets (1001), stops the SFU and withdraws the
+node's liveness key, in that order, before the supervisor cancels and awaits what is left."""
 
 from __future__ import annotations
 
@@ -20,8 +24,10 @@ from signaling.messages import IdSource
 from ..context import AppContext
 from ..redis_client import blocking_client
 from .media_bridge import SfuBridge, media_config
+from .observer import RoomObserver
+from .service import RoomService
 from .store import PUSH_PATTERN, RoomStore
-from .ws import Hooks, RoomService
+from .ws import RoomSockets
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +49,12 @@ PAGE_HEADERS = {
 class RoomsFeature:
     name = "rooms"
 
-    def __init__(self, hooks: Hooks | None = None, bridge: MediaBridge | None = None) -> None:
-        self.hooks = hooks or Hooks()
+    def __init__(self, observers: list[RoomObserver] | None = None, bridge: MediaBridge | None = None) -> None:
+        self.observers = list(observers or [])
         self._bridge = bridge
         self._sfu: SfuBridge | None = None
         self.service: RoomService | None = None
+        self.sockets: RoomSockets | None = None
         self._page = (STATIC_DIR / "room.html").read_text(encoding="utf-8")
 
     def routes(self) -> list[BaseRoute]:
@@ -58,10 +65,10 @@ class RoomsFeature:
         ]
 
     async def _socket(self, ws: WebSocket) -> None:
-        if self.service is None:
+        if self.sockets is None:
             await ws.close(1013)
             return
-        await self.service.handle(ws)
+        await self.sockets.handle(ws)
 
     async def _room_page(self, request: Request) -> Response:
         return HTMLResponse(self._page, headers=PAGE_HEADERS)
@@ -69,7 +76,7 @@ class RoomsFeature:
     async def start(self, ctx: AppContext) -> None:
         ids = IdSource()
         node_id = uuid.uuid4().hex
-        store = RoomStore(ctx.redis, ctx.keyring)
+        store = RoomStore(ctx.redis, ctx.keyring, ctx.clock)
         service_ref: list[RoomService] = []
 
         async def open_chat(room_id: str, record: dict[str, object]) -> tuple[int, str]:
@@ -81,7 +88,8 @@ class RoomsFeature:
             bridge = self._bridge
         elif ctx.settings.media_mode == "sfu":
             sfu = SfuBridge(media_config(ctx.settings), redis=ctx.redis, publish=store.publish, ids=ids,
-                            node_id=node_id, namespace=store.namespace, registry=ctx.metrics.registry)
+                            node_id=node_id, namespace=store.namespace, registry=ctx.metrics.registry,
+                            clock=ctx.clock, tasks=ctx.tasks)
             await sfu.start()
             self._sfu = bridge = sfu
 
@@ -97,10 +105,13 @@ class RoomsFeature:
             ctx.tasks.spawn("rooms-media-inbox", media_inbox)
         else:
             bridge = RelayBridge(store.publish, ids)
-        service = RoomService(settings=ctx.settings, store=store, bus=bus, bridge=bridge, tokens=ctx.tokens,
-                              ids=ids, node_id=node_id, hooks=self.hooks,
+        service = RoomService(settings=ctx.settings, store=store, bus=bus, bridge=bridge, ids=ids,
+                              node_id=node_id, clock=ctx.clock,
                               connections_gauge=ctx.metrics.ws_connections.labels("room"))
+        for observer in self.observers:
+            service.observe(observer)
         service_ref.append(service)
+        sockets = RoomSockets(service, settings=ctx.settings, tokens=ctx.tokens, tasks=ctx.tasks)
         ready = asyncio.Event()
 
         async def listen() -> None:
@@ -111,32 +122,29 @@ class RoomsFeature:
             finally:
                 await client.aclose()
 
-        async def clock() -> None:
-            while True:
-                try:
-                    await service.tick()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("room clock tick failed; next tick retries")
-                await asyncio.sleep(service.timings.tick_s)
-
         await store.node_alive(node_id, int(service.timings.node_ttl_s * 1000))
         ctx.tasks.spawn("rooms-bus", listen)
         ctx.tasks.spawn("rooms-chat", store.run_appender)
-        ctx.tasks.spawn("rooms-clock", clock)
+        ctx.tasks.every("rooms-clock", service.timings.tick_s, service.tick)
+        ctx.tasks.on_drain(self._drain)
         try:
             await asyncio.wait_for(ready.wait(), BUS_READY_WAIT_S)
         except TimeoutError:
             log.warning("the room bus is not subscribed yet; rooms start anyway and catch up")
-        self.service = service
+        self.service, self.sockets = service, sockets
         ctx.rooms = service
         log.info("rooms ready on node %s (media mode %s)", node_id[:8], bridge.mode)
 
     async def stop(self, ctx: AppContext) -> None:
-        service, self.service = self.service, None
-        if service is not None:
-            await service.drain()
+        # The rooms drain on the task supervisor (start() registered `_drain`), so that sockets, the SFU
+        # and this node's liveness end on the app's one shutdown path.
+        return None
+
+    async def _drain(self) -> None:
+        service, sockets = self.service, self.sockets
+        self.service = self.sockets = None
+        if sockets is not None:
+            await sockets.drain()
         sfu, self._sfu = self._sfu, None
         if sfu is not None:
             try:

@@ -31,9 +31,9 @@ import contextlib
 import ipaddress
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -45,11 +45,12 @@ from media.config import MediaConfig
 from media.errors import MediaError
 from media.events import MediaEvent, MediaStateChanged, QualityReport
 from media.quality import DirectionStats
-from media.server import MediaServer
+from media.server import MediaServer, TaskStarter
 from signaling import messages as m
 from signaling.bus import envelope
 from signaling.media import Publish, Signal
 
+from ..clock import Clock, SystemClock
 from ..events import EVENTS_STREAM, LUA_XADD_EVENT, Event, add_to, lua_args
 from ..settings import Settings
 from .store import NODE
@@ -160,14 +161,16 @@ class SfuBridge:
     mode = "sfu"
 
     def __init__(self, config: MediaConfig, *, redis: aioredis.Redis, publish: Publish, ids: m.IdSource,
-                 node_id: str, namespace: str = "", registry: CollectorRegistry | None = None) -> None:
+                 node_id: str, namespace: str = "", registry: CollectorRegistry | None = None,
+                 clock: Clock | None = None, tasks: TaskStarter | None = None) -> None:
         self._redis = redis
+        self._clock: Clock = clock if clock is not None else SystemClock()
         self._namespace = namespace
         self._publish = publish
         self._ids = ids
         self.node_id = node_id
         self._events: asyncio.Queue[MediaEvent] = asyncio.Queue(EVENT_QUEUE)
-        self.media = MediaServer(config, registry=registry, on_event=self._on_event)
+        self.media = MediaServer(config, registry=registry, on_event=self._on_event, tasks=tasks)
         self._claim = redis.register_script(_CLAIM)
         self._release = redis.register_script(_RELEASE)
         self._quality = redis.register_script(_QUALITY)
@@ -313,15 +316,15 @@ class SfuBridge:
             log.warning("media events pile up; one was dropped")
 
     async def run(self) -> None:
-        """The node's loop that pushes the SFU's events to the rooms (spawned by the rooms feature)."""
+        """The node's loop that pushes the SFU's events to the rooms. The rooms feature spawns it on the
+        task supervisor, which logs a failure and restarts it: the event that failed is dropped, the
+        ones queued behind it wait in the queue and are pushed after the restart."""
         while True:
             event = await self._events.get()
-            try:
-                await self.record(event)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("room %s: a media event could not be pushed", event.room_id)
+            await self.record(event)
+
+    def _event_time(self) -> datetime:
+        return datetime.fromtimestamp(self._clock.now(), UTC)
 
     async def record(self, event: MediaEvent) -> None:
         """Push what the SFU reported to the room, and record it: every media state change as an event,
@@ -332,7 +335,8 @@ class SfuBridge:
             changed = Event("media.state_changed",
                             {"booking_id": event.room_id, "participant_id": event.participant_id,
                              "state": event.state.value, "reason": event.reason or None,
-                             "node_id": self.node_id, "at": int(time.time() * 1000)})
+                             "node_id": self.node_id, "at": int(self._clock.now() * 1000)},
+                            time=self._event_time())
             pipe = self._redis.pipeline(transaction=False)
             add_to(pipe, changed)
             await pipe.execute()
@@ -347,7 +351,8 @@ class SfuBridge:
         verdict = Event("media.quality_changed",
                         {"booking_id": event.room_id, "participant_id": event.participant_id,
                          "quality": q.quality, "suggest_audio_only": q.suggest_audio_only,
-                         "up": _summary(event.up), "down": _summary(event.down), "at": int(event.at * 1000)})
+                         "up": _summary(event.up), "down": _summary(event.down), "at": int(event.at * 1000)},
+                        time=self._event_time())
         await self._quality(keys=[QUALITY.format(event.room_id), EVENTS_STREAM],
                             args=[event.participant_id, record, QUALITY_TTL_S, q.quality, *lua_args(verdict)])
         await self._publish(event.room_id, envelope(msgspec.to_builtins(q)))

@@ -15,11 +15,27 @@ from dataclasses import dataclass
 
 from ..auth import Identity, Permission, Role
 from ..bookings.model import Booking, BookingStatus
-from ..errors import DomainError, Forbidden, Gone, NotFound
+from ..errors import DomainError, Forbidden, Gone, InvalidInput, NotFound, Unauthenticated
 
 JOINABLE = frozenset({BookingStatus.CONFIRMED, BookingStatus.IN_SESSION})
 PARTY_ROLES = frozenset({Role.CLIENT, Role.PRACTITIONER})
 STAFF_ROLES = frozenset({Role.SUPPORT, Role.ADMIN})
+
+
+# The room's refusals, each with the stable code docs/protocol.md lists. The socket edge turns them into
+# an `error` message, and a refused join into the close code the protocol names for its kind.
+
+
+class TokenMissing(Unauthenticated):
+    code, title = "token_missing", "Token missing"
+
+
+class RoomNotFound(NotFound):
+    code, title = "room_not_found", "Room not found"
+
+
+class NotAParty(Forbidden):
+    code, title = "not_a_party", "Not a party"
 
 
 class RoomNotOpenYet(DomainError):
@@ -28,6 +44,22 @@ class RoomNotOpenYet(DomainError):
 
 class RoomClosed(Gone):
     code, title = "room_closed", "Room closed"
+
+
+class TooManyConnections(DomainError):
+    status, code, title = 429, "too_many_connections", "Too many connections"
+
+
+class NotYourPeer(Forbidden):
+    code, title = "not_your_peer", "Not your peer"
+
+
+class AlreadyJoined(InvalidInput):
+    code, title = "already_joined", "Already joined"
+
+
+class MessageTooLarge(InvalidInput):
+    code, title = "message_too_large", "Message too large"
 
 
 class RoomState(enum.StrEnum):
@@ -55,12 +87,12 @@ def admit(identity: Identity, booking: Booking | None, win: Window | None, now: 
     a stranger learns nothing about the booking's times or status."""
     identity.require(Permission.ROOMS_JOIN)
     if booking is None or win is None:
-        raise NotFound("there is no room for this booking", code="room_not_found")
+        raise RoomNotFound("there is no room for this booking")
     role = identity.role
     if role is Role.CLIENT and identity.sub != booking.client_id:
-        raise Forbidden("this room belongs to another booking's client", code="not_a_party")
+        raise NotAParty("this room belongs to another booking's client")
     if role is Role.PRACTITIONER and identity.sub != booking.practitioner_id:
-        raise Forbidden("this room belongs to another practitioner's booking", code="not_a_party")
+        raise NotAParty("this room belongs to another practitioner's booking")
     if booking.status not in JOINABLE:
         raise RoomClosed(f"the booking is {booking.status.value}; its room is closed")
     if now < win.opens_at:

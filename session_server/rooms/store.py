@@ -33,8 +33,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -43,6 +43,7 @@ import redis.asyncio as aioredis
 from files.keyring import KeyRing, WrappedKey
 from signaling.chatcrypto import RoomCipher
 
+from ..clock import Clock, SystemClock
 from ..events import EVENTS_STREAM, LUA_XADD_EVENT, Event, lua_args
 
 PRESENCE = "ss:room:{}:presence"
@@ -89,23 +90,28 @@ return {fresh, tonumber(started or '0'), newly}
 """
 
 # Changes one participant's entry only if it still belongs to the given connection (and state), so a
-# stale node or an old socket can never remove or overwrite a newer connection's presence.
+# stale node or an old socket can never remove or overwrite a newer connection's presence. Returns 0
+# when nothing changed, 2 when a leave removed the room's last participant, 1 otherwise.
 _CHANGE = LUA_XADD_EVENT + """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur then return 0 end
 local e = cjson.decode(cur)
 if e['conn'] ~= ARGV[2] then return 0 end
 if ARGV[4] ~= '' and e['state'] ~= ARGV[4] then return 0 end
+local done = 1
 if ARGV[3] == 'leave' then
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('RPUSH', KEYS[2], ARGV[9])
   xadd_event(KEYS[4], 10)
-  if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[6]) end
+  if redis.call('HLEN', KEYS[1]) == 0 then
+    redis.call('SREM', KEYS[3], ARGV[6])
+    done = 2
+  end
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[5])
 end
 redis.call('PUBLISH', ARGV[7], ARGV[8])
-return 1
+return done
 """
 
 # Appends a batch of chat messages, each at the sequence number the caller encrypted it for, and
@@ -159,11 +165,9 @@ return 1
 """
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 APPEND_BATCH = 256
+# The change script's event arguments when it writes no event (an update): never read, so no clock either.
+_NO_EVENT = Event("unused", {}, time=datetime.fromtimestamp(0, UTC), id="unused")
 
 
 @dataclass(slots=True)
@@ -197,13 +201,20 @@ class ChatRecord:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class LeaveResult:
+    done: bool  # False: the entry was no longer this connection's (or in the expected state)
+    room_emptied: bool  # this leave removed the room's last participant
+
+
 class ChatCorrupt(Exception):
     code = "chat_corrupt"
 
 
 class RoomStore:
-    def __init__(self, redis: aioredis.Redis, keyring: KeyRing) -> None:
+    def __init__(self, redis: aioredis.Redis, keyring: KeyRing, clock: Clock | None = None) -> None:
         self.redis = redis
+        self.clock: Clock = clock if clock is not None else SystemClock()
         db = int(redis.connection_pool.connection_kwargs.get("db", 0) or 0)
         self.namespace = f"db{db}:" if db else ""
         self.bus_pattern = BUS_PATTERN.format(self.namespace)
@@ -243,20 +254,23 @@ class RoomStore:
         res = await self._change(
             keys=[PRESENCE.format(room_id), ATTENDANCE.format(room_id), LIVE_ROOMS, EVENTS_STREAM],
             args=[pid, conn, "set", expect_state, _dumps(entry), room_id, self.bus(room_id), notice,
-                  "", *lua_args(Event("unused", {}))])
+                  "", *lua_args(_NO_EVENT)])
         return bool(res)
 
     async def leave(self, room_id: str, pid: str, conn: str, role: str, reason: str, notice: str,
-                    event: Event, *, expect_state: str = "", last_seen_ms: int | None = None) -> bool:
-        """Remove the participant if the entry is still this connection's; True if this call did it."""
-        at = now_ms()
+                    event: Event, *, expect_state: str = "", last_seen_ms: int | None = None) -> LeaveResult:
+        """Remove the participant if the entry is still this connection's."""
+        at = self.now_ms()
         record = {"pid": pid, "role": role, "at": at, "conn": conn, "kind": "leave", "reason": reason,
                   "last_seen": last_seen_ms or at}
         res = await self._change(
             keys=[PRESENCE.format(room_id), ATTENDANCE.format(room_id), LIVE_ROOMS, EVENTS_STREAM],
             args=[pid, conn, "leave", expect_state, "", room_id, self.bus(room_id), notice,
                   _dumps(record), *lua_args(event)])
-        return bool(res)
+        return LeaveResult(done=int(res) > 0, room_emptied=int(res) == 2)
+
+    def now_ms(self) -> int:
+        return int(self.clock.now() * 1000)
 
     async def presence(self, room_id: str) -> dict[str, dict[str, Any]]:
         raw = await self.redis.hgetall(PRESENCE.format(room_id))
@@ -278,14 +292,14 @@ class RoomStore:
     # --- the per-user cap -------------------------------------------------------------------------
 
     async def claim_socket(self, sub: str, room_id: str, conn: str, cap: int, ttl_ms: int) -> bool:
-        now = now_ms()
+        now = self.now_ms()
         return bool(await self._claim(keys=[USER_CONNS.format(sub)],
                                       args=[now, room_id, conn, cap, now + ttl_ms, ttl_ms * 4]))
 
     async def refresh_sockets(self, sockets: list[tuple[str, str, str]], ttl_ms: int) -> None:
         if not sockets:
             return
-        expiry = now_ms() + ttl_ms
+        expiry = self.now_ms() + ttl_ms
         pipe = self.redis.pipeline(transaction=False)
         for sub, room_id, conn in sockets:
             pipe.zadd(USER_CONNS.format(sub), {f"{room_id}|{conn}": expiry}, xx=True)
@@ -390,7 +404,7 @@ class RoomStore:
         keys: list[str] = []
         args: list[str | int | bytes] = [self.chat_bus]
         sent: list[tuple[_Append, int]] = []
-        at = now_ms()
+        at = self.now_ms()
         for a in batch:
             room = a.room_id
             seq = expected.get(room) or self._last_seq.get(room, 0) + 1

@@ -1,0 +1,474 @@
+"""The room service: who may enter a room, joining, leaving, coming back, chat, presence ticks, media.
+
+It knows no socket. A connection reaches it through a `Link` (send a message, close with a code) and
+is a `Member` of its room here; the socket edge (`ws.py`) does the handshake, decodes frames into typed
+messages, and writes. Time comes from the app's clock (`ctx.clock`), so a test can run a room at any
+instant. Other features follow rooms through `RoomObserver`s (`observer.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from signaling import messages as m
+from signaling.bus import RoomBus, envelope
+from signaling.media import MediaBridge
+from signaling.presence import Entry, Liveness, Timings, connection_liveness, expired
+from signaling.ratelimit import TokenBucket
+
+from ..auth import Identity, Permission
+from ..bookings.model import Booking, load_booking
+from ..clock import Clock
+from ..errors import RateLimited
+from ..events import Event
+from ..settings import Settings
+from . import rules
+from .observer import ParticipantJoined, ParticipantLeft, ProblemReported, RoomObserver
+from .store import ChatRecord, RoomStore
+
+log = logging.getLogger(__name__)
+
+HISTORY_ON_JOIN = 50
+RESUME_MAX = 5000
+_BOOKING_ID = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:")
+
+
+class Link(Protocol):
+    """One connection as the room service sees it. The socket edge implements it over a WebSocket and a
+    bounded outbox; a test implements it over a list."""
+
+    @property
+    def close_code(self) -> int | None:
+        """The code it closes (or closed) with; None while it is open."""
+        ...
+
+    def send(self, text: str) -> None:
+        """Queue one encoded message for the peer; never waits (a reader too slow is disconnected)."""
+        ...
+
+    def close(self, code: int) -> None:
+        """Send what is queued, then close with `code`."""
+        ...
+
+    def abort(self, code: int) -> None:
+        """Close with `code` now, dropping what is queued: the peer cannot keep up."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A caller let into a room: what `join` needs. The socket slot is held from here on."""
+
+    identity: Identity
+    booking: Booking
+    window: rules.Window
+    conn_id: str
+
+
+class Member:
+    """One joined connection: its identity in the room, its presence entry and its liveness.
+
+    Until `joined` is sent, what the room says is held back (bounded like the outbox), so that the
+    participant reads `joined` first and no chat message twice."""
+
+    def __init__(self, link: Link, admission: Admission, *, queue_size: int, settings: Settings,
+                 now: float) -> None:
+        self.link = link
+        self.conn_id = admission.conn_id
+        self.room_id = admission.booking.id
+        self.identity = admission.identity
+        self.participant_id = admission.identity.sub
+        self.role = admission.identity.role
+        self.booking = admission.booking
+        self.window = admission.window
+        self.receives_health_data = rules.receives_health_data(self.role)
+        self.entry: dict[str, Any] = {}
+        self.state = "connected"
+        self.exit_reason = "dropped"
+        self.last_heard = now  # monotonic seconds
+        self.last_ping = now
+        self.chat_bucket = TokenBucket(settings.chat_rate_per_s, settings.chat_burst)
+        self._ready = False
+        self._pending: list[tuple[int | None, str]] = []
+        self._queue_size = queue_size
+        self._chat_cursor = 0
+
+    @property
+    def close_code(self) -> int | None:
+        return self.link.close_code
+
+    def send(self, message: m.ServerMessage) -> None:
+        self.deliver(m.encode(message))
+
+    def deliver(self, text: str) -> None:
+        if not self._ready:
+            self._hold(None, text)
+            return
+        self.link.send(text)
+
+    def deliver_chat(self, seq: int, text: str) -> None:
+        if not self._ready:
+            self._hold(seq, text)
+            return
+        if seq <= self._chat_cursor:
+            return  # already sent with the history
+        self._chat_cursor = seq
+        self.link.send(text)
+
+    def _hold(self, seq: int | None, text: str) -> None:
+        if len(self._pending) >= self._queue_size:
+            log.warning("room %s: a participant reads too slowly; disconnecting", self.room_id)
+            self.link.abort(m.CLOSE_SLOW_CONSUMER)
+            return
+        self._pending.append((seq, text))
+
+    def go_live(self, first: str, chat_cursor: int) -> None:
+        """Send `joined`, then whatever arrived while it was being built, without chat repeats."""
+        self._chat_cursor = chat_cursor
+        self._ready = True
+        self.link.send(first)
+        pending, self._pending = self._pending, []
+        for seq, text in pending:
+            if seq is None:
+                self.link.send(text)
+            else:
+                self.deliver_chat(seq, text)
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Finish sending what is queued, then close with `code`."""
+        if self.link.close_code is not None:
+            return
+        if code == m.CLOSE_REPLACED:
+            self.exit_reason = "replaced"
+        self.link.close(code)
+
+    def participant(self) -> m.Participant:
+        return participant_of(self.participant_id, self.entry)
+
+
+def participant_of(pid: str, e: dict[str, Any]) -> m.Participant:
+    return m.Participant(id=pid, name=str(e.get("name", "")), role=str(e.get("role", "")),
+                         state=str(e.get("state", "connected")), audio=bool(e.get("audio", True)),
+                         video=bool(e.get("video", True)), audio_only=bool(e.get("audio_only", False)),
+                         joined_at=int(e.get("joined_at", 0)))
+
+
+def _b(message: m.ServerMessage) -> dict[str, Any]:
+    return m.to_builtins(message)
+
+
+class RoomService:
+    def __init__(self, *, settings: Settings, store: RoomStore, bus: RoomBus, bridge: MediaBridge,
+                 ids: m.IdSource, node_id: str, clock: Clock, connections_gauge: Any = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.bus = bus
+        self.bridge = bridge
+        self.ids = ids
+        self.node_id = node_id
+        self.clock = clock
+        self.timings = Timings(settings.heartbeat_interval_s, settings.heartbeat_timeout_s)
+        self._gauge = connections_gauge
+        self._observers: list[RoomObserver] = []
+
+    def observe(self, observer: RoomObserver) -> None:
+        """Tell `observer` what happens in this node's rooms from now on (see observer.py)."""
+        self._observers.append(observer)
+
+    def now_ms(self) -> int:
+        return int(self.clock.now() * 1000)
+
+    def _event(self, kind: str, body: dict[str, Any]) -> Event:
+        return Event(kind, body, time=datetime.fromtimestamp(self.clock.now(), UTC))
+
+    async def _tell(self, what: str, call: Callable[[RoomObserver], Awaitable[None]], room_id: str) -> None:
+        for observer in list(self._observers):
+            try:
+                await call(observer)
+            except Exception:
+                log.exception("room %s: an observer failed on %s", room_id, what)
+
+    # --- entering ---------------------------------------------------------------------------------
+
+    async def admit(self, identity: Identity, booking_id: str) -> Admission:
+        """Let `identity` into the room of `booking_id` now, or refuse (a DomainError, nothing held)."""
+        if not booking_id or len(booking_id) > 128 or not set(booking_id) <= _BOOKING_ID:
+            raise rules.RoomNotFound("there is no room for this booking")
+        booking = await load_booking(self.store.redis, booking_id)
+        win = (rules.window(booking, self.settings.room_open_before_s, self.settings.room_grace_after_s)
+               if booking is not None else None)
+        rules.admit(identity, booking, win, self.clock.now())
+        assert booking is not None and win is not None
+        conn_id = uuid.uuid4().hex
+        cap = self.settings.ws_max_connections_per_user
+        if not await self.store.claim_socket(identity.sub, booking_id, conn_id, cap, self._slot_ttl_ms):
+            raise rules.TooManyConnections(f"at most {cap} connections per user")
+        return Admission(identity, booking, win, conn_id)
+
+    @property
+    def _slot_ttl_ms(self) -> int:
+        return int(self.timings.node_ttl_s * 1000)
+
+    async def join(self, link: Link, admission: Admission, join: m.Join) -> Member:
+        """Enter the room: presence, attendance and events written, the others told, `joined` sent."""
+        conn = Member(link, admission, queue_size=self.settings.ws_send_queue, settings=self.settings,
+                      now=self.clock.monotonic())
+        at = self.now_ms()
+        booking, pid = conn.booking, conn.participant_id
+        conn.entry = {"conn": conn.conn_id, "node": self.node_id, "role": conn.role.value,
+                      "name": conn.identity.name, "state": "connected", "deadline": 0, "since": at,
+                      "joined_at": at, "audio": True, "video": not join.audio_only,
+                      "audio_only": join.audio_only}
+        me = conn.participant()
+        replace = {"pid": pid, "keep": conn.conn_id}
+        self.bus.add(conn)
+        if self._gauge is not None:
+            self._gauge.inc()
+        result = await self.store.join(
+            conn.room_id, pid, conn.entry, practitioner_id=booking.practitioner_id,
+            client_id=booking.client_id,
+            joined_event=self._event("room.joined", {"booking_id": booking.id, "participant_id": pid,
+                                                     "role": conn.role.value, "at": at,
+                                                     "practitioner_id": booking.practitioner_id,
+                                                     "client_id": booking.client_id}),
+            started_event=self._event("session.started", {"booking_id": booking.id,
+                                                          "practitioner_id": booking.practitioner_id,
+                                                          "client_id": booking.client_id, "at": at}),
+            fresh_notice=envelope(_b(m.ParticipantJoined(id=self.ids(), participant=me)), skip=pid,
+                                  replace=replace),
+            resume_notice=envelope(_b(m.ParticipantJoined(id=self.ids(), participant=me, resumed=True)),
+                                   skip=pid, replace=replace),
+            started_notice=envelope(_b(m.SessionStarted(id=self.ids(), at=at))))
+        log.info("room %s: the %s joined (%s) on node %s", conn.room_id, conn.role.value,
+                 "fresh" if result.fresh else "resumed", self.node_id[:8])
+        joined = ParticipantJoined(booking, pid, conn.role.value, not result.fresh, at)
+        await self._tell("participant_joined", lambda o: o.participant_joined(joined), conn.room_id)
+        if result.newly_started:
+            await self._tell("session_started", lambda o: o.session_started(booking, at), conn.room_id)
+        await self._welcome(conn, join, result.started_at)
+        return conn
+
+    async def _welcome(self, conn: Member, join: m.Join, started_at: int | None) -> None:
+        presence = await self.store.presence(conn.room_id)
+        participants = [participant_of(p, e) for p, e in sorted(presence.items(), key=lambda i: i[0])]
+        history: list[ChatRecord] = []
+        cursor = 0
+        seq_now = 0
+        if conn.receives_health_data:
+            if join.last_seq is not None:
+                history = await self.store.chat_after(conn.room_id, join.last_seq, RESUME_MAX)
+                cursor = join.last_seq
+            else:
+                history = await self.store.chat_recent(conn.room_id, HISTORY_ON_JOIN)
+            seq_now = await self.store.chat_seq(conn.room_id)
+            if history:
+                cursor = max(cursor, history[-1].seq)
+        s, booking = self.settings, conn.booking
+        joined = m.Joined(
+            id=self.ids(), ref=join.id, v=m.PROTOCOL_VERSION,
+            room=m.RoomInfo(id=conn.room_id,
+                            state=rules.room_state(e.get("role", "") for e in presence.values()).value,
+                            opens_at=conn.window.opens_at, closes_at=conn.window.closes_at,
+                            starts_at=booking.starts_at, ends_at=booking.ends_at, started_at=started_at),
+            you=conn.participant(), participants=participants,
+            ice_servers=[i.as_json() for i in s.ice_servers],
+            chat=[self._chat_message(r) for r in history], chat_seq=seq_now, media_mode=self.bridge.mode,
+            heartbeat_interval_s=s.heartbeat_interval_s,
+            limits={"chat_max_bytes": s.chat_max_bytes, "chat_rate_per_s": s.chat_rate_per_s,
+                    "chat_burst": s.chat_burst, "max_frame_bytes": m.MAX_FRAME_BYTES})
+        conn.go_live(m.encode(joined), cursor)
+
+    def _chat_message(self, r: ChatRecord) -> m.ChatMessage:
+        return m.ChatMessage(id=f"c{r.seq}", seq=r.seq, time=r.time,
+                             sender={"id": r.sender, "name": r.name, "role": r.role}, text=r.text,
+                             ref=r.ref)
+
+    async def open_chat(self, room_id: str, record: dict[str, Any]) -> tuple[int, str]:
+        """For the bus: a stored record as the encoded chat.message for this room's parties."""
+        r = await self.store.open_record(room_id, record)
+        self.store.saw_seq(room_id, r.seq)
+        return r.seq, m.encode(self._chat_message(r))
+
+    # --- what a member says -----------------------------------------------------------------------
+
+    def heard(self, conn: Member) -> float:
+        """The member's connection carried something: it is alive (monotonic seconds, returned)."""
+        conn.last_heard = self.clock.monotonic()
+        return conn.last_heard
+
+    async def spoke(self, conn: Member) -> None:
+        """A member shown reconnecting sent a message: shown connected to the others again."""
+        if conn.state == "reconnecting":
+            await self._back(conn)
+
+    async def on_message(self, conn: Member, msg: m.ClientMessage) -> None:
+        """Act on one message from a member; a refusal is raised as a DomainError (nothing changed)."""
+        room, pid = conn.room_id, conn.participant_id
+        match msg:
+            case m.Ping():
+                conn.send(m.ServerPong(id=self.ids(), ref=msg.id))
+            case m.Pong():
+                pass
+            case m.ChatSend():
+                await self._chat(conn, msg)
+            case m.ChatReceived():
+                self._require_party(conn)
+                await self.store.publish(room, envelope(
+                    _b(m.ChatDelivered(id=self.ids(), seq=msg.seq, by=pid)), audience="parties", skip=pid))
+            case m.Typing():
+                self._require_party(conn)
+                await self.store.publish(room, envelope(
+                    _b(m.TypingNotice(id=self.ids(), participant_id=pid, active=msg.active)),
+                    audience="parties", skip=pid))
+            case m.Offer() | m.Answer() | m.Candidate():
+                self._require_party(conn)
+                peer = rules.media_peer(conn.role, conn.booking)
+                if peer is None or (msg.to is not None and msg.to != peer):
+                    raise rules.NotYourPeer("media goes only to the other party of this booking")
+                await self.bridge.signal(room, pid, peer, msg)
+            case m.MediaState():
+                conn.entry = {**conn.entry, "audio": msg.audio, "video": msg.video,
+                              "audio_only": msg.audio_only}
+                await self.store.update(room, pid, conn.conn_id, conn.entry, envelope(
+                    _b(m.ParticipantUpdated(id=self.ids(), participant=conn.participant())), skip=pid))
+            case m.Quality():
+                await self.bridge.quality(room, pid, msg)
+            case m.ProblemReport():
+                report = ProblemReported(conn.booking, pid, conn.role.value, msg.kind)
+                await self._tell("problem_reported", lambda o: o.problem_reported(report), room)
+                log.info("room %s: the %s reported a %s problem", room, conn.role.value, msg.kind)
+                conn.send(m.Ack(id=self.ids(), ref=msg.id))
+            case m.Leave():
+                conn.exit_reason = "leave"
+                conn.close_soon(m.CLOSE_NORMAL, "left")
+            case m.Join():
+                raise rules.AlreadyJoined("this socket has already joined")
+
+    def _require_party(self, conn: Member) -> None:
+        if not conn.receives_health_data:
+            raise rules.NotAParty("only the booking's client and practitioner may do this")
+
+    async def _chat(self, conn: Member, msg: m.ChatSend) -> None:
+        self._require_party(conn)
+        conn.identity.require(Permission.CHAT_SEND)
+        size = len(msg.text.encode())
+        if size > self.settings.chat_max_bytes:
+            raise rules.MessageTooLarge(f"a chat message holds at most {self.settings.chat_max_bytes} bytes")
+        if not conn.chat_bucket.take(self.clock.monotonic()):
+            raise RateLimited("too many chat messages; wait a moment",
+                              retry_after_s=conn.chat_bucket.retry_after())
+        expire_at = (conn.window.closes_at + self.settings.chat_retention_days * 86400) * 1000
+        seq, duplicate, _ = await self.store.append_chat(
+            conn.room_id, sender=conn.participant_id, role=conn.role.value, name=conn.identity.name,
+            ref=msg.id, text=msg.text, expire_at_ms=expire_at)
+        conn.send(m.ChatAck(id=self.ids(), ref=msg.id, seq=seq, duplicate=duplicate))
+
+    # --- presence ---------------------------------------------------------------------------------
+
+    async def _back(self, conn: Member) -> None:
+        conn.state = "connected"
+        conn.entry = {**conn.entry, "state": "connected", "deadline": 0}
+        await self.store.update(conn.room_id, conn.participant_id, conn.conn_id, conn.entry, envelope(
+            _b(m.ParticipantJoined(id=self.ids(), participant=conn.participant(), resumed=True)),
+            skip=conn.participant_id))
+
+    async def _reconnecting(self, conn: Member, deadline_ms: int) -> None:
+        conn.state = "reconnecting"
+        conn.entry = {**conn.entry, "state": "reconnecting", "deadline": deadline_ms,
+                      "since": self.now_ms()}
+        await self.store.update(conn.room_id, conn.participant_id, conn.conn_id, conn.entry, envelope(
+            _b(m.ParticipantReconnecting(id=self.ids(), participant_id=conn.participant_id)),
+            skip=conn.participant_id))
+
+    async def leave(self, room_id: str, pid: str, conn_id: str, role: str, reason: str, *,
+                    expect_state: str = "", last_seen_ms: int | None = None) -> bool:
+        at = self.now_ms()
+        result = await self.store.leave(
+            room_id, pid, conn_id, role, reason,
+            envelope(_b(m.ParticipantLeft(id=self.ids(), participant_id=pid, reason=reason))),
+            self._event("room.left", {"booking_id": room_id, "participant_id": pid, "role": role,
+                                      "reason": reason, "at": at}),
+            expect_state=expect_state, last_seen_ms=last_seen_ms)
+        if not result.done:
+            return False
+        log.info("room %s: a participant left (%s)", room_id, reason)
+        await self.bridge.participant_left(room_id, pid)
+        left = ParticipantLeft(room_id, pid, role, reason, at)
+        await self._tell("participant_left", lambda o: o.participant_left(left), room_id)
+        if result.room_emptied:
+            await self._tell("room_ended", lambda o: o.room_ended(room_id, reason, at), room_id)
+        return True
+
+    async def closed(self, conn: Member) -> None:
+        """The member's connection has ended: it left, timed out, was replaced, or may come back."""
+        if self.bus.remove(conn):
+            self.store.forget(conn.room_id)
+        if self._gauge is not None:
+            self._gauge.dec()
+        try:
+            await self.store.release_socket(conn.participant_id, conn.room_id, conn.conn_id)
+            if conn.exit_reason in ("leave", "timeout", "room_closed"):
+                await self.leave(conn.room_id, conn.participant_id, conn.conn_id, conn.role.value,
+                                 conn.exit_reason)
+            elif conn.exit_reason != "replaced":
+                await self._reconnecting(
+                    conn, self.now_ms() + int(self.settings.heartbeat_timeout_s * 1000))
+        except Exception:
+            log.exception("room %s: could not record that a socket closed", conn.room_id)
+
+    # --- the node's clock -------------------------------------------------------------------------
+
+    def members(self) -> list[Member]:
+        out = []
+        for c in self.bus.connections():
+            assert isinstance(c, Member)
+            out.append(c)
+        return out
+
+    async def tick(self) -> None:
+        """Once per tick: prove this node alive, ping and judge its members, sweep the dead."""
+        await self.store.node_alive(self.node_id, self._slot_ttl_ms)
+        await self.store.refresh_sockets(
+            [(c.participant_id, c.room_id, c.conn_id) for c in self.bus.connections()], self._slot_ttl_ms)
+        mono, wall = self.clock.monotonic(), self.clock.now()
+        for c in self.members():
+            if c.close_code is not None:
+                continue
+            if wall >= c.window.closes_at:
+                c.exit_reason = "room_closed"
+                c.send(m.RoomClosing(id=self.ids(), reason="the session's time is over"))
+                c.close_soon(m.CLOSE_ROOM_CLOSED, "room closed")
+                continue
+            if mono - c.last_ping >= self.timings.interval_s:
+                c.last_ping = mono
+                c.send(m.ServerPing(id=self.ids()))
+            live = connection_liveness(self.timings, c.last_heard, mono)
+            if live is Liveness.GONE:
+                c.exit_reason = "timeout"
+                c.close_soon(m.CLOSE_HEARTBEAT_TIMEOUT, "no heartbeat")
+            elif live is Liveness.RECONNECTING and c.state == "connected":
+                deadline = self.now_ms() + int((self.timings.timeout_s - (mono - c.last_heard)) * 1000)
+                await self._reconnecting(c, deadline)
+        await self.sweep()
+
+    async def sweep(self) -> None:
+        for room_id in await self.store.live_rooms():
+            presence = await self.store.presence(room_id)
+            entries = [Entry(pid, str(e.get("conn")), str(e.get("node")), str(e.get("state")),
+                             int(e.get("deadline") or 0)) for pid, e in presence.items()]
+            alive = await self.store.live_nodes({e.node for e in entries})
+            for e, reason in expired(entries, alive, self.now_ms()):
+                await self.leave(room_id, e.participant_id, e.conn, str(presence[e.participant_id]["role"]),
+                                 reason, expect_state=e.state,
+                                 last_seen_ms=int(presence[e.participant_id].get("since") or 0) or None)
+
+    def close_all(self) -> None:
+        """Stopping: close every member (1001); their participants may come back on another node."""
+        for c in self.members():
+            c.exit_reason = "shutdown"
+            c.close_soon(m.CLOSE_GOING_AWAY, "server restarting")
