@@ -12,7 +12,7 @@ from starlette.routing import BaseRoute, Route
 
 from .auth import USER_ID, Role, api_key_credentials, authenticate
 from .context import AppContext
-from .http import Body, Text, problem, read_json
+from .http import Body, Text, read_json, redis_unavailable
 from .metrics import metrics_endpoint
 
 READY_TIMEOUT_S = 1.0
@@ -28,8 +28,7 @@ async def readyz(request: Request) -> Response:
         await asyncio.wait_for(ctx.redis.ping(), READY_TIMEOUT_S)
     except (redis.exceptions.RedisError, OSError, TimeoutError):
         ctx.metrics.redis_up.set(0)
-        return problem(503, "redis_unavailable", "the data store does not answer", instance="/readyz",
-                       headers={"Retry-After": "1"})
+        return redis_unavailable("the data store does not answer", "/readyz")
     ctx.metrics.redis_up.set(1)
     return JSONResponse({"status": "ready", "redis": "ok"})
 
