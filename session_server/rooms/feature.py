@@ -18,6 +18,7 @@ from signaling.media import MediaBridge, RelayBridge
 from signaling.messages import IdSource
 
 from ..context import AppContext
+from ..http import documented
 from ..redis_client import blocking_client
 from .media_bridge import SfuBridge, media_config
 from .store import PUSH_PATTERN, RoomStore
@@ -63,6 +64,8 @@ class RoomsFeature:
             return
         await self.service.handle(ws)
 
+    @documented("The session's room page (the token travels in the URL fragment)", auth=(),
+                responses={200: "text/html"}, tags=("rooms",))
     async def _room_page(self, request: Request) -> Response:
         return HTMLResponse(self._page, headers=PAGE_HEADERS)
 
