@@ -125,7 +125,7 @@ def _success_response(value: Any, refs: Mapping[Any, Any]) -> dict[str, Any]:
     if value is None:
         return {"description": "No content."}
     if isinstance(value, str):  # a media type whose body is not JSON (a page, metrics, a document)
-        schema: dict[str, Any] = {"type": "string"}
+        schema: dict[str, Any] = {"type": "object"} if value.endswith("json") else {"type": "string"}
         return {"description": f"`{value}`.", "content": {value: {"schema": schema}}}
     return {"description": (value.__doc__ or value.__name__).strip().split("\n")[0],
             "content": {"application/json": {"schema": refs[(value, "serialization")]}}}
