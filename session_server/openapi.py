@@ -85,7 +85,7 @@ def status_of(code: str) -> int | None:
 
 def _meaning(code: str) -> str:
     entry = lookup(code)
-    return entry.meaning if entry is not None and entry.meaning else "(raised ad hoc; not yet in the catalogue)"
+    return entry.meaning if entry is not None and entry.meaning else "see the route"
 
 
 def refusals(doc: RouteDoc) -> dict[int, list[str]]:
@@ -246,3 +246,12 @@ async def openapi_json(request: Request) -> Response:
             tags=("meta",))
 async def api_page(request: Request) -> Response:
     return HTMLResponse((STATIC_DIR / "index.html").read_text(encoding="utf-8"), headers=PAGE_HEADERS)
+
+
+def error_table(routes: Iterable[BaseRoute]) -> str:
+    """The Markdown table of every code the HTTP routes can answer with, for docs/api.md."""
+    codes = {code for _, doc in documented_routes(routes) for cs in refusals(doc).values() for code in cs}
+    rows = ["| status | code | meaning |", "|-------:|------|---------|"]
+    rows += [f"| {status_of(c)} | `{c}` | {_meaning(c)} |" for c in sorted(codes, key=lambda c: (status_of(c), c))]
+    return "\n".join(rows)
+
