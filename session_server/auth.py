@@ -29,6 +29,101 @@ from starlette.requests import HTTPConnection
 from .errors import Forbidden, InvalidInput, Unauthenticated
 from .http import plain_text
 
+
+class PermissionDenied(Forbidden):
+    """The token does not grant the permission this needs (its role's, narrowed by `grants`)."""
+
+    code = "permission_denied"
+
+
+class WrongRole(Forbidden):
+    """The token's role may not do this."""
+
+    code = "wrong_role"
+
+
+class UnknownGrant(InvalidInput):
+    """A grant names no known permission."""
+
+    code = "unknown_grant"
+
+
+class BadTtl(InvalidInput):
+    """`ttl_s` is outside 1 to `SESSION_SERVER_TOKEN_MAX_TTL_S`."""
+
+    code = "bad_ttl"
+
+
+class BadSub(InvalidInput):
+    """`sub` is not 1 to 128 letters, digits or `._@-`."""
+
+    code = "bad_sub"
+
+
+class BadName(InvalidInput):
+    """The name holds control or bidirectional override characters."""
+
+    code = "bad_name"
+
+
+class BadApiKey(Unauthenticated):
+    """Unknown API key id, or a wrong secret."""
+
+    code = "bad_api_key"
+
+
+class ApiKeyMissing(Unauthenticated):
+    """The route needs the API key as HTTP Basic credentials (`key_id:secret`)."""
+
+    code = "api_key_missing"
+
+
+class TokenMissing(Unauthenticated):
+    """No `Authorization: Bearer <token>` header."""
+
+    code = "token_missing"
+
+
+class TokenMalformed(Unauthenticated):
+    """The access token is not a JWT."""
+
+    code = "token_malformed"
+
+
+class TokenAlgorithm(Unauthenticated):
+    """The access token is not signed with HS256."""
+
+    code = "token_algorithm"
+
+
+class TokenUnknownKey(Unauthenticated):
+    """The token's `kid` names no configured API key."""
+
+    code = "token_unknown_key"
+
+
+class TokenSignature(Unauthenticated):
+    """The access token's signature is wrong."""
+
+    code = "token_signature"
+
+
+class TokenInvalid(Unauthenticated):
+    """The token's claims are missing, malformed, unknown or live too long."""
+
+    code = "token_invalid"
+
+
+class TokenExpired(Unauthenticated):
+    """The access token has expired: mint a new one."""
+
+    code = "token_expired"
+
+
+TOKEN_ERRORS: tuple[type[Unauthenticated], ...] = (
+    TokenMissing, TokenMalformed, TokenAlgorithm, TokenUnknownKey, TokenSignature, TokenInvalid, TokenExpired)
+API_KEY_ERRORS: tuple[type[Unauthenticated], ...] = (ApiKeyMissing, BadApiKey)
+
 # A person's id (a token's `sub`) and the ids of practitioners: letters, digits and `._@-`. Never `:`,
 # which separates the parts of Redis keys: "p1:windows" would otherwise name another record's key.
 USER_ID = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
@@ -87,12 +182,12 @@ class Identity:
 
     def require(self, permission: Permission) -> None:
         if permission not in self.permissions:
-            raise Forbidden(f"this token does not grant {permission.value}", code="permission_denied")
+            raise PermissionDenied(f"this token does not grant {permission.value}")
 
     def require_role(self, *roles: Role) -> None:
         if self.role not in roles:
             allowed = ", ".join(r.value for r in roles)
-            raise Forbidden(f"this needs the role {allowed}", code="wrong_role")
+            raise WrongRole(f"this needs the role {allowed}")
 
     def as_json(self) -> dict[str, Any]:
         return {"sub": self.sub, "name": self.name, "role": self.role.value,
@@ -118,7 +213,7 @@ def _permissions(role: Role, grants: Iterable[str] | None) -> frozenset[Permissi
         try:
             granted.add(Permission(g))
         except ValueError:
-            raise InvalidInput(f"unknown grant {g!r}", code="unknown_grant") from None
+            raise UnknownGrant(f"unknown grant {g!r}") from None
     return base & frozenset(granted)
 
 
@@ -142,18 +237,17 @@ class TokenAuthority:
         # compare_digest even for unknown ids, so timing does not reveal which ids exist
         ok = hmac.compare_digest((expected or "\0" * 32).encode(), secret.encode())
         if expected is None or not ok:
-            raise Unauthenticated("unknown API key or wrong secret", code="bad_api_key")
+            raise BadApiKey("unknown API key or wrong secret")
         return key_id
 
     def mint(self, *, sub: str, name: str, role: Role, ttl_s: int, grants: Iterable[str] | None = None,
              key_id: str | None = None, now: float | None = None) -> tuple[str, int]:
         if not 1 <= ttl_s <= self.max_ttl_s:
-            raise InvalidInput(f"ttl_s must be between 1 and {self.max_ttl_s}", code="bad_ttl")
+            raise BadTtl(f"ttl_s must be between 1 and {self.max_ttl_s}")
         if not USER_ID.match(sub):
-            raise InvalidInput("sub must be 1 to 128 letters, digits or ._@-", code="bad_sub")
+            raise BadSub("sub must be 1 to 128 letters, digits or ._@-")
         if not _plain_name(name):
-            raise InvalidInput("name must be text without control or bidirectional override characters",
-                               code="bad_name")
+            raise BadName("name must be text without control or bidirectional override characters")
         grants_list = None if grants is None else list(grants)
         _permissions(role, grants_list)  # refuse unknown grants now, not at first use
         kid = key_id or self._default_kid
@@ -182,44 +276,44 @@ class TokenAuthority:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise Unauthenticated("the access token is malformed", code="token_malformed") from None
+            raise TokenMalformed("the access token is malformed") from None
         if header.get("alg") != ALGORITHM:
-            raise Unauthenticated("only HS256 tokens are accepted", code="token_algorithm")
+            raise TokenAlgorithm("only HS256 tokens are accepted")
         kid = header.get("kid", self._default_kid)
         secret = self._keys.get(kid) if isinstance(kid, str) else None
         if secret is None:
-            raise Unauthenticated("the token names an unknown key", code="token_unknown_key")
+            raise TokenUnknownKey("the token names an unknown key")
         try:
             # Expiry is checked below against this authority's clock, the same one the cache uses.
             claims = jwt.decode(token, secret, algorithms=[ALGORITHM], leeway=LEEWAY_S,
                                 options={"require": ["exp", "iat", "sub", "role"], "verify_exp": False})
         except jwt.InvalidSignatureError:
-            raise Unauthenticated("the access token's signature is wrong", code="token_signature") from None
+            raise TokenSignature("the access token's signature is wrong") from None
         except jwt.PyJWTError:
-            raise Unauthenticated("the access token is invalid", code="token_invalid") from None
+            raise TokenInvalid("the access token is invalid") from None
         identity = self._identity(claims)
         if not self._clock() < identity.expires_at + LEEWAY_S:
-            raise Unauthenticated("the access token has expired", code="token_expired")
+            raise TokenExpired("the access token has expired")
         return identity
 
     def _identity(self, claims: Mapping[str, Any]) -> Identity:
         try:
             role = Role(claims["role"])
         except ValueError:
-            raise Unauthenticated("the token's role is unknown", code="token_invalid") from None
+            raise TokenInvalid("the token's role is unknown") from None
         exp, iat = claims["exp"], claims["iat"]
         if not isinstance(exp, int) or not isinstance(iat, int) or exp - iat > self.max_ttl_s + LEEWAY_S:
-            raise Unauthenticated("the token lives longer than allowed", code="token_invalid")
+            raise TokenInvalid("the token lives longer than allowed")
         sub, name = claims["sub"], claims.get("name", "")
         grants = claims.get("grants")
         if (not isinstance(sub, str) or not USER_ID.match(sub) or not _plain_name(name)
                 or (grants is not None and not (isinstance(grants, list)
                                                 and all(isinstance(g, str) for g in grants)))):
-            raise Unauthenticated("the token's claims are malformed", code="token_invalid")
+            raise TokenInvalid("the token's claims are malformed")
         try:
             permissions = _permissions(role, grants)
         except InvalidInput:
-            raise Unauthenticated("the token grants unknown permissions", code="token_invalid") from None
+            raise TokenInvalid("the token grants unknown permissions") from None
         return Identity(sub=sub, name=name, role=role, permissions=permissions,
                         grants=tuple(grants) if grants is not None else None, expires_at=exp,
                         token_id=str(claims.get("jti", "")))
@@ -229,8 +323,8 @@ def bearer_token(conn: HTTPConnection) -> str:
     header = conn.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("send an access token as 'Authorization: Bearer <token>'",
-                              code="token_missing", headers={"WWW-Authenticate": "Bearer"})
+        raise TokenMissing("send an access token as 'Authorization: Bearer <token>'",
+                           headers={"WWW-Authenticate": "Bearer"})
     return token.strip()
 
 
@@ -251,8 +345,8 @@ def api_key_credentials(conn: HTTPConnection) -> tuple[str, str]:
             sep = ""
         if sep:
             return key_id, secret
-    raise Unauthenticated("authenticate with the API key id and secret as HTTP Basic credentials",
-                          code="api_key_missing", headers={"WWW-Authenticate": 'Basic realm="api"'})
+    raise ApiKeyMissing("authenticate with the API key id and secret as HTTP Basic credentials",
+                        headers={"WWW-Authenticate": 'Basic realm="api"'})
 
 
 def _platform(conn: HTTPConnection) -> Identity | None:

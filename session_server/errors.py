@@ -1,70 +1,166 @@
-"""Typed domain errors with a stable code and an HTTP status hint.
+"""Typed domain errors with a stable code and an HTTP status hint, and the catalogue of them all.
 
 Every refusal the server makes is one of these. The HTTP edge turns them into RFC 9457 problem
 documents, the WebSocket edge into `error` messages; both keep `code` stable so that clients can
 branch on it. A raised error means nothing was changed.
+
+A subclass that states its own `code` registers itself in the catalogue (`catalogue()`), with its
+status, title and the first line of its docstring as its meaning: the OpenAPI document and the error
+tables of docs/api.md and docs/protocol.md are checked against that one list. Two classes may share a
+code only if they agree on its status (a WebSocket edge and an HTTP edge refusing the same thing).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueEntry:
+    code: str
+    status: int
+    title: str
+    meaning: str
+    error: type[DomainError]
+
+
+_CATALOGUE: dict[str, CatalogueEntry] = {}
+
+
+def _meaning(cls: type) -> str:
+    doc = inspect.cleandoc(cls.__dict__.get("__doc__") or "")
+    return doc.split("\n\n")[0].replace("\n", " ").strip()
+
+
+def _register(cls: type[DomainError]) -> None:
+    # a class without a docstring of its own has no meaning yet: tests/test_openapi_catalogue.py lists them
+    entry = CatalogueEntry(cls.code, cls.status, cls.title, _meaning(cls), cls)
+    known = _CATALOGUE.get(cls.code)
+    if known is not None and known.status != cls.status:
+        raise TypeError(f"{cls.__qualname__} gives code {cls.code!r} status {cls.status}, "
+                        f"but {known.error.__qualname__} gives it {known.status}")
+    if known is None or _same_class(known.error, cls):
+        _CATALOGUE[cls.code] = entry  # a module imported again replaces its own entry
+
+
+def _same_class(a: type, b: type) -> bool:
+    return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
+
+
+def catalogue() -> list[CatalogueEntry]:
+    """Every refusal the server can make, by code (what is imported so far: import the app first)."""
+    return sorted(_CATALOGUE.values(), key=lambda e: e.code)
+
+
+def lookup(code: str) -> CatalogueEntry | None:
+    return _CATALOGUE.get(code)
 
 
 class DomainError(Exception):
-    """A refusal with a stable machine-readable code."""
+    """The request is malformed."""
 
-    status: int = 400
-    code: str = "bad_request"
-    title: str = "Bad request"
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+    title: ClassVar[str] = "Bad request"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:
+            _register(cls)
 
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
                  **extra: Any) -> None:
+        # `code=`/`status=` overrides are the older ad hoc form, kept until every module raises a typed
+        # subclass; tests/test_openapi_catalogue.py lists the modules that still do.
         super().__init__(message)
         self.message = message
         if code is not None:
-            self.code = code
+            self.code = code  # type: ignore[misc]
         if status is not None:
-            self.status = status
-        if type(self) is DomainError:  # a refusal of its own kind: its title names it ("Slot taken")
-            self.title = self.code.replace("_", " ").capitalize()
+            self.status = status  # type: ignore[misc]
+        if type(self) is DomainError and code is not None:  # a refusal of its own kind: its title names it
+            self.title = self.code.replace("_", " ").capitalize()  # type: ignore[misc]
         self.extra = extra
 
 
+_register(DomainError)
+
+
 class InvalidInput(DomainError):
+    """The body, query or path does not have the expected shape (`errors` says where)."""
+
     status, code, title = 422, "invalid_input", "Invalid input"
 
 
 class Unauthenticated(DomainError):
+    """No valid credentials."""
+
     status, code, title = 401, "unauthenticated", "Unauthenticated"
 
 
 class Forbidden(DomainError):
+    """The caller is known but may not do this."""
+
     status, code, title = 403, "forbidden", "Forbidden"
 
 
 class NotFound(DomainError):
+    """No such resource, or not one the caller may see."""
+
     status, code, title = 404, "not_found", "Not found"
 
 
+class MethodNotAllowed(DomainError):
+    """The path exists, but not with this method (`Allow` lists those it has)."""
+
+    status, code, title = 405, "method_not_allowed", "Method not allowed"
+
+
 class Conflict(DomainError):
+    """The resource's current state does not allow this."""
+
     status, code, title = 409, "conflict", "Conflict"
 
 
 class Gone(DomainError):
+    """The resource existed and is gone for good."""
+
     status, code, title = 410, "gone", "Gone"
 
 
 class PayloadTooLarge(DomainError):
+    """The body is larger than the server accepts (`SESSION_SERVER_MAX_BODY_BYTES`)."""
+
     status, code, title = 413, "payload_too_large", "Payload too large"
 
 
 class UnsupportedMediaType(DomainError):
+    """The body's media type is not one this route reads."""
+
     status, code, title = 415, "unsupported_media_type", "Unsupported media type"
 
 
 class RateLimited(DomainError):
+    """Too many requests or messages: slow down (`retry_after_s` or `Retry-After` says how long)."""
+
     status, code, title = 429, "rate_limited", "Too many requests"
 
 
+class InternalError(DomainError):
+    """An unexpected error; it has been logged. Never a refusal: a defect."""
+
+    status, code, title = 500, "internal_error", "Internal error"
+
+
 class Unavailable(DomainError):
+    """The service cannot answer now; try again later."""
+
     status, code, title = 503, "unavailable", "Service unavailable"
+
+
+class RedisUnavailable(Unavailable):
+    """The data store is not reachable; try again after `Retry-After`."""
+
+    code, title = "redis_unavailable", "Redis unavailable"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
@@ -19,7 +21,17 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .errors import DomainError, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from .errors import (
+    DomainError,
+    InternalError,
+    InvalidInput,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RedisUnavailable,
+    UnsupportedMediaType,
+    lookup,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +43,60 @@ _HTTP_CODES = {
 }
 
 M = TypeVar("M", bound=pydantic.BaseModel)
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+class JsonExpected(UnsupportedMediaType):
+    """The route reads JSON: send `Content-Type: application/json`."""
+
+    code = "json_expected"
+
+
+# --- what a route reads, answers and refuses, for the OpenAPI document ---------------------------
+
+
+@dataclass(frozen=True)
+class RouteDoc:
+    """A route's contract, kept on its handler (`@documented`) and read by session_server.openapi.
+
+    `auth` names the ways in: "bearer" (an access token; `roles` narrows who), "api_key" (the platform's
+    backend, HTTP Basic), both for either; () for none. `errors` are the refusals particular to the route,
+    as catalogue classes (or, while a module still raises them ad hoc, as codes); the generic ones (bad
+    credentials, a body too large, a malformed body or query, Redis away) follow from the rest.
+    """
+
+    summary: str
+    responses: Mapping[int, Any]
+    auth: tuple[str, ...] = ("bearer",)
+    roles: tuple[str, ...] = ()
+    body: type[pydantic.BaseModel] | None = None
+    body_media_type: str = "application/json"
+    query: type[pydantic.BaseModel] | None = None
+    errors: Sequence[type[DomainError] | str] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)  # request headers read, with their meaning
+    tags: tuple[str, ...] = ()
+
+
+def documented(summary: str, *, responses: Mapping[int, Any], auth: tuple[str, ...] = ("bearer",),
+               roles: tuple[str, ...] = (), body: type[pydantic.BaseModel] | None = None,
+               body_media_type: str = "application/json", query: type[pydantic.BaseModel] | None = None,
+               errors: Sequence[type[DomainError] | str] = (), headers: Mapping[str, str] | None = None,
+               tags: tuple[str, ...] = ()) -> Callable[[H], H]:
+    """Keeps the route's contract on its handler; the handler itself is unchanged."""
+    doc = RouteDoc(summary=summary, responses=dict(responses), auth=auth, roles=roles, body=body,
+                   body_media_type=body_media_type, query=query, errors=tuple(errors),
+                   headers=dict(headers or {}), tags=tags)
+
+    def mark(handler: H) -> H:
+        handler.route_doc = doc  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+def route_doc(handler: Any) -> RouteDoc | None:
+    doc = getattr(handler, "route_doc", None)
+    return doc if isinstance(doc, RouteDoc) else None
 
 
 _JSON = msgspec.json.Encoder()
@@ -106,8 +172,7 @@ async def read_json(request: Request, model: type[M], *, limit: int | None = Non
     max_bytes = limit if limit is not None else request.app.state.ctx.settings.max_body_bytes
     media_type = request.headers.get("content-type", "application/json").partition(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
-        raise UnsupportedMediaType(f"send JSON, with Content-Type: application/json (not {media_type[:100]})",
-                                   code="json_expected")
+        raise JsonExpected(f"send JSON, with Content-Type: application/json (not {media_type[:100]})")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
@@ -145,23 +210,35 @@ async def on_domain_error(request: Request, exc: Exception) -> Response:
                    headers=headers, **exc.extra)
 
 
+# The router's own refusals (no such path, wrong method) by status, as catalogue entries.
+_ROUTER_ERRORS: dict[int, type[DomainError]] = {404: NotFound, 405: MethodNotAllowed}
+
+
 async def on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    known = _ROUTER_ERRORS.get(exc.status_code)
+    code = known.code if known is not None else _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    entry = lookup(code)
+    if entry is None:
+        log.warning("an HTTP error with no catalogue entry: %s", code)
     return problem(exc.status_code, code, str(exc.detail), instance=request.url.path,
                    headers=dict(exc.headers) if exc.headers else None)
 
 
+def redis_unavailable(detail: str, instance: str) -> Response:
+    return problem(RedisUnavailable.status, RedisUnavailable.code, detail, title=RedisUnavailable.title,
+                   instance=instance, headers={"Retry-After": "1"})
+
+
 async def on_redis_error(request: Request, exc: Exception) -> Response:
     log.warning("redis unavailable: %s", type(exc).__name__)
-    return problem(503, "redis_unavailable", "the data store is not reachable; try again shortly",
-                   instance=request.url.path, headers={"Retry-After": "1"})
+    return redis_unavailable("the data store is not reachable; try again shortly", request.url.path)
 
 
 async def on_unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem(500, "internal_error", "an unexpected error occurred; it has been logged",
-                   instance=request.url.path)
+    return problem(InternalError.status, InternalError.code, "an unexpected error occurred; it has been logged",
+                   title=InternalError.title, instance=request.url.path)
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {

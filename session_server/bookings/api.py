@@ -21,7 +21,8 @@ from ledger.pricing import CodeKind
 
 from ..auth import USER_ID, Identity, Permission, Role, authenticate, authenticate_admin, authenticate_any
 from ..context import AppContext
-from ..http import Body, FastJSONResponse, IsoDatetime, Text, parse_query, read_json
+from ..http import Body, FastJSONResponse, IsoDatetime, Text, documented, parse_query, read_json
+from . import responses as out
 from . import rules
 from .errors import BookingNotFound, DateOutOfRange, EmptyUpdate, NotYourProfile, PractitionerNotFound
 from .model import Booking
@@ -257,6 +258,9 @@ def _check_epoch_range(d: datetime) -> int:
 # --- handlers: practitioners ---------------------------------------------------------------------
 
 
+@documented("Create a practitioner (pending review)", auth=("bearer", "api_key"), roles=("admin",), body=PractitionerIn,
+            responses={201: out.PractitionerOut}, errors=("wrong_role", "exists", "currency_not_supported"),
+            tags=("bookings",))
 async def create_practitioner(request: Request) -> Response:
     authenticate_admin(request)
     body = await read_json(request, PractitionerIn)
@@ -267,6 +271,10 @@ async def create_practitioner(request: Request) -> Response:
     return JSONResponse(p.as_json(), status_code=201, headers={"Location": f"/v1/practitioners/{body.id}"})
 
 
+@documented("Update a practitioner's profile", auth=("bearer", "api_key"), roles=("admin",), body=PractitionerPatch,
+            responses={200: out.PractitionerOut},
+            errors=("wrong_role", "empty_update", "practitioner_not_found", "bad_window", "date_in_past",
+                    "beyond_horizon", "conflicting_exception"), tags=("bookings",))
 async def update_practitioner(request: Request) -> Response:
     authenticate_admin(request)
     pid = request.path_params["pid"]
@@ -279,6 +287,9 @@ async def update_practitioner(request: Request) -> Response:
     return JSONResponse(p.as_json())
 
 
+@documented("Activate or suspend a practitioner", auth=("bearer", "api_key"), roles=("admin",), body=StatusIn,
+            responses={200: out.PractitionerOut}, errors=("wrong_role", "practitioner_not_found", "illegal_transition"),
+            tags=("bookings",))
 async def set_status(request: Request) -> Response:
     admin = authenticate_admin(request)
     pid = request.path_params["pid"]
@@ -287,6 +298,10 @@ async def set_status(request: Request) -> Response:
     return JSONResponse(p.as_json())
 
 
+@documented("Set a practitioner's price", auth=("bearer", "api_key"), roles=("practitioner", "admin"), body=PriceIn,
+            responses={200: out.PractitionerOut},
+            errors=("wrong_role", "permission_denied", "not_your_profile", "practitioner_not_found"),
+            tags=("bookings",))
 async def set_price(request: Request) -> Response:
     pid = request.path_params["pid"]
     _self_or_admin(request, pid, Permission.AVAILABILITY_WRITE)
@@ -294,6 +309,8 @@ async def set_price(request: Request) -> Response:
     return JSONResponse((await _service(request).set_price(pid, body.price_minor)).as_json())
 
 
+@documented("A practitioner", auth=("bearer", "api_key"), responses={200: out.PractitionerOut},
+            errors=("practitioner_not_found",), tags=("bookings",))
 async def get_practitioner(request: Request) -> Response:
     identity = authenticate_any(request)
     p = await _service(request).practitioner(request.path_params["pid"])
@@ -316,6 +333,8 @@ class ListQuery(Body):
     status: PractitionerStatus | None = None
 
 
+@documented("Practitioners", auth=("bearer", "api_key"), query=ListQuery, responses={200: out.PractitionersOut},
+            tags=("bookings",))
 async def list_practitioners(request: Request) -> Response:
     identity = authenticate_any(request)
     q = parse_query(request, ListQuery)
@@ -334,6 +353,10 @@ def _windows(windows: list[tuple[int, int]]) -> list[dict[str, str]]:
     return [{"start": iso(s), "end": iso(e)} for s, e in windows]
 
 
+@documented("Publish a practitioner's availability", auth=("bearer", "api_key"), roles=("practitioner", "admin"),
+            body=AvailabilityIn, responses={200: out.PublishedOut},
+            errors=("wrong_role", "permission_denied", "not_your_profile", "practitioner_not_found", "bad_window",
+                    "date_in_past", "beyond_horizon", "conflicting_exception"), tags=("bookings",))
 async def put_availability(request: Request) -> Response:
     pid = request.path_params["pid"]
     _self_or_admin(request, pid, Permission.AVAILABILITY_WRITE)
@@ -343,6 +366,8 @@ async def put_availability(request: Request) -> Response:
                          "windows": _windows(windows), "waiting_clients": waiting})
 
 
+@documented("A practitioner's availability", auth=("bearer", "api_key"), responses={200: out.AvailabilityOut},
+            errors=("practitioner_not_found",), tags=("bookings",))
 async def get_availability(request: Request) -> Response:
     identity = authenticate_any(request)
     pid = request.path_params["pid"]
@@ -354,6 +379,9 @@ async def get_availability(request: Request) -> Response:
                          "windows": _windows(windows)})
 
 
+@documented("Free slots with their prices", auth=("bearer", "api_key"), query=SlotsQuery, responses={200: out.SlotsOut},
+            errors=("bad_range", "range_too_long", "date_out_of_range", "practitioner_not_found", "code_unknown",
+                    "code_expired", "code_used_up", "code_not_applicable", "code_already_used"), tags=("bookings",))
 async def get_slots(request: Request) -> Response:
     identity = authenticate_any(request)
     pid = request.path_params["pid"]
@@ -365,6 +393,9 @@ async def get_slots(request: Request) -> Response:
                          "slots": [s.as_json() for s in found]})
 
 
+@documented("A price quote", auth=("bearer", "api_key"), query=QuoteQuery, responses={200: out.QuoteOut},
+            errors=("practitioner_not_found", "code_unknown", "code_expired", "code_used_up", "code_not_applicable",
+                    "code_already_used"), tags=("bookings",))
 async def get_quote(request: Request) -> Response:
     identity = authenticate_any(request)
     q = parse_query(request, QuoteQuery)
@@ -373,6 +404,9 @@ async def get_quote(request: Request) -> Response:
     return JSONResponse({"practitioner_id": p.id, **price.as_json()})
 
 
+@documented("Join a practitioner's waiting list", roles=("client",),
+            responses={200: out.InterestOut, 201: out.InterestOut},
+            errors=("wrong_role", "practitioner_not_found", "slots_available"), tags=("bookings",))
 async def register_interest(request: Request) -> Response:
     identity = authenticate(request)
     identity.require_role(Role.CLIENT)
@@ -385,6 +419,10 @@ async def register_interest(request: Request) -> Response:
 # --- handlers: codes and bookings ----------------------------------------------------------------
 
 
+@documented("Create a practitioner's discount code", auth=("bearer", "api_key"), roles=("practitioner", "admin"),
+            body=CodeIn, responses={201: out.CodeOut},
+            errors=("wrong_role", "permission_denied", "not_your_profile", "practitioner_not_found", "exists",
+                    "expires_in_past"), tags=("bookings",))
 async def create_practitioner_code(request: Request) -> Response:
     pid = request.path_params["pid"]
     _self_or_admin(request, pid, Permission.AVAILABILITY_WRITE)
@@ -395,6 +433,8 @@ async def create_practitioner_code(request: Request) -> Response:
     return JSONResponse(view, status_code=201)
 
 
+@documented("Create a promotion or referral code", auth=("bearer", "api_key"), roles=("admin",), body=PlatformCodeIn,
+            responses={201: out.CodeOut}, errors=("wrong_role", "exists", "expires_in_past"), tags=("bookings",))
 async def create_platform_code(request: Request) -> Response:
     authenticate_admin(request)
     body = await read_json(request, PlatformCodeIn)
@@ -405,6 +445,11 @@ async def create_platform_code(request: Request) -> Response:
     return JSONResponse(view, status_code=201)
 
 
+@documented("Book a slot", roles=("client",), body=BookingIn, responses={201: out.BookingOut},
+            errors=("wrong_role", "permission_denied", "practitioner_not_found", "not_bookable", "practitioner_changed",
+                    "price_changed", "slot_taken", "client_overlap", "not_a_slot", "too_soon", "beyond_horizon",
+                    "date_out_of_range", "stale", "code_unknown", "code_expired", "code_used_up", "code_not_applicable",
+                    "code_already_used"), tags=("bookings",))
 async def create_booking(request: Request) -> Response:
     identity = authenticate(request)
     identity.require(Permission.BOOKINGS_WRITE)
@@ -421,6 +466,8 @@ def _may_see(identity: Identity, b: Booking) -> bool:
     return identity.role in (Role.ADMIN, Role.SUPPORT) or b.party(identity.sub, identity.role) is not None
 
 
+@documented("A booking", auth=("bearer", "api_key"), responses={200: out.BookingOut},
+            errors=("permission_denied", "booking_not_found"), tags=("bookings",))
 async def get_booking(request: Request) -> Response:
     identity = authenticate_any(request)
     identity.require(Permission.BOOKINGS_READ)
@@ -430,6 +477,8 @@ async def get_booking(request: Request) -> Response:
     return JSONResponse(booking_view(*found, identity))
 
 
+@documented("Bookings", auth=("bearer", "api_key"), query=BookingsQuery, responses={200: out.BookingsOut},
+            errors=("permission_denied", "date_out_of_range"), tags=("bookings",))
 async def list_bookings(request: Request) -> Response:
     identity = authenticate_any(request)
     identity.require(Permission.BOOKINGS_READ)
@@ -448,6 +497,9 @@ async def list_bookings(request: Request) -> Response:
     return JSONResponse({"bookings": [booking_view(b, x, identity) for b, x in found]})
 
 
+@documented("Cancel a booking", auth=("bearer", "api_key"), body=CancelIn, responses={200: out.BookingOut},
+            errors=("permission_denied", "booking_not_found", "too_late_to_cancel", "illegal_transition", "stale"),
+            tags=("bookings",))
 async def cancel_booking(request: Request) -> Response:
     identity = authenticate_any(request)
     identity.require(Permission.BOOKINGS_WRITE)

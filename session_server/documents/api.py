@@ -10,9 +10,10 @@ from starlette.routing import BaseRoute, Route
 from files.names import content_disposition
 from session_server.auth import Identity, Role, authenticate, authenticate_admin
 from session_server.context import AppContext
-from session_server.http import Body, parse_query, read_json
+from session_server.http import Body, documented, parse_query, read_json
 
 from ..auth import USER_ID
+from . import responses as out
 from . import rules
 from .rules import MAX_CLIENTS_PER_SHARE
 from .service import DocumentService
@@ -40,6 +41,13 @@ def _name(request: Request) -> str:
     return name
 
 
+@documented("Upload a document (the body is the document)", roles=("practitioner",),
+            body_media_type="application/octet-stream", headers={"X-Filename": "the name, percent-encoded UTF-8"},
+            responses={201: out.DocumentOut},
+            errors=("permission_denied", "wrong_role", "document_too_large", "unsupported_document_type",
+                    "active_content", "content_type_mismatch", "multipart_refused", "content_encoding_refused",
+                    "empty_document", "invalid_document_name", "document_name_missing", "upload_idle_timeout",
+                    "storage_full", "upload_interrupted"), tags=("documents",))
 async def upload(request: Request) -> Response:
     identity = authenticate(request)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
@@ -59,6 +67,8 @@ async def upload(request: Request) -> Response:
                         headers={"Location": f"/v1/documents/{meta.id}", **NO_STORE})
 
 
+@documented("Documents: a practitioner's own, or those shared with a client", roles=("practitioner", "client"),
+            responses={200: out.DocumentsOut}, errors=("permission_denied",), tags=("documents",))
 async def list_documents(request: Request) -> Response:
     identity = authenticate(request)
     service = _service(request)
@@ -69,6 +79,8 @@ async def list_documents(request: Request) -> Response:
     raise rules.PermissionDenied("documents are listed for practitioners and clients only")
 
 
+@documented("A document's metadata", responses={200: out.DocumentLinkOut},
+            errors=("permission_denied", "wrong_role", "document_not_found", "document_deleted"), tags=("documents",))
 async def get_document(request: Request) -> Response:
     identity = authenticate(request)
     doc = await _service(request).readable(identity, request.path_params["document_id"])
@@ -76,12 +88,20 @@ async def get_document(request: Request) -> Response:
                         headers=NO_STORE)
 
 
+@documented("Delete a document (crypto-shredding)", roles=("practitioner",), responses={204: None},
+            errors=("permission_denied", "wrong_role", "document_not_found", "document_deleted", "not_document_owner"),
+            tags=("documents",))
 async def delete_document(request: Request) -> Response:
     identity = authenticate(request)
     await _service(request).delete(identity, request.path_params["document_id"])
     return Response(status_code=204, headers=NO_STORE)
 
 
+@documented("Download a document (ranges allowed)", headers={"Range": "bytes=a-b, a- or -n"},
+            responses={200: "*/*", 206: "*/*"},
+            errors=("permission_denied", "wrong_role", "document_not_found", "document_deleted",
+                    "range_not_satisfiable", "document_integrity_failed", "document_tampered",
+                    "document_key_unavailable", "document_missing"), tags=("documents",))
 async def download(request: Request) -> Response:
     identity = authenticate(request)
     dl = await _service(request).open_download(identity, request.path_params["document_id"],
@@ -114,6 +134,10 @@ class ShareRequest(Body):
         return self
 
 
+@documented("Share a document with a booking or clients", roles=("practitioner",), body=ShareRequest,
+            responses={200: out.SharedOut, 201: out.SharedOut},
+            errors=("permission_denied", "wrong_role", "document_not_found", "document_deleted", "not_document_owner",
+                    "booking_not_found", "booking_cancelled"), tags=("documents",))
 async def share(request: Request) -> Response:
     identity = authenticate(request)
     body = await read_json(request, ShareRequest)
@@ -123,12 +147,18 @@ async def share(request: Request) -> Response:
     return JSONResponse({"shares": shares}, status_code=status, headers=NO_STORE)
 
 
+@documented("A document's shares", roles=("practitioner",), responses={200: out.SharesOut},
+            errors=("permission_denied", "wrong_role", "document_not_found", "document_deleted", "not_document_owner"),
+            tags=("documents",))
 async def list_shares(request: Request) -> Response:
     identity = authenticate(request)
     shares = await _service(request).shares(identity, request.path_params["document_id"])
     return JSONResponse({"shares": [s.public() for s in shares]}, headers=NO_STORE)
 
 
+@documented("Revoke a share", roles=("practitioner",), responses={204: None},
+            errors=("permission_denied", "wrong_role", "document_not_found", "document_deleted", "not_document_owner",
+                    "share_not_found", "share_already_revoked"), tags=("documents",))
 async def revoke(request: Request) -> Response:
     identity = authenticate(request)
     await _service(request).revoke(identity, request.path_params["document_id"],
@@ -146,6 +176,10 @@ def _audit_identity(request: Request) -> Identity:
     return authenticate(request)
 
 
+@documented("A document's downloads", auth=("bearer", "api_key"), roles=("practitioner", "admin"), query=AuditQuery,
+            responses={200: out.AuditOut},
+            errors=("permission_denied", "wrong_role", "document_not_found", "document_deleted", "not_document_owner"),
+            tags=("documents",))
 async def audit(request: Request) -> Response:
     identity = _audit_identity(request)
     query = parse_query(request, AuditQuery)
@@ -154,6 +188,9 @@ async def audit(request: Request) -> Response:
                         headers=NO_STORE)
 
 
+@documented("The documents shared with a booking", roles=("practitioner", "client"),
+            responses={200: out.BookingDocumentsOut}, errors=("permission_denied", "wrong_role", "booking_not_found"),
+            tags=("documents",))
 async def booking_documents(request: Request) -> Response:
     identity = authenticate(request)
     docs = await _service(request).list_for_booking(identity, request.path_params["booking_id"])

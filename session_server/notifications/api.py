@@ -24,7 +24,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..auth import Identity, Permission, authenticate
 from ..context import AppContext
 from ..errors import DomainError
-from ..http import Body, parse_query, read_json
+from ..http import Body, documented, parse_query, read_json
+from . import responses as out
 from .rules import BadReadRequest
 from .service import NotificationService
 
@@ -49,6 +50,8 @@ class ReadIn(Body):
     all: bool = False
 
 
+@documented("The caller's notifications", query=ListQuery, responses={200: out.NotificationsOut},
+            errors=("permission_denied",), tags=("notifications",))
 async def list_notifications(request: Request) -> Response:
     identity = authenticate(request)
     identity.require(Permission.NOTIFICATIONS_READ)
@@ -57,6 +60,8 @@ async def list_notifications(request: Request) -> Response:
     return JSONResponse({"notifications": items, "unread_count": unread})
 
 
+@documented("Mark notifications read", body=ReadIn, responses={200: out.MarkedOut},
+            errors=("permission_denied", "bad_read_request"), tags=("notifications",))
 async def mark_read(request: Request) -> Response:
     identity = authenticate(request)
     identity.require(Permission.NOTIFICATIONS_READ)

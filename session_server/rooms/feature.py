@@ -22,6 +22,7 @@ from signaling.media import MediaBridge, RelayBridge
 from signaling.messages import IdSource
 
 from ..context import AppContext
+from ..http import documented
 from ..redis_client import blocking_client
 from .media_bridge import SfuBridge, media_config
 from .observer import RoomObserver
@@ -70,6 +71,8 @@ class RoomsFeature:
             return
         await self.sockets.handle(ws)
 
+    @documented("The session's room page (the token travels in the URL fragment)", auth=(),
+                responses={200: "text/html"}, tags=("rooms",))
     async def _room_page(self, request: Request) -> Response:
         return HTMLResponse(self._page, headers=PAGE_HEADERS)
 

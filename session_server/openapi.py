@@ -1,0 +1,257 @@
+"""The OpenAPI 3.1 document of the HTTP API, generated from what the edges already use.
+
+Bodies and queries come from the pydantic models that `read_json` and `parse_query` validate with,
+responses from the handlers' response models, refusals from the error catalogue (session_server.errors):
+each route's `@documented` contract (session_server.http) names its own refusals, and the generic ones
+follow from how it authenticates and what it reads. Nothing here is written a second time by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pydantic
+from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from . import __version__
+from .auth import API_KEY_ERRORS, TOKEN_ERRORS, Role
+from .errors import DomainError, InternalError, InvalidInput, PayloadTooLarge, RedisUnavailable, lookup
+from .http import JsonExpected, RouteDoc, documented, route_doc
+
+REF = "#/components/schemas/{model}"
+STATIC_DIR = Path(__file__).resolve().parent / "static" / "api"
+PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                                "frame-ancestors 'none'; base-uri 'none'"),
+}
+
+# Codes that some modules still raise ad hoc (DomainError(msg, code=..., status=...)) rather than as a
+# typed catalogue class, with the status they raise them with. Transitional: once a module defines the
+# class, its code is in the catalogue and its line here is dead (tests/test_openapi_catalogue.py says
+# which); the lead removes this table when the last one is converted.
+PENDING_STATUS: Mapping[str, int] = {
+    "exists": 409, "illegal_transition": 409, "not_bookable": 409, "price_changed": 409,
+    "practitioner_changed": 409, "slot_taken": 409, "client_overlap": 409, "stale": 409,
+    "too_late_to_cancel": 409, "slots_available": 409,
+    "practitioner_not_found": 404, "booking_not_found": 404,
+    "not_a_slot": 422, "code_unknown": 422, "code_expired": 422, "code_used_up": 422,
+    "code_already_used": 422, "code_not_applicable": 422, "too_soon": 422, "beyond_horizon": 422,
+    "date_in_past": 422, "bad_window": 422, "conflicting_exception": 422, "bad_range": 422,
+    "range_too_long": 422, "date_out_of_range": 422, "currency_not_supported": 422, "empty_update": 422,
+    "expires_in_past": 422, "bad_read_request": 422, "document_name_missing": 422,
+    "upload_interrupted": 422, "invalid_document_name": 422, "not_your_profile": 403,
+    "content_encoding_refused": 415, "booking_cancelled": 409, "active_content": 415,
+    "content_type_mismatch": 415, "multipart_refused": 415, "document_tampered": 500,
+    "document_key_unavailable": 500, "document_missing": 500,
+}
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "An RFC 9457 problem document. Branch on `code`; people read `detail`.",
+    "required": ["type", "title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "description": "Where the body or query is malformed; never echoes the input.",
+            "items": {"type": "object", "required": ["loc", "msg", "type"],
+                      "properties": {"loc": {"type": "array", "items": {"type": "string"}},
+                                     "msg": {"type": "string"}, "type": {"type": "string"}}},
+        },
+    },
+}
+
+ROLES_TEXT = ", ".join(r.value for r in Role)
+
+
+def status_of(code: str) -> int | None:
+    entry = lookup(code)
+    if entry is not None:
+        return entry.status
+    return PENDING_STATUS.get(code)
+
+
+def _meaning(code: str) -> str:
+    entry = lookup(code)
+    return entry.meaning if entry is not None and entry.meaning else "see the route"
+
+
+def refusals(doc: RouteDoc) -> dict[int, list[str]]:
+    """Every refusal the route can make, by status: its own, and those that follow from its contract."""
+    found: list[type[DomainError] | str] = [InternalError, RedisUnavailable, *doc.errors]
+    if "bearer" in doc.auth:
+        found.extend(TOKEN_ERRORS)
+    if "api_key" in doc.auth:
+        found.extend(API_KEY_ERRORS)
+    if doc.body is not None:
+        found.extend([PayloadTooLarge, InvalidInput])
+        if doc.body_media_type == "application/json":
+            found.append(JsonExpected)
+    if doc.query is not None:
+        found.append(InvalidInput)
+    by_status: dict[int, list[str]] = {}
+    for item in found:
+        code = item if isinstance(item, str) else item.code
+        status = status_of(code) if isinstance(item, str) else item.status
+        if status is None:
+            raise ValueError(f"the code {code!r} is neither in the error catalogue nor pending")
+        codes = by_status.setdefault(status, [])
+        if code not in codes:
+            codes.append(code)
+    return {s: sorted(c) for s, c in sorted(by_status.items())}
+
+
+def _problem_response(status: int, codes: Sequence[str]) -> dict[str, Any]:
+    lines = "\n".join(f"- `{c}`: {_meaning(c)}" for c in codes)
+    schema = {"allOf": [{"$ref": REF.format(model="Problem")},
+                        {"type": "object", "properties": {"status": {"const": status},
+                                                          "code": {"enum": list(codes)}}}]}
+    return {"description": f"Refused.\n\n{lines}", "content": {"application/problem+json": {"schema": schema}}}
+
+
+def _success_response(value: Any, refs: Mapping[Any, Any]) -> dict[str, Any]:
+    if value is None:
+        return {"description": "No content."}
+    if isinstance(value, str):  # a media type whose body is not JSON (a page, metrics, a document)
+        schema: dict[str, Any] = {"type": "object"} if value.endswith("json") else {"type": "string"}
+        return {"description": f"`{value}`.", "content": {value: {"schema": schema}}}
+    return {"description": (value.__doc__ or value.__name__).strip().split("\n")[0],
+            "content": {"application/json": {"schema": refs[(value, "serialization")]}}}
+
+
+def _security(doc: RouteDoc) -> list[dict[str, list[str]]]:
+    out: list[dict[str, list[str]]] = []
+    if "bearer" in doc.auth:
+        out.append({"bearer": list(doc.roles)})
+    if "api_key" in doc.auth:
+        out.append({"apiKey": []})
+    return out
+
+
+def _parameters(route: Route, doc: RouteDoc, refs: Mapping[Any, Any],
+                defs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+        for name in route.param_convertors]
+    if doc.query is not None:
+        ref = refs[(doc.query, "validation")]["$ref"].rsplit("/", 1)[1]
+        schema = defs[ref]
+        required = set(schema.get("required", ()))
+        for name, prop in schema.get("properties", {}).items():
+            params.append({"name": name, "in": "query", "required": name in required, "schema": prop})
+    for name, meaning in doc.headers.items():
+        params.append({"name": name, "in": "header", "required": False, "description": meaning,
+                       "schema": {"type": "string"}})
+    return params
+
+
+def _models(docs: Iterable[RouteDoc]) -> list[tuple[type[pydantic.BaseModel], Any]]:
+    wanted: dict[tuple[type[pydantic.BaseModel], str], None] = {}
+    for doc in docs:
+        for model in (doc.body, doc.query):
+            if model is not None:
+                wanted[(model, "validation")] = None
+        for value in doc.responses.values():
+            if isinstance(value, type) and issubclass(value, pydantic.BaseModel):
+                wanted[(value, "serialization")] = None
+    return list(wanted)
+
+
+def documented_routes(routes: Iterable[BaseRoute]) -> list[tuple[Route, RouteDoc]]:
+    out = []
+    for route in routes:
+        if isinstance(route, Route):
+            doc = route_doc(route.endpoint)
+            if doc is not None:
+                out.append((route, doc))
+    return out
+
+
+def undocumented_routes(routes: Iterable[BaseRoute]) -> list[str]:
+    """HTTP routes without a contract (WebSocket routes and static mounts are not operations)."""
+    return [f"{sorted(r.methods or ())} {r.path}" for r in routes
+            if isinstance(r, Route) and route_doc(r.endpoint) is None]
+
+
+def build(routes: Iterable[BaseRoute], *, title: str = "Session server") -> dict[str, Any]:
+    pairs = documented_routes(routes)
+    refs, top = models_json_schema(_models(doc for _, doc in pairs), ref_template=REF)
+    defs: dict[str, Any] = dict(top.get("$defs", {}))
+    paths: dict[str, dict[str, Any]] = {}
+    for route, doc in pairs:
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            op: dict[str, Any] = {
+                "operationId": f"{method.lower()}_{route.name}",
+                "summary": doc.summary,
+                "tags": list(doc.tags),
+                "security": _security(doc),
+                "parameters": _parameters(route, doc, refs, defs),
+                "responses": {
+                    **{str(s): _success_response(v, refs) for s, v in doc.responses.items()},
+                    **{str(s): _problem_response(s, codes) for s, codes in refusals(doc).items()},
+                },
+            }
+            if doc.body is not None:
+                op["requestBody"] = {"required": True, "content": {
+                    doc.body_media_type: {"schema": refs[(doc.body, "validation")]}}}
+            elif doc.body_media_type != "application/json":
+                op["requestBody"] = {"required": True, "content": {
+                    doc.body_media_type: {"schema": {"type": "string", "format": "binary"}}}}
+            paths.setdefault(route.path, {})[method.lower()] = op
+    defs["Problem"] = PROBLEM_SCHEMA
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": __version__,
+                 "description": "The HTTP API of the session server. Errors are RFC 9457 problem documents "
+                                "with a stable `code`; the WebSocket routes are described in docs/protocol.md."},
+        "paths": paths,
+        "components": {
+            "schemas": defs,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                           "description": f"An access token (HS256 JWT) minted by POST /v1/tokens. Its `role` "
+                                          f"is one of {ROLES_TEXT}; an operation's list names the roles it "
+                                          "serves (none listed: any role)."},
+                "apiKey": {"type": "http", "scheme": "basic",
+                           "description": "The platform's backend: API key id and secret as HTTP Basic "
+                                          "credentials. It acts as an admin."},
+            },
+        },
+    }
+
+
+@documented("This document: the API's contract as OpenAPI 3.1", auth=(), responses={200: "application/json"},
+            tags=("meta",))
+async def openapi_json(request: Request) -> Response:
+    state = request.app.state
+    document = getattr(state, "openapi_document", None)
+    if document is None:
+        document = state.openapi_document = build(request.app.routes)
+    return JSONResponse(document)
+
+
+@documented("The API's contract rendered for people (works offline)", auth=(), responses={200: "text/html"},
+            tags=("meta",))
+async def api_page(request: Request) -> Response:
+    return HTMLResponse((STATIC_DIR / "index.html").read_text(encoding="utf-8"), headers=PAGE_HEADERS)
+
+
+def error_table(routes: Iterable[BaseRoute]) -> str:
+    """The Markdown table of every code the HTTP routes can answer with, for docs/api.md."""
+    codes = {code for _, doc in documented_routes(routes) for cs in refusals(doc).values() for code in cs}
+    rows = ["| status | code | meaning |", "|-------:|------|---------|"]
+    rows += [f"| {status_of(c)} | `{c}` | {_meaning(c)} |" for c in sorted(codes, key=lambda c: (status_of(c), c))]
+    return "\n".join(rows)
+

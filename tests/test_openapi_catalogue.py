@@ -1,0 +1,168 @@
+"""The error catalogue, the OpenAPI document and the docs' error tables agree.
+
+Codes that a module still raises ad hoc (`DomainError(msg, code=...)` rather than a typed class) are
+listed by the xfail tests below, module by module and line by line, until the module is converted.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
+from starlette.applications import Starlette
+
+from session_server.app import create_app
+from session_server.errors import catalogue, lookup
+from session_server.openapi import (
+    PENDING_STATUS,
+    build,
+    documented_routes,
+    error_table,
+    refusals,
+    undocumented_routes,
+)
+
+from .conftest import make_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+OWN_MODULES = ("errors.py", "http.py", "core_api.py", "auth.py", "openapi.py")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Starlette:
+    return create_app(make_settings(tmp_path_factory.mktemp("catalogue"), "redis://127.0.0.1:1/0"))
+
+
+@pytest.fixture(scope="module")
+def document(app: Starlette) -> dict[str, Any]:
+    return build(app.routes)
+
+
+def test_the_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
+    assert document["openapi"] == "3.1.0"
+    errors = [f"{'/'.join(map(str, e.instance_path))}: {e.message}" for e in OPENAPI_31_VALIDATOR.iter_errors(document)]
+    assert not errors, errors
+
+
+def test_every_http_route_has_a_contract(app: Starlette) -> None:
+    assert undocumented_routes(app.routes) == []
+
+
+def test_every_refusal_in_the_document_names_its_codes(document: dict[str, Any]) -> None:
+    for path, operations in document["paths"].items():
+        for method, op in operations.items():
+            problems = {s: r for s, r in op["responses"].items() if int(s) >= 400}
+            assert "500" in problems, f"{method} {path}"
+            for status, response in problems.items():
+                codes = response["content"]["application/problem+json"]["schema"]["allOf"][1]["properties"]
+                assert codes["status"]["const"] == int(status)
+                assert codes["code"]["enum"], f"{method} {path} {status}"
+
+
+def test_catalogue_entries_are_typed_and_explained_in_our_modules() -> None:
+    own = [e for e in catalogue() if e.error.__module__ in ("session_server.errors", "session_server.http",
+                                                           "session_server.auth")]
+    assert {e.code for e in own} >= {"invalid_input", "json_expected", "token_expired", "bad_api_key",
+                                     "redis_unavailable", "internal_error", "method_not_allowed"}
+    assert all(e.meaning for e in own), [e.code for e in own if not e.meaning]
+
+
+@pytest.mark.xfail(strict=False, reason="classes of other modules without a docstring; the lead completes them")
+def test_every_catalogue_entry_has_a_meaning() -> None:
+    missing = [f"{e.code} ({e.error.__module__}.{e.error.__qualname__})" for e in catalogue() if not e.meaning]
+    assert not missing, "catalogue entries without a docstring:\n" + "\n".join(missing)
+
+
+# --- the docs ------------------------------------------------------------------------------------
+
+_STATUS_CODE = re.compile(r"`?(\d{3}) `?([a-z][a-z_]+)`")  # 409 `slot_taken`, `404 booking_not_found`
+_TABLE_ROW = re.compile(r"^\|\s*(\d{3})\s*\|\s*`([a-z_]+)`", re.M)
+_LIST = re.compile(r"(\d{3})\)?(?: codes)?:\s*((?:`[a-z_]+`[^`.;]*?)+)[.;]")  # "Errors (422): `a`, `b`."
+_BACKTICKED = re.compile(r"`([a-z][a-z0-9]*(?:_[a-z0-9]+)+|[a-z]+)`")
+
+
+def documented_http_codes() -> dict[str, set[int]]:
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    found: dict[str, set[int]] = {}
+    for pattern in (_STATUS_CODE, _TABLE_ROW):
+        for status, code in pattern.findall(text):
+            found.setdefault(code, set()).add(int(status))
+    for status, run in _LIST.findall(text):
+        for code in re.findall(r"`([a-z_]+)`", run):
+            found.setdefault(code, set()).add(int(status))
+    return found
+
+
+def _status(code: str) -> int | None:
+    entry = lookup(code)
+    return entry.status if entry is not None else PENDING_STATUS.get(code)
+
+
+def test_every_documented_http_code_is_known_with_its_status(app: Starlette) -> None:
+    wrong = []
+    for code, statuses in sorted(documented_http_codes().items()):
+        status = _status(code)
+        if status is None:
+            wrong.append(f"{code}: documented in docs/api.md, but in no catalogue entry")
+        elif status not in statuses:
+            wrong.append(f"{code}: docs/api.md says {sorted(statuses)}, the server answers {status}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_code_a_route_can_answer_is_documented(app: Starlette) -> None:
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    mentioned = set(_BACKTICKED.findall(text))
+    raised = {code for _, doc in documented_routes(app.routes) for codes in refusals(doc).values() for code in codes}
+    assert sorted(raised - mentioned) == []
+
+
+def test_the_error_table_in_the_docs_is_generated_from_the_catalogue(app: Starlette) -> None:
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    begin = "<!-- generated from the error catalogue: do not edit by hand -->\n"
+    table = text.split(begin, 1)[1].split("<!-- end of generated table -->", 1)[0].strip()
+    expected = error_table(app.routes)
+    assert table == expected, "docs/api.md's error table is stale; paste this one:\n" + expected
+
+
+def test_every_code_in_the_protocol_table_is_raised_somewhere(app: Starlette) -> None:
+    text = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
+    table = text.split("## Error codes", 1)[1].split("\n## ", 1)[0]
+    codes = {c for line in table.splitlines() if line.startswith("| `")
+             for c in re.findall(r"`([a-z_]+)`", line.split("|")[1])}
+    sources = "\n".join(p.read_text(encoding="utf-8") for d in ("session_server", "signaling", "media")
+                        for p in (ROOT / d).rglob("*.py"))
+    unknown = sorted(c for c in codes if lookup(c) is None and f'"{c}"' not in sources)
+    assert unknown == [], f"docs/protocol.md lists codes nothing raises: {unknown}"
+
+
+# --- codes still raised ad hoc -------------------------------------------------------------------
+
+
+def ad_hoc_codes(path: Path) -> list[str]:
+    """`code="..."` given to a call, by line: a refusal that is not (yet) a typed catalogue class."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call):
+            for kw in node.keywords:
+                if kw.arg == "code" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
+                    out.append(f"{path.relative_to(ROOT)}:{node.lineno} {kw.value.value}")
+    return out
+
+
+@pytest.mark.parametrize("name", OWN_MODULES)
+def test_the_edges_raise_typed_errors_only(name: str) -> None:
+    assert ad_hoc_codes(ROOT / "session_server" / name) == []
+
+
+@pytest.mark.xfail(strict=False, reason="other modules are converted to typed errors in parallel; the lead "
+                                        "reconciles after the merge (then remove this mark and PENDING_STATUS)")
+def test_no_module_raises_a_code_ad_hoc() -> None:
+    found = [hit for p in sorted((ROOT / "session_server").rglob("*.py")) for hit in ad_hoc_codes(p)]
+    pending_in_catalogue = sorted(c for c in PENDING_STATUS if lookup(c) is not None)
+    assert not found and not pending_in_catalogue, (
+        "raised ad hoc:\n" + "\n".join(found)
+        + "\n\nopenapi.PENDING_STATUS entries already in the catalogue: " + ", ".join(pending_in_catalogue))
