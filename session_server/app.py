@@ -91,7 +91,8 @@ def create_app(settings: Settings, features: Sequence[Feature] | None = None, *,
             tasks = TaskSupervisor()
             stack.push_async_callback(tasks.stop)
             ctx = AppContext(settings=settings, redis=client, redis_url=url,
-                             tokens=TokenAuthority(settings.api_keys, max_ttl_s=settings.token_max_ttl_s),
+                             tokens=TokenAuthority(settings.api_keys, max_ttl_s=settings.token_max_ttl_s,
+                                                   clock=app_clock.now),
                              metrics=metrics, tasks=tasks,
                              keyring=KeyRing(settings.master_keys, settings.active_master_key_id),
                              clock=app_clock)

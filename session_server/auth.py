@@ -284,16 +284,21 @@ class TokenAuthority:
         if secret is None:
             raise TokenUnknownKey("the token names an unknown key")
         try:
-            # Expiry is checked below against this authority's clock, the same one the cache uses.
+            # Times are checked below against this authority's clock (the app's), the one the cache uses.
             claims = jwt.decode(token, secret, algorithms=[ALGORITHM], leeway=LEEWAY_S,
-                                options={"require": ["exp", "iat", "sub", "role"], "verify_exp": False})
+                                options={"require": ["exp", "iat", "sub", "role"], "verify_exp": False,
+                                         "verify_iat": False, "verify_nbf": False})
         except jwt.InvalidSignatureError:
             raise TokenSignature("the access token's signature is wrong") from None
         except jwt.PyJWTError:
             raise TokenInvalid("the access token is invalid") from None
         identity = self._identity(claims)
-        if not self._clock() < identity.expires_at + LEEWAY_S:
+        now = self._clock()
+        if not now < identity.expires_at + LEEWAY_S:
             raise TokenExpired("the access token has expired")
+        not_before = claims.get("nbf", claims["iat"])
+        if not isinstance(not_before, int) or not_before > now + LEEWAY_S:
+            raise TokenInvalid("the access token is invalid")  # issued in the future, as PyJWT would say
         return identity
 
     def _identity(self, claims: Mapping[str, Any]) -> Identity:

@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from session_server.app import create_app
 from session_server.bookings.model import BOOKING_KEY, Booking, BookingStatus
+from session_server.clock import Clock
 from signaling.messages import MAX_FRAME_BYTES
 
 from .conftest import LiveServer, make_settings
@@ -48,12 +49,14 @@ async def write_booking(redis_url: str, booking_id: str = "b1", *, practitioner:
 
 
 @contextlib.asynccontextmanager
-async def room_server(tmp_path: Path, redis_url: str, **overrides: Any) -> AsyncIterator[LiveServer]:
-    """A live server whose public URL is its own address, so that its pages pass the Origin check."""
+async def room_server(tmp_path: Path, redis_url: str, *, clock: Clock | None = None,
+                      **overrides: Any) -> AsyncIterator[LiveServer]:
+    """A live server whose public URL is its own address, so that its pages pass the Origin check; on
+    `clock` when given (the machine's otherwise)."""
     port = free_port()
     values = {**FAST, "port": port, "public_base_url": f"http://127.0.0.1:{port}", **overrides}
     settings = make_settings(tmp_path, redis_url, **values)
-    server = LiveServer(create_app(settings))
+    server = LiveServer(create_app(settings, clock=clock))
     server.port = port
     server.config = uvicorn.Config(server.app, host="127.0.0.1", port=port, log_level="warning",
                                    ws_per_message_deflate=False, ws_max_size=MAX_FRAME_BYTES, lifespan="on")

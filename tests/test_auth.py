@@ -204,3 +204,16 @@ def test_a_token_verified_once_is_still_refused_after_it_expires() -> None:
     assert info.value.code == "token_expired"
     with pytest.raises(Unauthenticated):
         authority.verify(tok)  # and stays refused
+
+
+def test_tokens_are_judged_by_the_authority_s_clock_not_the_machine_s() -> None:
+    """A server on a clock years ahead (a test's ManualClock) accepts the tokens it mints at its own time,
+    and refuses one issued later than its clock says, as a token from the future."""
+    now = [time.time() + 5 * 365 * 86400]
+    authority = TokenAuthority({API_KEY_ID: API_SECRET}, max_ttl_s=3600, clock=lambda: now[0])
+    tok, _ = authority.mint(sub="c-1", name="A", role=Role.CLIENT, ttl_s=600)
+    assert authority.verify(tok).sub == "c-1"
+    ahead, _ = authority.mint(sub="c-2", name="B", role=Role.CLIENT, ttl_s=600, now=now[0] + 120)
+    with pytest.raises(Unauthenticated) as info:
+        authority.verify(ahead)
+    assert info.value.code == "token_invalid"
