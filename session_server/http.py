@@ -6,16 +6,19 @@ stable; clients branch on `code`, people read `detail`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+import types
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import msgspec
 import pydantic
+import pydantic_core
 import redis.exceptions
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -147,9 +150,42 @@ Text = Annotated[str, pydantic.AfterValidator(plain_text)]
 
 class Body(pydantic.BaseModel):
     """Base of every request body: unknown fields are refused, values are immutable. JSON bodies are read
-    strictly (`read_json`): a number is not a string, a boolean not a number."""
+    strictly (`read_json`): a number is not a string, a boolean not a number.
+
+    Text is stored without its surrounding whitespace, and the stripped text must fit the field's
+    limits; the raw text must fit its `max_length` too, since that is the `maxLength` the OpenAPI
+    document gives clients (a 501-character reason is refused even if 2 of its characters are spaces).
+    """
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    @pydantic.field_validator("*", mode="before")
+    @classmethod
+    def _raw_text_fits(cls, value: Any, info: pydantic.ValidationInfo) -> Any:
+        if isinstance(value, str) and info.field_name is not None:
+            limit = _raw_max_length(cls, info.field_name)
+            if limit is not None and len(value) > limit:
+                raise pydantic_core.PydanticKnownError("string_too_long", {"max_length": limit})
+        return value
+
+
+@functools.cache
+def _raw_max_length(model: type[pydantic.BaseModel], field_name: str) -> int | None:
+    field = model.model_fields.get(field_name)
+    if field is None or not _is_text(field.annotation):  # a list's max_length counts its items
+        return None
+    limits = [m.max_length for m in field.metadata if isinstance(getattr(m, "max_length", None), int)]
+    return min(limits, default=None)
+
+
+def _is_text(annotation: Any) -> bool:
+    """A str, maybe Annotated, maybe optional."""
+    if get_origin(annotation) is Annotated:
+        return _is_text(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        return len(members) == 1 and _is_text(members[0])
+    return annotation is str
 
 
 def problem(status: int, code: str, detail: str, *, title: str | None = None, instance: str | None = None,
