@@ -6,8 +6,9 @@ branch on it. A raised error means nothing was changed.
 
 A subclass that states its own `code` registers itself in the catalogue (`catalogue()`), with its
 status, title and the first line of its docstring as its meaning: the OpenAPI document and the error
-tables of docs/api.md and docs/protocol.md are checked against that one list. Two classes may share a
-code only if they agree on its status (a WebSocket edge and an HTTP edge refusing the same thing).
+tables of docs/api.md and docs/protocol.md are checked against that one list. One code has one class:
+the WebSocket and HTTP edges raise the same class for the same refusal (tests/test_openapi_catalogue.py
+checks it; a second class that gives a known code another status is refused here at import).
 """
 
 from __future__ import annotations

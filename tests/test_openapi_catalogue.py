@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 from starlette.applications import Starlette
 
 from session_server.app import create_app
-from session_server.errors import catalogue, lookup
+from session_server.errors import DomainError, catalogue, lookup
 from session_server.openapi import (
     build,
     documented_routes,
@@ -73,6 +73,19 @@ def test_catalogue_entries_are_typed_and_explained_in_our_modules() -> None:
 def test_every_catalogue_entry_has_a_meaning() -> None:
     missing = [f"{e.code} ({e.error.__module__}.{e.error.__qualname__})" for e in catalogue() if not e.meaning]
     assert not missing, "catalogue entries without a docstring:\n" + "\n".join(missing)
+
+
+def _subclasses(cls: type[DomainError]) -> list[type[DomainError]]:
+    return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
+
+
+def test_one_class_per_code(app: Starlette) -> None:
+    by_code: dict[str, list[str]] = {}
+    for cls in _subclasses(DomainError):
+        if "code" in cls.__dict__:
+            by_code.setdefault(cls.code, []).append(f"{cls.__module__}.{cls.__qualname__}")
+    twice = {code: names for code, names in by_code.items() if len(set(names)) > 1}
+    assert twice == {}, "a code with a second class (raise the first one instead)"
 
 
 # --- the docs ------------------------------------------------------------------------------------
