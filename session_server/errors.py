@@ -6,8 +6,9 @@ branch on it. A raised error means nothing was changed.
 
 A subclass that states its own `code` registers itself in the catalogue (`catalogue()`), with its
 status, title and the first line of its docstring as its meaning: the OpenAPI document and the error
-tables of docs/api.md and docs/protocol.md are checked against that one list. Two classes may share a
-code only if they agree on its status (a WebSocket edge and an HTTP edge refusing the same thing).
+tables of docs/api.md and docs/protocol.md are checked against that one list. One code has one class:
+the WebSocket and HTTP edges raise the same class for the same refusal (tests/test_openapi_catalogue.py
+checks it; a second class that gives a known code another status is refused here at import).
 """
 
 from __future__ import annotations
@@ -70,22 +71,20 @@ class DomainError(Exception):
         if "code" in cls.__dict__:
             _register(cls)
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
-                 **extra: Any) -> None:
-        # `code=`/`status=` overrides are the older ad hoc form, kept until every module raises a typed
-        # subclass; tests/test_openapi_catalogue.py lists the modules that still do.
+    def __init__(self, message: str, **extra: Any) -> None:
+        # A refusal's code, status and title are its class's: a new kind of refusal is a new subclass,
+        # so that the catalogue (and the OpenAPI document and docs built from it) knows every code.
+        clash = _FIXED.intersection(extra)
+        if clash:
+            raise TypeError(f"{type(self).__qualname__}: {sorted(clash)} come from the class, not the call")
         super().__init__(message)
         self.message = message
-        if code is not None:
-            self.code = code  # type: ignore[misc]
-        if status is not None:
-            self.status = status  # type: ignore[misc]
-        if type(self) is DomainError and code is not None:  # a refusal of its own kind: its title names it
-            self.title = self.code.replace("_", " ").capitalize()  # type: ignore[misc]
         self.extra = extra
 
 
 _register(DomainError)
+# What a problem document takes from the class: an `extra` of the same name would overwrite it.
+_FIXED = frozenset({"code", "status", "title", "type", "detail", "instance"})
 
 
 class InvalidInput(DomainError):

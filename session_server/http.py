@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import logging
 import re
+import types
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import msgspec
 import pydantic
+import pydantic_core
 import redis.exceptions
+from pydantic.fields import FieldInfo
+from pydantic_core import CoreSchema
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -145,11 +149,70 @@ def plain_text(value: str) -> str:
 Text = Annotated[str, pydantic.AfterValidator(plain_text)]
 
 
+def _raw_max_length(field: FieldInfo) -> int | None:
+    if not _is_text(field.annotation):  # a list's max_length counts its items
+        return None
+    limits = [m.max_length for m in field.metadata if isinstance(getattr(m, "max_length", None), int)]
+    return min(limits, default=None)
+
+
+def _model_fields_schema(schema: Any) -> dict[str, Any] | None:
+    while isinstance(schema, dict):  # a model, maybe wrapped by its model validators
+        if schema.get("type") == "model-fields":
+            fields: dict[str, Any] = schema["fields"]
+            return fields
+        schema = schema.get("schema")
+    return None
+
+
+def _check_raw_length(field: Any, limit: int) -> None:
+    """Refuse a text longer than `limit` as sent, before it is stripped and validated.
+
+    Only text fields get this check: a validator before a field makes pydantic read the JSON value as
+    a Python one, which strict mode would refuse for a date or an enum given as a string."""
+    def raw_fits(value: Any) -> Any:
+        if isinstance(value, str) and len(value) > limit:
+            raise pydantic_core.PydanticKnownError("string_too_long", {"max_length": limit})
+        return value
+
+    outer = field["schema"]
+    holder = outer if outer.get("type") == "default" else field  # keep the default outside, as pydantic does
+    if holder["schema"].get("metadata", {}).get("raw_max_length") is None:  # a nested model's schema is reused
+        holder["schema"] = pydantic_core.core_schema.no_info_before_validator_function(
+            raw_fits, holder["schema"], metadata={"raw_max_length": limit})
+
+
+def _is_text(annotation: Any) -> bool:
+    """A str, maybe Annotated, maybe optional."""
+    if get_origin(annotation) is Annotated:
+        return _is_text(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        return len(members) == 1 and _is_text(members[0])
+    return annotation is str
+
+
 class Body(pydantic.BaseModel):
     """Base of every request body: unknown fields are refused, values are immutable. JSON bodies are read
-    strictly (`read_json`): a number is not a string, a boolean not a number."""
+    strictly (`read_json`): a number is not a string, a boolean not a number.
+
+    Text is stored without its surrounding whitespace, and the stripped text must fit the field's
+    limits; the raw text must fit its `max_length` too, since that is the `maxLength` the OpenAPI
+    document gives clients (a 501-character reason is refused even if 2 of its characters are spaces).
+    """
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: type[pydantic.BaseModel],
+                                     handler: pydantic.GetCoreSchemaHandler) -> CoreSchema:
+        schema = handler(source)
+        fields = _model_fields_schema(schema)
+        for name, info in cls.model_fields.items():
+            limit = _raw_max_length(info)
+            if limit is not None and fields is not None and name in fields:
+                _check_raw_length(fields[name], limit)
+        return schema
 
 
 def problem(status: int, code: str, detail: str, *, title: str | None = None, instance: str | None = None,

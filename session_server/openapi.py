@@ -20,7 +20,15 @@ from starlette.routing import BaseRoute, Route
 
 from . import __version__
 from .auth import API_KEY_ERRORS, TOKEN_ERRORS, Role
-from .errors import DomainError, InternalError, InvalidInput, PayloadTooLarge, RedisUnavailable, lookup
+from .errors import (
+    CatalogueEntry,
+    DomainError,
+    InternalError,
+    InvalidInput,
+    PayloadTooLarge,
+    RedisUnavailable,
+    lookup,
+)
 from .http import JsonExpected, RouteDoc, documented, route_doc
 
 REF = "#/components/schemas/{model}"
@@ -30,26 +38,6 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
                                 "frame-ancestors 'none'; base-uri 'none'"),
-}
-
-# Codes that some modules still raise ad hoc (DomainError(msg, code=..., status=...)) rather than as a
-# typed catalogue class, with the status they raise them with. Transitional: once a module defines the
-# class, its code is in the catalogue and its line here is dead (tests/test_openapi_catalogue.py says
-# which); the lead removes this table when the last one is converted.
-PENDING_STATUS: Mapping[str, int] = {
-    "exists": 409, "illegal_transition": 409, "not_bookable": 409, "price_changed": 409,
-    "practitioner_changed": 409, "slot_taken": 409, "client_overlap": 409, "stale": 409,
-    "too_late_to_cancel": 409, "slots_available": 409,
-    "practitioner_not_found": 404, "booking_not_found": 404,
-    "not_a_slot": 422, "code_unknown": 422, "code_expired": 422, "code_used_up": 422,
-    "code_already_used": 422, "code_not_applicable": 422, "too_soon": 422, "beyond_horizon": 422,
-    "date_in_past": 422, "bad_window": 422, "conflicting_exception": 422, "bad_range": 422,
-    "range_too_long": 422, "date_out_of_range": 422, "currency_not_supported": 422, "empty_update": 422,
-    "expires_in_past": 422, "bad_read_request": 422, "document_name_missing": 422,
-    "upload_interrupted": 422, "invalid_document_name": 422, "not_your_profile": 403,
-    "content_encoding_refused": 415, "booking_cancelled": 409, "active_content": 415,
-    "content_type_mismatch": 415, "multipart_refused": 415, "document_tampered": 500,
-    "document_key_unavailable": 500, "document_missing": 500,
 }
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -76,16 +64,12 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 ROLES_TEXT = ", ".join(r.value for r in Role)
 
 
-def status_of(code: str) -> int | None:
+def entry_of(code: str) -> CatalogueEntry:
+    """The catalogue's entry for a code a route names; a code it does not know is a defect of the route."""
     entry = lookup(code)
-    if entry is not None:
-        return entry.status
-    return PENDING_STATUS.get(code)
-
-
-def _meaning(code: str) -> str:
-    entry = lookup(code)
-    return entry.meaning if entry is not None and entry.meaning else "see the route"
+    if entry is None:
+        raise ValueError(f"the code {code!r} is not in the error catalogue")
+    return entry
 
 
 def refusals(doc: RouteDoc) -> dict[int, list[str]]:
@@ -104,9 +88,7 @@ def refusals(doc: RouteDoc) -> dict[int, list[str]]:
     by_status: dict[int, list[str]] = {}
     for item in found:
         code = item if isinstance(item, str) else item.code
-        status = status_of(code) if isinstance(item, str) else item.status
-        if status is None:
-            raise ValueError(f"the code {code!r} is neither in the error catalogue nor pending")
+        status = entry_of(code).status if isinstance(item, str) else item.status
         codes = by_status.setdefault(status, [])
         if code not in codes:
             codes.append(code)
@@ -114,7 +96,7 @@ def refusals(doc: RouteDoc) -> dict[int, list[str]]:
 
 
 def _problem_response(status: int, codes: Sequence[str]) -> dict[str, Any]:
-    lines = "\n".join(f"- `{c}`: {_meaning(c)}" for c in codes)
+    lines = "\n".join(f"- `{c}`: {entry_of(c).meaning}" for c in codes)
     schema = {"allOf": [{"$ref": REF.format(model="Problem")},
                         {"type": "object", "properties": {"status": {"const": status},
                                                           "code": {"enum": list(codes)}}}]}
@@ -252,6 +234,7 @@ def error_table(routes: Iterable[BaseRoute]) -> str:
     """The Markdown table of every code the HTTP routes can answer with, for docs/api.md."""
     codes = {code for _, doc in documented_routes(routes) for cs in refusals(doc).values() for code in cs}
     rows = ["| status | code | meaning |", "|-------:|------|---------|"]
-    rows += [f"| {status_of(c)} | `{c}` | {_meaning(c)} |" for c in sorted(codes, key=lambda c: (status_of(c), c))]
+    entries = sorted((entry_of(c) for c in codes), key=lambda e: (e.status, e.code))
+    rows += [f"| {e.status} | `{e.code}` | {e.meaning} |" for e in entries]
     return "\n".join(rows)
 

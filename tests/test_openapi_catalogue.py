@@ -1,7 +1,7 @@
 """The error catalogue, the OpenAPI document and the docs' error tables agree.
 
-Codes that a module still raises ad hoc (`DomainError(msg, code=...)` rather than a typed class) are
-listed by the xfail tests below, module by module and line by line, until the module is converted.
+Every refusal is a typed catalogue class with a meaning; a code given ad hoc to a call (`code="..."`)
+is listed by file and line by the last test below.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 from starlette.applications import Starlette
 
 from session_server.app import create_app
-from session_server.errors import catalogue, lookup
+from session_server.errors import DomainError, catalogue, lookup
 from session_server.openapi import (
-    PENDING_STATUS,
     build,
     documented_routes,
     error_table,
@@ -71,10 +70,22 @@ def test_catalogue_entries_are_typed_and_explained_in_our_modules() -> None:
     assert all(e.meaning for e in own), [e.code for e in own if not e.meaning]
 
 
-@pytest.mark.xfail(strict=False, reason="classes of other modules without a docstring; the lead completes them")
 def test_every_catalogue_entry_has_a_meaning() -> None:
     missing = [f"{e.code} ({e.error.__module__}.{e.error.__qualname__})" for e in catalogue() if not e.meaning]
     assert not missing, "catalogue entries without a docstring:\n" + "\n".join(missing)
+
+
+def _subclasses(cls: type[DomainError]) -> list[type[DomainError]]:
+    return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
+
+
+def test_one_class_per_code(app: Starlette) -> None:
+    by_code: dict[str, list[str]] = {}
+    for cls in _subclasses(DomainError):
+        if "code" in cls.__dict__:
+            by_code.setdefault(cls.code, []).append(f"{cls.__module__}.{cls.__qualname__}")
+    twice = {code: names for code, names in by_code.items() if len(set(names)) > 1}
+    assert twice == {}, "a code with a second class (raise the first one instead)"
 
 
 # --- the docs ------------------------------------------------------------------------------------
@@ -99,7 +110,7 @@ def documented_http_codes() -> dict[str, set[int]]:
 
 def _status(code: str) -> int | None:
     entry = lookup(code)
-    return entry.status if entry is not None else PENDING_STATUS.get(code)
+    return entry.status if entry is not None else None
 
 
 def test_every_documented_http_code_is_known_with_its_status(app: Starlette) -> None:
@@ -158,11 +169,6 @@ def test_the_edges_raise_typed_errors_only(name: str) -> None:
     assert ad_hoc_codes(ROOT / "session_server" / name) == []
 
 
-@pytest.mark.xfail(strict=False, reason="other modules are converted to typed errors in parallel; the lead "
-                                        "reconciles after the merge (then remove this mark and PENDING_STATUS)")
 def test_no_module_raises_a_code_ad_hoc() -> None:
     found = [hit for p in sorted((ROOT / "session_server").rglob("*.py")) for hit in ad_hoc_codes(p)]
-    pending_in_catalogue = sorted(c for c in PENDING_STATUS if lookup(c) is not None)
-    assert not found and not pending_in_catalogue, (
-        "raised ad hoc:\n" + "\n".join(found)
-        + "\n\nopenapi.PENDING_STATUS entries already in the catalogue: " + ", ".join(pending_in_catalogue))
+    assert not found, "raised ad hoc:\n" + "\n".join(found)

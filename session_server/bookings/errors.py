@@ -21,6 +21,8 @@ class _Unprocessable(DomainError):
 
 
 class PractitionerNotFound(NotFound):
+    """No practitioner with this id, or one that is not active and the caller is a client."""
+
     code = "practitioner_not_found"
 
     def __init__(self, message: str = "no such practitioner", **extra: Any) -> None:
@@ -28,6 +30,8 @@ class PractitionerNotFound(NotFound):
 
 
 class BookingNotFound(NotFound):
+    """No booking with this id, or not one the caller is a party to."""
+
     code = "booking_not_found"
 
     def __init__(self, message: str = "no such booking", **extra: Any) -> None:
@@ -35,6 +39,8 @@ class BookingNotFound(NotFound):
 
 
 class NotYourProfile(Forbidden):
+    """A practitioner may change only their own price, availability and codes (an admin anyone's)."""
+
     code = "not_your_profile"
 
 
@@ -42,30 +48,44 @@ class NotYourProfile(Forbidden):
 
 
 class AlreadyExists(Conflict):
+    """A practitioner or discount code with this id already exists."""
+
     code = "exists"
 
 
 class NotBookable(Conflict):
+    """The practitioner is not active (suspended or not yet activated): no new bookings."""
+
     code = "not_bookable"
 
 
 class PractitionerChanged(Conflict):
+    """The practitioner changed between the quote and the booking: ask for a new quote."""
+
     code = "practitioner_changed"
 
 
 class SlotTaken(Conflict):
+    """Someone else booked this slot first: pick another one."""
+
     code = "slot_taken"
 
 
 class ClientOverlap(Conflict):
+    """The client already has a booking that overlaps this slot."""
+
     code = "client_overlap"
 
 
 class IllegalTransition(Conflict):
+    """The booking or practitioner status cannot change this way from its current status."""
+
     code = "illegal_transition"
 
 
 class Stale(Conflict):
+    """The record changed while this request was deciding: read it again and retry."""
+
     code = "stale"
 
 
@@ -73,42 +93,62 @@ class Stale(Conflict):
 
 
 class PriceChanged(DomainError):
+    """The price or session length differs from `expected_total`: ask for a new quote."""
+
     status, code, title = 409, "price_changed", "Price changed"
 
 
 class TooLateToCancel(DomainError):
+    """The session has started: only an admin may cancel it now."""
+
     status, code, title = 409, "too_late_to_cancel", "Too late to cancel"
 
 
 class SlotsAvailable(DomainError):
+    """The practitioner has free slots: book one instead of joining the waiting list."""
+
     status, code, title = 409, "slots_available", "Slots available"
 
 
 class NotASlot(_Unprocessable):
+    """`starts_at` is not the start of one of the practitioner's published slots."""
+
     code, title = "not_a_slot", "Not a slot"
 
 
 class TooSoon(_Unprocessable):
+    """The slot starts sooner than the booking lead time allows."""
+
     code, title = "too_soon", "Too soon"
 
 
 class CodeUnknown(_Unprocessable):
+    """No discount code by this name."""
+
     code, title = "code_unknown", "Code unknown"
 
 
 class CodeExpired(_Unprocessable):
+    """The discount code has expired."""
+
     code, title = "code_expired", "Code expired"
 
 
 class CodeUsedUp(_Unprocessable):
+    """The discount code has reached its number of uses."""
+
     code, title = "code_used_up", "Code used up"
 
 
 class CodeAlreadyUsed(_Unprocessable):
+    """This client has already used this discount code once."""
+
     code, title = "code_already_used", "Code already used"
 
 
 class CodeNotApplicable(_Unprocessable):
+    """The discount code does not apply here (another practitioner's, another currency, the referrer's own)."""
+
     code, title = "code_not_applicable", "Code not applicable"
 
 
@@ -120,10 +160,15 @@ class AvailabilityError(_Unprocessable):
 
 
 class BadWindow(AvailabilityError):
+    """An availability window is malformed: a weekday outside 0 to 6, an end not after its start, a
+    blocked day with a window."""
+
     code, title = "bad_window", "Bad window"
 
 
 class DateInPast(AvailabilityError):
+    """An exception to availability names a date already past."""
+
     code, title = "date_in_past", "Date in past"
 
 
@@ -134,14 +179,20 @@ class BeyondHorizon(AvailabilityError):
 
 
 class ConflictingException(AvailabilityError):
+    """The same date is given both as blocked and with a window: say which one."""
+
     code, title = "conflicting_exception", "Conflicting exception"
 
 
 class BadRange(AvailabilityError):
+    """The requested range of slots ends before it starts."""
+
     code, title = "bad_range", "Bad range"
 
 
 class RangeTooLong(AvailabilityError):
+    """The requested range of slots spans more days than the server lists at once."""
+
     code, title = "range_too_long", "Range too long"
 
 
@@ -149,18 +200,26 @@ class RangeTooLong(AvailabilityError):
 
 
 class CurrencyNotSupported(InvalidInput):
+    """The price is in a currency other than the platform's."""
+
     code = "currency_not_supported"
 
 
 class EmptyUpdate(InvalidInput):
+    """The update names no field to change."""
+
     code = "empty_update"
 
 
 class DateOutOfRange(InvalidInput):
+    """A date before 1970 or from 2100 on."""
+
     code = "date_out_of_range"
 
 
 class ExpiresInPast(InvalidInput):
+    """The discount code's expiry date is already past."""
+
     code = "expires_in_past"
 
 
@@ -197,6 +256,6 @@ STALE_REFUSALS: tuple[type[DomainError], ...] = (PractitionerChanged, NotBookabl
 def script_refusal(code: str, detail: str = "") -> DomainError:
     """The error for a refusal code a booking script or the pricing answered."""
     cls = SCRIPT_REFUSALS.get(code)
-    if cls is None:  # a script answering a code of its own: still a conflict, never a 500
-        return Conflict(detail or code, code=code)
+    if cls is None:  # a script answering a code with no class (a defect): still a conflict, never a 500
+        return Conflict(detail or code)
     return cls(detail or _MESSAGES[code])

@@ -8,7 +8,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from files.names import content_disposition
-from session_server.auth import Identity, Role, authenticate, authenticate_admin
+from session_server.auth import Identity, PermissionDenied, Role, authenticate, authenticate_admin
 from session_server.context import AppContext
 from session_server.http import Body, documented, parse_query, read_json
 
@@ -76,7 +76,7 @@ async def list_documents(request: Request) -> Response:
         return JSONResponse({"documents": await service.list_owned(identity)}, headers=NO_STORE)
     if identity.role is Role.CLIENT:
         return JSONResponse({"documents": await service.list_shared_with(identity)}, headers=NO_STORE)
-    raise rules.PermissionDenied("documents are listed for practitioners and clients only")
+    raise PermissionDenied("documents are listed for practitioners and clients only")
 
 
 @documented("A document's metadata", responses={200: out.DocumentLinkOut},
@@ -89,7 +89,7 @@ async def get_document(request: Request) -> Response:
 
 
 @documented("Delete a document (crypto-shredding)", roles=("practitioner",), responses={204: None},
-            errors=("permission_denied", "wrong_role", "document_not_found", "document_deleted", "not_document_owner"),
+            errors=("permission_denied", "wrong_role", "document_not_found", "document_deleted"),
             tags=("documents",))
 async def delete_document(request: Request) -> Response:
     identity = authenticate(request)
@@ -136,7 +136,7 @@ class ShareRequest(Body):
 
 @documented("Share a document with a booking or clients", roles=("practitioner",), body=ShareRequest,
             responses={200: out.SharedOut, 201: out.SharedOut},
-            errors=("permission_denied", "wrong_role", "document_not_found", "document_deleted", "not_document_owner",
+            errors=("permission_denied", "wrong_role", "document_not_found", "document_deleted",
                     "booking_not_found", "booking_cancelled"), tags=("documents",))
 async def share(request: Request) -> Response:
     identity = authenticate(request)
@@ -148,7 +148,7 @@ async def share(request: Request) -> Response:
 
 
 @documented("A document's shares", roles=("practitioner",), responses={200: out.SharesOut},
-            errors=("permission_denied", "wrong_role", "document_not_found", "document_deleted", "not_document_owner"),
+            errors=("permission_denied", "wrong_role", "document_not_found", "document_deleted"),
             tags=("documents",))
 async def list_shares(request: Request) -> Response:
     identity = authenticate(request)
@@ -157,7 +157,7 @@ async def list_shares(request: Request) -> Response:
 
 
 @documented("Revoke a share", roles=("practitioner",), responses={204: None},
-            errors=("permission_denied", "wrong_role", "document_not_found", "document_deleted", "not_document_owner",
+            errors=("permission_denied", "wrong_role", "document_not_found", "document_deleted",
                     "share_not_found", "share_already_revoked"), tags=("documents",))
 async def revoke(request: Request) -> Response:
     identity = authenticate(request)
@@ -178,7 +178,7 @@ def _audit_identity(request: Request) -> Identity:
 
 @documented("A document's downloads", auth=("bearer", "api_key"), roles=("practitioner", "admin"), query=AuditQuery,
             responses={200: out.AuditOut},
-            errors=("permission_denied", "wrong_role", "document_not_found", "document_deleted", "not_document_owner"),
+            errors=("permission_denied", "wrong_role", "document_not_found", "document_deleted"),
             tags=("documents",))
 async def audit(request: Request) -> Response:
     identity = _audit_identity(request)

@@ -17,13 +17,12 @@ from dataclasses import dataclass
 
 from files.format import FormatError
 from files.sniff import Refused
-from session_server.auth import Identity, Permission, Role
+from session_server.auth import Identity, Permission, PermissionDenied, Role
 from session_server.bookings.errors import BookingNotFound
 from session_server.bookings.model import Booking, BookingStatus
 from session_server.errors import (
     Conflict,
     DomainError,
-    Forbidden,
     Gone,
     InvalidInput,
     NotFound,
@@ -36,62 +35,86 @@ MAX_CLIENTS_PER_SHARE = 100
 
 
 class DocumentNotFound(NotFound):
+    """No document with this id, or not one the caller may read (it is not said which)."""
+
     code = "document_not_found"
 
 
 class DocumentDeleted(Gone):
+    """The owner deleted this document; its content is gone for good."""
+
     code = "document_deleted"
 
 
 class ShareNotFound(NotFound):
+    """No share with this id on this document."""
+
     code = "share_not_found"
 
 
 class DocumentTooLarge(PayloadTooLarge):
+    """The document is over `SESSION_SERVER_DOCUMENT_MAX_BYTES` (declared or while streaming)."""
+
     code = "document_too_large"
 
 
 class DocumentTypeRefused(UnsupportedMediaType):
+    """The content is not an allowed type (executables, archives, scripts, other formats)."""
+
     code = "unsupported_document_type"
 
 
 class EmptyDocument(InvalidInput):
+    """The upload has zero bytes."""
+
     code = "empty_document"
 
 
 class MultipartRefused(DocumentTypeRefused):
+    """A multipart form upload: send the document itself as the body."""
+
     code = "multipart_refused"
 
 
 class ContentTypeMismatch(DocumentTypeRefused):
+    """`Content-Type` names another type than the content's bytes show."""
+
     code = "content_type_mismatch"
 
 
 class ActiveContent(DocumentTypeRefused):
+    """Text holding HTML, SVG or script markup, which a browser could run."""
+
     code = "active_content"
 
 
 class ContentEncodingRefused(UnsupportedMediaType):
+    """A compressed body (`Content-Encoding: gzip`, ...): the server never inflates uploads."""
+
     code = "content_encoding_refused"
 
 
 class InvalidDocumentName(InvalidInput):
+    """A NUL in the name, or nothing left of it once it is made safe."""
+
     code = "invalid_document_name"
 
 
 class DocumentNameMissing(InvalidInput):
+    """No `X-Filename` header and no `name` query parameter."""
+
     code = "document_name_missing"
 
 
 class UploadInterrupted(InvalidInput):
+    """The client went away before the upload finished; nothing was kept."""
+
     code = "upload_interrupted"
 
 
-class PermissionDenied(Forbidden):
-    code = "permission_denied"
-
-
 class BookingCancelled(Conflict):
+    """The booking is cancelled: its documents cannot be shared through it."""
+
     code = "booking_cancelled"
 
 
@@ -102,26 +125,38 @@ def type_refused(exc: Refused) -> DocumentTypeRefused:
 
 
 class UploadIdle(DomainError):
+    """Nothing arrived for `SESSION_SERVER_UPLOAD_IDLE_TIMEOUT_S`; the upload was dropped."""
+
     status, code, title = 408, "upload_idle_timeout", "Upload timed out"
 
 
 class StorageFull(DomainError):
+    """The document store's disk is full; nothing was saved."""
+
     status, code, title = 507, "storage_full", "Insufficient storage"
 
 
 class DocumentIntegrityError(DomainError):
+    """The stored document failed verification; no content was sent."""
+
     status, code, title = 500, "document_integrity_failed", "Document integrity check failed"
 
 
 class DocumentTampered(DocumentIntegrityError):
+    """The stored document was altered (its authentication failed); no content was sent."""
+
     code = "document_tampered"
 
 
 class DocumentKeyUnavailable(DocumentIntegrityError):
+    """The key that encrypted the stored document is not in the key ring."""
+
     code = "document_key_unavailable"
 
 
 class DocumentMissing(DocumentIntegrityError):
+    """The document's metadata exists but its stored file does not."""
+
     code = "document_missing"
 
 
@@ -132,11 +167,9 @@ def integrity_error(exc: FormatError, message: str) -> DocumentIntegrityError:
     return kinds.get(exc.code, DocumentIntegrityError)(message)
 
 
-class NotOwner(Forbidden):
-    code = "not_document_owner"
-
-
 class ShareRevoked(Conflict):
+    """This share was already revoked."""
+
     code = "share_already_revoked"
 
 
@@ -298,6 +331,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 class RangeNotSatisfiable(DomainError):
+    """The `Range` starts past the document's end (`Content-Range` gives its size)."""
+
     status, code, title = 416, "range_not_satisfiable", "Range not satisfiable"
 
     def __init__(self, size: int) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..auth import Identity, Permission, Role
 from ..bookings.model import Booking, BookingStatus
-from ..errors import DomainError, Forbidden, Gone, InvalidInput, NotFound, Unauthenticated
+from ..errors import DomainError, Forbidden, Gone, InvalidInput, NotFound, UnsupportedMediaType
 
 JOINABLE = frozenset({BookingStatus.CONFIRMED, BookingStatus.IN_SESSION})
 PARTY_ROLES = frozenset({Role.CLIENT, Role.PRACTITIONER})
@@ -23,43 +23,77 @@ STAFF_ROLES = frozenset({Role.SUPPORT, Role.ADMIN})
 
 
 # The room's refusals, each with the stable code docs/protocol.md lists. The socket edge turns them into
-# an `error` message, and a refused join into the close code the protocol names for its kind.
-
-
-class TokenMissing(Unauthenticated):
-    code, title = "token_missing", "Token missing"
+# an `error` message, and a refused join into the close code the protocol names for its kind. A missing
+# or bad token is refused with auth.py's token errors, as on HTTP.
 
 
 class RoomNotFound(NotFound):
+    """No room for this id: there is no such booking."""
+
     code, title = "room_not_found", "Room not found"
 
 
 class NotAParty(Forbidden):
+    """Not this booking's client or practitioner (staff may enter, but only the parties act as one)."""
+
     code, title = "not_a_party", "Not a party"
 
 
 class RoomNotOpenYet(DomainError):
+    """The room opens `room_open_before_s` before the session starts: join again then."""
+
     status, code, title = 425, "room_not_open", "Room not open yet"
 
 
 class RoomClosed(Gone):
+    """The booking is cancelled or done, or `room_grace_after_s` after the session's end has passed."""
+
     code, title = "room_closed", "Room closed"
 
 
 class TooManyConnections(DomainError):
+    """The user already has `ws_max_connections_per_user` sockets open to other rooms, on any server process."""
+
     status, code, title = 429, "too_many_connections", "Too many connections"
 
 
 class NotYourPeer(Forbidden):
+    """Media signaling addressed to someone other than the other party of the session."""
+
     code, title = "not_your_peer", "Not your peer"
 
 
 class AlreadyJoined(InvalidInput):
+    """A second `join` on a socket that has joined already."""
+
     code, title = "already_joined", "Already joined"
 
 
 class MessageTooLarge(InvalidInput):
+    """A chat message over `chat_max_bytes`."""
+
     code, title = "message_too_large", "Message too large"
+
+
+# Refusals of the socket itself, decided by the edge (rooms/ws.py) before a message reaches the room.
+
+
+class JoinTimeout(DomainError):
+    """The socket sent no `join` in time after it opened; it is closed with 4408."""
+
+    status, code, title = 408, "join_timeout", "Join timeout"
+
+
+class BinaryNotSupported(UnsupportedMediaType):
+    """A binary WebSocket frame: the protocol speaks JSON text frames only."""
+
+    code, title = "binary_not_supported", "Binary not supported"
+
+
+class Flood(DomainError):
+    """All messages together over ten times the chat rate; the socket is closed with 4429."""
+
+    status, code, title = 429, "flood", "Flood"
 
 
 class RoomState(enum.StrEnum):

@@ -22,7 +22,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 from signaling import messages as m
 from signaling.ratelimit import TokenBucket
 
-from ..auth import TokenAuthority
+from ..auth import TokenAuthority, TokenMissing
 from ..errors import DomainError, Forbidden, Gone, NotFound, RateLimited, Unauthenticated
 from ..settings import Settings
 from ..tasks import TaskSupervisor
@@ -215,12 +215,16 @@ class RoomSockets:
             await ws.send_text(m.encode(m.Error(id=self.ids(), code=code, message=message, ref=ref)))
             await asyncio.wait_for(ws.close(close), CLOSE_WAIT_S)
 
+    def _error(self, exc: DomainError, ref: str | None = None) -> m.Error:
+        return m.Error(id=self.ids(), code=exc.code, message=exc.message, ref=ref)
+
     async def _open(self, ws: WebSocket, booking_id: str,
                     header_token: str | None) -> tuple[SocketLink, Member] | None:
         try:
             first = await asyncio.wait_for(ws.receive(), JOIN_TIMEOUT_S)
         except TimeoutError:
-            await self._refuse(ws, "join_timeout", "send `join` first", m.CLOSE_HEARTBEAT_TIMEOUT, None)
+            late = rules.JoinTimeout("send `join` first")
+            await self._refuse(ws, late.code, late.message, m.CLOSE_HEARTBEAT_TIMEOUT, None)
             return None
         if first["type"] == "websocket.disconnect":
             return None
@@ -241,7 +245,7 @@ class RoomSockets:
         try:
             token = msg.token or header_token
             if not token:
-                raise rules.TokenMissing("send the access token in the subprotocol header or in `join`")
+                raise TokenMissing("send the access token in the subprotocol header or in `join`")
             identity = self.tokens.verify(token)
             admission = await self.service.admit(identity, booking_id)
         except DomainError as exc:
@@ -272,15 +276,14 @@ class RoomSockets:
                 continue  # closing: read until the peer's close arrives, act on nothing
             text = frame.get("text")
             if text is None:
-                member.send(m.Error(id=self.ids(), code="binary_not_supported",
-                                    message="send JSON text messages"))
+                member.send(self._error(rules.BinaryNotSupported("send JSON text messages")))
                 continue
             if len(text) > m.MAX_FRAME_BYTES // 4 and len(text.encode()) > m.MAX_FRAME_BYTES:
                 member.close_soon(m.CLOSE_TOO_BIG, "message too big")
                 continue
             if not flood.take(heard):
                 log.info("room %s: the %s floods; disconnecting", member.room_id, member.role.value)
-                member.send(m.Error(id=self.ids(), code="flood", message="too many messages"))
+                member.send(self._error(rules.Flood("too many messages")))
                 member.close_soon(m.CLOSE_TOO_MANY, "too many messages")
                 continue
             await self.service.spoke(member)
@@ -295,4 +298,4 @@ class RoomSockets:
                 member.send(m.Error(id=self.ids(), code=exc.code, message=exc.message, ref=ref,
                                     retry_after_s=round(float(exc.extra.get("retry_after_s", 1.0)), 3)))
             except DomainError as exc:
-                member.send(m.Error(id=self.ids(), code=exc.code, message=exc.message, ref=ref))
+                member.send(self._error(exc, ref))
