@@ -25,6 +25,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from signaling.json_depth import TooDeep, check_depth
+
 from .errors import (
     DomainError,
     InternalError,
@@ -54,6 +56,20 @@ class JsonExpected(UnsupportedMediaType):
     """The route reads JSON: send `Content-Type: application/json`."""
 
     code = "json_expected"
+
+
+class JsonTooDeep(InvalidInput):
+    """The JSON nests arrays and objects deeper than the server reads (32 levels), in a body or a message."""
+
+    code = "json_too_deep"
+
+
+def check_json_depth(raw: str | bytes) -> None:
+    """Refuse JSON nested past the bound before a decoder recurses into it (and overflows)."""
+    try:
+        check_depth(raw)
+    except TooDeep as exc:
+        raise JsonTooDeep(str(exc)) from None
 
 
 # --- what a route reads, answers and refuses, for the OpenAPI document ---------------------------
@@ -247,6 +263,7 @@ async def read_json(request: Request, model: type[M], *, limit: int | None = Non
             raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
         chunks.append(chunk)
     raw = b"".join(chunks)
+    check_json_depth(raw)
     try:
         return model.model_validate_json(raw or b"{}", strict=True)
     except pydantic.ValidationError as exc:

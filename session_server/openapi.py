@@ -29,7 +29,7 @@ from .errors import (
     RedisUnavailable,
     lookup,
 )
-from .http import JsonExpected, RouteDoc, documented, route_doc
+from .http import JsonExpected, JsonTooDeep, RouteDoc, documented, route_doc
 
 REF = "#/components/schemas/{model}"
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "api"
@@ -82,7 +82,7 @@ def refusals(doc: RouteDoc) -> dict[int, list[str]]:
     if doc.body is not None:
         found.extend([PayloadTooLarge, InvalidInput])
         if doc.body_media_type == "application/json":
-            found.append(JsonExpected)
+            found.extend([JsonExpected, JsonTooDeep])
     if doc.query is not None:
         found.append(InvalidInput)
     by_status: dict[int, list[str]] = {}

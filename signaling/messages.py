@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from .json_depth import TooDeep, check_depth
+
 PROTOCOL_VERSION = 1
 SUBPROTOCOL = "session.v1"
 TOKEN_SUBPROTOCOL_PREFIX = "bearer."
@@ -135,6 +137,10 @@ _decoder = msgspec.json.Decoder(ClientMessage)
 
 def decode(raw: str | bytes) -> ClientMessage:
     """One client frame as a typed message, or a ProtocolError naming what is wrong (never the value)."""
+    try:
+        check_depth(raw)
+    except TooDeep as exc:
+        raise ProtocolError("json_too_deep", str(exc)) from None
     try:
         message: ClientMessage = _decoder.decode(raw)
         return message

@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..auth import Identity, Permission, authenticate
 from ..context import AppContext
 from ..errors import DomainError
-from ..http import Body, documented, parse_query, read_json
+from ..http import Body, JsonTooDeep, check_json_depth, documented, parse_query, read_json
 from . import responses as out
 from .rules import BadReadRequest
 from .service import NotificationService
@@ -104,6 +104,7 @@ async def _identify(ws: WebSocket) -> tuple[Identity, str | None] | None:
     await ws.accept(subprotocol=PROTOCOL if PROTOCOL in offered else None)
     try:
         raw = await asyncio.wait_for(ws.receive_text(), AUTH_TIMEOUT_S)
+        check_json_depth(raw)
         msg = _decoder.decode(raw)
         if not isinstance(msg, AuthMessage):
             raise ValueError("auth first")
@@ -152,7 +153,11 @@ async def _pump(ws: WebSocket, queue: asyncio.Queue[dict[str, Any]]) -> None:
         while True:
             raw = await ws.receive_text()
             try:
+                check_json_depth(raw)
                 msg = _decoder.decode(raw)
+            except JsonTooDeep as exc:
+                await _send(ws, {"type": "error", "code": exc.code, "message": exc.message})
+                continue
             except (msgspec.DecodeError, msgspec.ValidationError):
                 await _send(ws, {"type": "error", "code": "bad_message", "message": "unknown message"})
                 continue

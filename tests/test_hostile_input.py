@@ -1,0 +1,90 @@
+"""Hostile input through the real edges: deep JSON, control characters in times and ids, names that hide
+what they are. Each is refused with a typed error, the connection carries on, and nothing is logged as a
+crash."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from .conftest import LiveServer, api_key_auth
+from .rooms_support import CLIENT, PRACTITIONER, connect_peer, joined, room_server, write_booking
+
+DEEP = 100_000
+# under the room socket's 64 KiB frame limit: openers only, which is as deep as a decoder goes before it
+# could notice the text is unfinished
+DEEP_ARRAY_FRAME = '{"type": "chat.send", "id": "d1", "text": ' + "[" * 60_000
+DEEP_OBJECT_FRAME = '{"type": "chat.send", "id": "d2", "text": ' + '{"a":' * 12_000
+
+
+def no_crash_logged(caplog: pytest.LogCaptureFixture) -> None:
+    crashes = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not crashes, [r.getMessage() for r in crashes]
+    assert "RecursionError" not in caplog.text
+
+
+async def test_deep_json_on_the_room_socket_is_a_typed_error_and_the_socket_stays_open(
+        tmp_path: Path, redis_url: str, token: Callable[..., str], caplog: pytest.LogCaptureFixture) -> None:
+    await write_booking(redis_url)
+    async with room_server(tmp_path, redis_url) as server:
+        client, _ = await joined(server, "b1", token("client", CLIENT))
+        prac, _ = await joined(server, "b1", token("practitioner", PRACTITIONER))
+        for frame in (DEEP_ARRAY_FRAME, DEEP_OBJECT_FRAME):
+            assert len(frame.encode()) < 64 * 1024
+            before = len(client.of_type("error"))
+            await client.send_raw(frame)
+            await client.expect("error", where=lambda m, n=before: len(client.of_type("error")) > n)
+            assert client.of_type("error")[-1]["code"] == "json_too_deep"
+        await client.send({"type": "chat.send", "text": "still here"})
+        await prac.expect("chat.message", lambda m: m["text"] == "still here")
+        await client.close()
+        await prac.close()
+    no_crash_logged(caplog)
+
+
+async def test_deep_json_as_the_join_is_refused_with_4400(
+        tmp_path: Path, redis_url: str, token: Callable[..., str], caplog: pytest.LogCaptureFixture) -> None:
+    await write_booking(redis_url)
+    async with room_server(tmp_path, redis_url) as server:
+        peer = await connect_peer(server, "b1", token("client", CLIENT), via="header", join=False)
+        await peer.send_raw('{"type": "join", "id": "j1", "x": ' + "[" * 60_000)
+        assert await peer.closed() == 4400
+        assert (await peer.expect("error"))["code"] == "json_too_deep"
+    no_crash_logged(caplog)
+
+
+async def test_deep_json_on_the_notifications_socket_is_a_typed_error(
+        live_server: LiveServer, token: Callable[..., str], caplog: pytest.LogCaptureFixture) -> None:
+    p_tok = token("practitioner", "p1")
+    async with websockets.connect(f"{live_server.ws_url}/v1/notifications/ws",
+                                  subprotocols=["notifications.v1", f"bearer.{p_tok}"],  # type: ignore[list-item]
+                                  max_size=None) as ws:
+        assert json.loads(await ws.recv())["type"] == "hello"
+        await ws.send("[" * DEEP + "]" * DEEP)
+        assert json.loads(await ws.recv())["code"] == "json_too_deep"
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await ws.recv())["type"] == "pong"
+    no_crash_logged(caplog)
+
+
+@pytest.mark.parametrize("nest", [("[", "]"), ('{"a":', "}")])
+async def test_a_deep_http_body_is_a_typed_422(live_server: LiveServer, caplog: pytest.LogCaptureFixture,
+                                              nest: tuple[str, str]) -> None:
+    opener, closer = nest
+    body = '{"sub": "c1", "role": "client", "name": ' + opener * DEEP + "1" + closer * DEEP + "}"
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as http:
+        r = await http.post("/v1/tokens", headers={**api_key_auth(), "Content-Type": "application/json"},
+                            content=body)
+        assert r.status_code == 422, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["code"] == "json_too_deep"
+        assert "[[[[" not in r.text
+        again = await http.post("/v1/tokens", headers=api_key_auth(), json={"sub": "c1", "role": "client"})
+        assert again.status_code == 201, again.text
+    no_crash_logged(caplog)
