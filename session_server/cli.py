@@ -51,10 +51,13 @@ def _preflight_redis(settings: Settings) -> None:
 def serve(settings: Settings) -> int:
     import uvicorn
 
+    from . import log_redaction
     from .app import create_app
 
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # uvicorn's access and error logs print request lines as sent, tokens in URLs included
+    log_redaction.install()
     # At debug level these libraries log WebSocket frames, which carry chat text and SDP: never below info.
     for noisy in ("websockets", "uvicorn.error", "aioice", "aiortc"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
