@@ -20,7 +20,7 @@ from .clock import Clock, SystemClock
 from .context import AppContext
 from .embedded_redis import EmbeddedRedis
 from .features import Feature
-from .http import EXCEPTION_HANDLERS
+from .http import EXCEPTION_HANDLERS, ControlCharacterGuard
 from .metrics import Metrics, MetricsMiddleware
 from .redis_client import command_client, redacted
 from .settings import Settings
@@ -109,7 +109,7 @@ def create_app(settings: Settings, features: Sequence[Feature] | None = None, *,
         routes.extend(feature.routes())
     return Starlette(
         routes=routes,
-        middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
+        middleware=[Middleware(MetricsMiddleware, metrics=metrics), Middleware(ControlCharacterGuard)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -24,6 +24,7 @@ from pydantic_core import CoreSchema
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from signaling.json_depth import TooDeep, check_depth
 
@@ -134,7 +135,9 @@ class FastJSONResponse(JSONResponse):
 def _iso_8601(value: Any) -> Any:
     if not isinstance(value, str):
         return value  # refused by the type itself, unless already a datetime
-    if not _ISO_DATETIME.match(value):
+    if has_control_characters(value):
+        raise ValueError("control characters are not allowed")
+    if not _ISO_DATETIME.match(value) or not _ISO_TEXT.fullmatch(value):
         raise ValueError("an ISO 8601 date and time with an offset, such as 2026-12-01T09:00:00+01:00")
     try:
         return datetime.fromisoformat(value)
@@ -143,9 +146,19 @@ def _iso_8601(value: Any) -> Any:
 
 
 _ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+# fromisoformat stops reading at a NUL and takes what came before: only what ISO 8601 spells is read
+_ISO_TEXT = re.compile(r"[0-9Tt :.,+\-Zz]+")
 # A time in an API: ISO 8601 text with its offset, never a bare number (which pydantic would read as
 # seconds since 1970, a guess no client should depend on).
 IsoDatetime = Annotated[pydantic.AwareDatetime, pydantic.BeforeValidator(_iso_8601)]
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def has_control_characters(value: str) -> bool:
+    """C0 and C1 controls (NUL, newline, ESC, ...): never part of a time, an id, a code or a path."""
+    return _CONTROL.search(value) is not None
 
 
 _HIDDEN = re.compile("[\u202a-\u202e\u2066-\u2069]")  # bidi embeddings, overrides, isolates
@@ -277,6 +290,10 @@ def validation_errors(exc: pydantic.ValidationError) -> list[dict[str, Any]]:
 
 
 def parse_query(request: Request, model: type[M]) -> M:
+    controlled = [{"loc": ["query", name], "msg": "control characters are not allowed", "type": "value_error"}
+                  for name, value in request.query_params.multi_items() if has_control_characters(value)]
+    if controlled:
+        raise InvalidInput("the query parameters are invalid", errors=controlled)
     try:
         return model.model_validate(dict(request.query_params))
     except pydantic.ValidationError as exc:
@@ -329,3 +346,25 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     redis.exceptions.BusyLoadingError: on_redis_error,
     Exception: on_unexpected_error,
 }
+
+
+class ControlCharacterGuard:
+    """Refuses a request whose path holds a control character (sent percent-encoded: `%00`, `%0A`).
+
+    Every path parameter is an id, and no id has one: such a path names nothing, so it is answered 404
+    (a WebSocket handshake is refused) before any route reads its parameters or writes them anywhere.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and has_control_characters(scope.get("path", "")):
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            response = problem(NotFound.status, NotFound.code, "no resource has a control character in its path",
+                               title=NotFound.title)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

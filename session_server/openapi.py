@@ -25,6 +25,7 @@ from .errors import (
     DomainError,
     InternalError,
     InvalidInput,
+    NotFound,
     PayloadTooLarge,
     RedisUnavailable,
     lookup,
@@ -74,7 +75,8 @@ def entry_of(code: str) -> CatalogueEntry:
 
 def refusals(doc: RouteDoc) -> dict[int, list[str]]:
     """Every refusal the route can make, by status: its own, and those that follow from its contract."""
-    found: list[type[DomainError] | str] = [InternalError, RedisUnavailable, *doc.errors]
+    # not_found: a path holding a control character names nothing, whatever the route (ControlCharacterGuard)
+    found: list[type[DomainError] | str] = [InternalError, RedisUnavailable, NotFound, *doc.errors]
     if "bearer" in doc.auth:
         found.extend(TOKEN_ERRORS)
     if "api_key" in doc.auth:

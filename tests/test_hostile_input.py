@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
 import websockets
 
-from .conftest import LiveServer, api_key_auth
+from .bookings_support import every_day, iso, make_practitioner, window_from_now
+from .conftest import LiveServer, api_key_auth, auth
 from .rooms_support import CLIENT, PRACTITIONER, connect_peer, joined, room_server, write_booking
 
 DEEP = 100_000
@@ -88,3 +91,55 @@ async def test_a_deep_http_body_is_a_typed_422(live_server: LiveServer, caplog: 
         again = await http.post("/v1/tokens", headers=api_key_auth(), json={"sub": "c1", "role": "client"})
         assert again.status_code == 201, again.text
     no_crash_logged(caplog)
+
+
+# --- control characters in times, ids, codes and paths ---------------------------------------------
+
+CONTROLS = ["\x00", "\n", "\x1b", "\x85"]
+
+
+@pytest.mark.parametrize("control", CONTROLS)
+async def test_a_time_with_a_control_character_is_refused_in_a_body_and_a_query(
+        live_server: LiveServer, token: Callable[..., str], control: str) -> None:
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=10) as http:
+        await make_practitioner(http, "p1", weekly=every_day())
+        p = auth(token("practitioner", "p1"))
+        expiry = iso(time.time() + 30 * 86400)
+        for bad in (expiry + control, expiry[:10] + control + expiry[10:]):
+            r = await http.post("/v1/practitioners/p1/codes", headers=p,
+                                json={"code": "HALF", "percent": 50, "expires_at": bad})
+            assert r.status_code == 422 and r.json()["code"] == "invalid_input", r.text
+            assert r.json()["errors"][0]["loc"] == ["expires_at"]
+        # nothing was stored: the code is still free
+        r = await http.post("/v1/practitioners/p1/codes", headers=p,
+                            json={"code": "HALF", "percent": 50, "expires_at": expiry})
+        assert r.status_code == 201, r.text
+        start, end = window_from_now(24)
+        c = auth(token("client", "c1"))
+        for params in ({"from": start + control, "to": end}, {"from": start, "to": end, "code": "HALF" + control}):
+            r = await http.get("/v1/practitioners/p1/slots", headers=c, params=params)
+            assert r.status_code == 422 and r.json()["code"] == "invalid_input", r.text
+        r = await http.get("/v1/practitioners/p1/slots", headers=c, params={"from": start, "to": end})
+        assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("control", CONTROLS)
+async def test_an_id_with_a_control_character_is_refused_in_a_path_and_a_body(
+        live_server: LiveServer, token: Callable[..., str], control: str) -> None:
+    encoded = quote(control, safe="")
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=10) as http:
+        await make_practitioner(http, "p1", weekly=every_day())
+        for method, path in (("GET", f"/v1/practitioners/p1{encoded}"), ("GET", f"/v1/bookings/b1{encoded}"),
+                             ("PUT", f"/v1/practitioners/p1{encoded}/price"),
+                             ("GET", f"/v1/documents/d{encoded}x/content")):
+            r = await http.request(method, path, headers={**api_key_auth(), **auth(token("practitioner", "p1"))},
+                                   json={"price_minor": 100_000})
+            assert r.status_code == 404 and r.json()["code"] == "not_found", (path, r.text)
+        r = await http.post("/v1/practitioners", headers=api_key_auth(), json={
+            "id": "p2" + control + "x", "display_name": "P2", "specialty": "psychologist", "price_minor": 100_000,
+            "session_minutes": 50, "timezone": "Africa/Algiers"})
+        assert r.status_code == 422, r.text
+        assert (await http.get("/v1/practitioners/p1", headers=api_key_auth())).status_code == 200
+    with pytest.raises(websockets.exceptions.InvalidStatus):
+        await websockets.connect(f"{live_server.ws_url}/v1/rooms/b1{encoded}/ws", open_timeout=5)
+
