@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,6 +17,7 @@ import websockets
 
 from .bookings_support import every_day, iso, make_practitioner, window_from_now
 from .conftest import LiveServer, api_key_auth, auth
+from .documents_support import PDF, DocsEnv, docs_env, problem_code
 from .rooms_support import CLIENT, PRACTITIONER, connect_peer, joined, room_server, write_booking
 
 DEEP = 100_000
@@ -143,3 +144,36 @@ async def test_an_id_with_a_control_character_is_refused_in_a_path_and_a_body(
     with pytest.raises(websockets.exceptions.InvalidStatus):
         await websockets.connect(f"{live_server.ws_url}/v1/rooms/b1{encoded}/ws", open_timeout=5)
 
+
+# --- names that hide what they are -----------------------------------------------------------------
+
+
+@pytest.fixture
+async def docs(tmp_path: Path, redis_url: str) -> AsyncIterator[DocsEnv]:
+    async with docs_env(tmp_path, redis_url) as env:
+        yield env
+
+
+@pytest.mark.parametrize("raw", [
+    "invoice\u202efdp.exe",  # reads as "invoiceexe.pdf"; "invoicefdp.exe" once the override is removed
+    "photo\u2067gpj\u2069.scr",
+    "report\u200f.pdf\u202e.js",
+    "scan.pdf.exe.",  # Windows drops trailing dots
+    "scan.pdf.EXE ",
+    "notes.\uff45\uff58\uff45",  # fullwidth letters, read as ".exe"
+    "a/b\\..\\setup.msi",
+    "page.html",
+])
+async def test_a_name_that_is_an_executable_once_sanitised_is_refused(docs: DocsEnv, token: Callable[..., str],
+                                                                      raw: str) -> None:
+    r = await docs.upload(token("practitioner", "p1"), PDF, raw)
+    assert r.status_code == 415 and problem_code(r) == "unsupported_document_type", r.text
+    assert await docs.document_count() == 0
+    assert docs.files_on_disk() == []
+
+
+async def test_an_override_that_hides_nothing_dangerous_is_removed_and_the_name_kept(
+        docs: DocsEnv, token: Callable[..., str]) -> None:
+    r = await docs.upload(token("practitioner", "p1"), PDF, "exe\u202e.fdp\u202c.pdf")
+    assert r.status_code == 201, r.text
+    assert r.json()["name"] == "exe.fdp.pdf"

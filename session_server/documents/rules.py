@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -116,6 +117,31 @@ class BookingCancelled(Conflict):
     """The booking is cancelled: its documents cannot be shared through it."""
 
     code = "booking_cancelled"
+
+
+# What a desktop runs, installs or renders as a page when the file is opened by its name, whatever the
+# bytes: refused as names as surely as their content is refused by type.
+EXECUTABLE_EXTENSIONS = frozenset({
+    "exe", "com", "bat", "cmd", "scr", "pif", "msi", "msp", "mst", "msc", "cpl", "dll", "sys", "ocx", "drv",
+    "jar", "js", "jse", "mjs", "vb", "vbs", "vbe", "wsf", "wsh", "ws", "wsc", "ps1", "psm1", "psd1", "hta",
+    "lnk", "url", "scf", "inf", "reg", "chm", "application", "appref-ms", "gadget", "msix", "appx",
+    "appxbundle", "msixbundle", "sh", "bash", "zsh", "csh", "ksh", "command", "run", "bin", "app", "dmg", "pkg",
+    "deb", "rpm", "apk", "desktop", "iso", "img", "vhd", "vhdx", "html", "htm", "xhtml", "xht", "shtml",
+    "mht", "mhtml", "svg", "svgz", "py", "pyw",
+})
+
+
+def check_name(name: str) -> None:
+    """Refuse a name, as sanitised for storage, whose extension would open as a program.
+
+    Judged on the result, not the input: removing a direction override can turn what read as
+    `invoiceexe.pdf` into `invoicefdp.exe`. Systems ignore trailing dots and spaces and fold width and
+    case, so the extension is read as they would read it.
+    """
+    folded = unicodedata.normalize("NFKC", name).casefold().rstrip(". \u200c\u200d")
+    _, dot, extension = folded.rpartition(".")
+    if dot and extension in EXECUTABLE_EXTENSIONS:
+        raise DocumentTypeRefused(f"a document named .{extension} would open as a program; rename it")
 
 
 def type_refused(exc: Refused) -> DocumentTypeRefused:

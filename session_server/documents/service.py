@@ -170,6 +170,7 @@ class DocumentService:
             name = safe_name(raw_name)
         except UnsafeName as exc:
             raise rules.InvalidDocumentName(str(exc)) from None
+        rules.check_name(name)
         limit = self.limits.max_bytes
         if declared_length is not None and declared_length > limit:
             raise rules.DocumentTooLarge(f"documents are limited to {limit} bytes")
