@@ -244,7 +244,7 @@ class TokenAuthority:
              key_id: str | None = None, now: float | None = None) -> tuple[str, int]:
         if not 1 <= ttl_s <= self.max_ttl_s:
             raise BadTtl(f"ttl_s must be between 1 and {self.max_ttl_s}")
-        if not USER_ID.match(sub):
+        if not USER_ID.fullmatch(sub):
             raise BadSub("sub must be 1 to 128 letters, digits or ._@-")
         if not _plain_name(name):
             raise BadName("name must be text without control or bidirectional override characters")
@@ -311,7 +311,7 @@ class TokenAuthority:
             raise TokenInvalid("the token lives longer than allowed")
         sub, name = claims["sub"], claims.get("name", "")
         grants = claims.get("grants")
-        if (not isinstance(sub, str) or not USER_ID.match(sub) or not _plain_name(name)
+        if (not isinstance(sub, str) or not USER_ID.fullmatch(sub) or not _plain_name(name)
                 or (grants is not None and not (isinstance(grants, list)
                                                 and all(isinstance(g, str) for g in grants)))):
             raise TokenInvalid("the token's claims are malformed")

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from session_server.app import create_app
-from session_server.auth import Permission, Role, TokenAuthority, authenticate
+from session_server.auth import BadSub, Permission, Role, TokenAuthority, authenticate
 from session_server.context import AppContext
 from session_server.errors import Unauthenticated
 from session_server.settings import Settings
@@ -217,3 +217,10 @@ def test_tokens_are_judged_by_the_authority_s_clock_not_the_machine_s() -> None:
     with pytest.raises(Unauthenticated) as info:
         authority.verify(ahead)
     assert info.value.code == "token_invalid"
+
+
+def test_an_id_with_a_trailing_newline_is_refused_when_minting() -> None:
+    authority = TokenAuthority({API_KEY_ID: API_SECRET}, max_ttl_s=3600)
+    with pytest.raises(BadSub) as info:
+        authority.mint(sub="c-1\n", name="A", role=Role.CLIENT, ttl_s=60)
+    assert info.value.code == "bad_sub"

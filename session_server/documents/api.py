@@ -129,7 +129,7 @@ class ShareRequest(Body):
         if self.booking_id is None and not self.client_ids:
             raise ValueError("give a booking_id, client_ids, or both")
         for c in self.client_ids:
-            if not USER_ID.match(c):
+            if not USER_ID.fullmatch(c):
                 raise ValueError("client ids are 1 to 128 letters, digits and ._@-")
         return self
 

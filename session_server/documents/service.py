@@ -361,7 +361,7 @@ class DocumentService:
         return await self._visible(identity, mine)
 
     async def list_for_booking(self, identity: Identity, booking_id: str) -> list[dict[str, Any]]:
-        booking = await load_booking(self.redis, booking_id) if USER_ID.match(booking_id) else None
+        booking = await load_booking(self.redis, booking_id) if USER_ID.fullmatch(booking_id) else None
         if booking is None or booking.party(identity.sub, identity.role) is None:
             raise BookingNotFound("no such booking among yours")
         shares = [s for s in await self.store.shares_for_booking(booking_id) if s.active]
