@@ -275,7 +275,8 @@ class Ack(_Server, tag="ack"):
 
 
 class RoomClosing(_Server, tag="room.closing"):
-    reason: str
+    reason: str  # for people; `code` is for the page
+    code: str  # session_over | booking_cancelled | practitioner_suspended | booking_ended
 
 
 class Error(_Server, tag="error"):

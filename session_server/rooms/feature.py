@@ -24,6 +24,7 @@ from signaling.messages import IdSource
 from ..context import AppContext
 from ..http import documented
 from ..redis_client import blocking_client
+from .jobs import BLOCK_MS, RoomEndings, stream_tail
 from .media_bridge import SfuBridge, media_config
 from .observer import RoomObserver
 from .service import RoomService
@@ -125,7 +126,18 @@ class RoomsFeature:
             finally:
                 await client.aclose()
 
+        endings = RoomEndings(service, await stream_tail(ctx.redis))
+
+        async def follow_endings() -> None:
+            # a connection of its own for the blocking reads
+            client = blocking_client(ctx.redis_url, ctx.settings, block_s=BLOCK_MS / 1000)
+            try:
+                await endings.run(client)
+            finally:
+                await client.aclose()
+
         await store.node_alive(node_id, int(service.timings.node_ttl_s * 1000))
+        ctx.tasks.spawn("rooms-endings", follow_endings)
         ctx.tasks.spawn("rooms-bus", listen)
         ctx.tasks.spawn("rooms-chat", store.run_appender)
         ctx.tasks.every("rooms-clock", service.timings.tick_s, service.tick)

@@ -440,9 +440,7 @@ class RoomService:
             if c.close_code is not None:
                 continue
             if wall >= c.window.closes_at:
-                c.exit_reason = "room_closed"
-                c.send(m.RoomClosing(id=self.ids(), reason="the session's time is over"))
-                c.close_soon(m.CLOSE_ROOM_CLOSED, "room closed")
+                self._close_room(c, "session_over", "the session's time is over")
                 continue
             if mono - c.last_ping >= self.timings.interval_s:
                 c.last_ping = mono
@@ -454,6 +452,7 @@ class RoomService:
             elif live is Liveness.RECONNECTING and c.state == "connected":
                 deadline = self.now_ms() + int((self.timings.timeout_s - (mono - c.last_heard)) * 1000)
                 await self._reconnecting(c, deadline)
+        await self.recheck_bookings()
         await self.sweep()
 
     async def sweep(self) -> None:
@@ -466,6 +465,41 @@ class RoomService:
                 await self.leave(room_id, e.participant_id, e.conn, str(presence[e.participant_id]["role"]),
                                  reason, expect_state=e.state,
                                  last_seen_ms=int(presence[e.participant_id].get("since") or 0) or None)
+
+    # --- the end of a booking's right to its room ------------------------------------------------
+
+    def _close_room(self, c: Member, code: str, reason: str) -> None:
+        c.exit_reason = "room_closed"
+        c.send(m.RoomClosing(id=self.ids(), reason=reason, code=code))
+        c.close_soon(m.CLOSE_ROOM_CLOSED, "room closed")
+
+    def end_booking(self, booking_id: str, code: str, reason: str) -> int:
+        """The booking lost its room (cancelled, ...): close this node's members of it; how many."""
+        ended = 0
+        for c in self.members():
+            if c.room_id == booking_id and c.close_code is None:
+                self._close_room(c, code, reason)
+                ended += 1
+        return ended
+
+    def end_practitioner(self, practitioner_id: str, code: str, reason: str) -> int:
+        """Every booking of the practitioner lost its room (suspended): close this node's members."""
+        ended = 0
+        for c in self.members():
+            if c.booking.practitioner_id == practitioner_id and c.close_code is None:
+                self._close_room(c, code, reason)
+                ended += 1
+        return ended
+
+    async def recheck_bookings(self) -> None:
+        """The backstop for a missed event or a join that raced a cancellation: a room whose booking is
+        no longer joinable is closed at the next tick."""
+        for room_id in list(self.bus.rooms):
+            booking = await load_booking(self.store.redis, room_id)
+            if booking is None or booking.status not in rules.JOINABLE:
+                status = booking.status.value if booking is not None else "gone"
+                code = "booking_cancelled" if status == "cancelled" else "booking_ended"
+                self.end_booking(room_id, code, f"the booking is {status}")
 
     def close_all(self) -> None:
         """Stopping: close every member (1001); their participants may come back on another node."""
