@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from signaling import messages as m
 from signaling.bus import RoomBus, envelope
 from signaling.media import MediaBridge
-from signaling.presence import Entry, Liveness, Timings, connection_liveness, expired
+from signaling.presence import Entry, Liveness, Timings, connection_liveness, expired, ping_due
 from signaling.ratelimit import TokenBucket
 
 from ..auth import Identity, Permission
@@ -442,7 +442,7 @@ class RoomService:
             if wall >= c.window.closes_at:
                 self._close_room(c, "session_over", "the session's time is over")
                 continue
-            if mono - c.last_ping >= self.timings.interval_s:
+            if ping_due(self.timings, c.last_ping, mono):
                 c.last_ping = mono
                 c.send(m.ServerPing(id=self.ids()))
             live = connection_liveness(self.timings, c.last_heard, mono)
