@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from session_server.auth import Role
 from session_server.clock import ManualClock
 from session_server.context import AppContext
 from session_server.rooms.service import RoomService
@@ -121,3 +122,58 @@ async def test_a_connection_that_stops_answering_is_reconnecting_after_one_and_a
     assert await client.closed() == m.CLOSE_HEARTBEAT_TIMEOUT
     left = await prac.expect("participant.left", lambda msg: msg["participant_id"] == CLIENT)
     assert left["reason"] == "timeout"
+
+
+async def _live_through(service: RoomService, clock: ManualClock, seconds: float, *peers: Peer) -> None:
+    """Advance the clock tick by tick, every peer speaking at each instant (alive all along)."""
+    end = clock.now() + seconds
+    while clock.now() < end:
+        clock.advance(min(service.timings.tick_s, end - clock.now()))
+        for n, peer in enumerate(peers):
+            if peer.close_code is None:
+                ref = f"t{clock.now()}-{n}"
+                await peer.send({"type": "ping", "id": ref})
+                await peer.expect("pong", lambda msg, ref=ref: msg.get("ref") == ref)  # type: ignore[misc]
+        await service.tick()
+
+
+def _mint(server: LiveServer, role: str, sub: str, ttl_s: int) -> str:
+    """A token of the server's authority at the server's (manual) time."""
+    ctx: AppContext = server.app.state.ctx
+    tok, _ = ctx.tokens.mint(sub=sub, name=sub, role=Role(role), ttl_s=ttl_s)
+    return tok
+
+
+async def test_a_token_refreshed_in_time_keeps_the_connection_and_one_not_refreshed_ends_it(
+        live: tuple[LiveServer, ManualClock], redis_url: str) -> None:
+    server, clock = live
+    service = _service(server)
+    await write_booking(redis_url, "b1")
+    client, _ = await joined(server, "b1", _mint(server, "client", CLIENT, 120))
+    prac, _ = await joined(server, "b1", _mint(server, "practitioner", PRACTITIONER, 120))
+    joined_at = clock.now()
+
+    await _live_through(service, clock, 60, client, prac)
+    await client.send({"type": "token.refresh", "id": "r1", "token": _mint(server, "client", PRACTITIONER, 3600)})
+    refused = await client.expect("error", lambda msg: msg.get("ref") == "r1")
+    assert refused["code"] == "token_mismatch"
+    await client.send({"type": "token.refresh", "id": "r2", "token": "not-a-token"})
+    assert (await client.expect("error", lambda msg: msg.get("ref") == "r2"))["code"] == "token_malformed"
+    fresh = _mint(server, "client", CLIENT, 3600)
+    await client.send({"type": "token.refresh", "id": "r3", "token": fresh})
+    refreshed = await client.expect("token.refreshed")
+    assert refreshed["ref"] == "r3" and refreshed["expires_at"] == int(clock.now()) + 3600
+
+    await _live_through(service, clock, joined_at + 120 - clock.now(), client, prac)
+    expired = await prac.expect("error")
+    assert expired["code"] == "token_expired"
+    assert await prac.closed() == m.CLOSE_UNAUTHENTICATED
+    await client.send({"type": "ping", "id": "alive"})
+    await client.expect("pong", lambda msg: msg.get("ref") == "alive")
+    assert client.close_code is None
+    # the practitioner comes back with a new token
+    back, _ = await joined(server, "b1", _mint(server, "practitioner", PRACTITIONER, 3600))
+    await client.expect("participant.joined", lambda msg: msg["participant"]["id"] == PRACTITIONER
+                        and msg.get("resumed") is True)
+    await back.close()
+    await client.close()

@@ -21,7 +21,7 @@ from signaling.media import MediaBridge
 from signaling.presence import Entry, Liveness, Timings, connection_liveness, expired, ping_due
 from signaling.ratelimit import TokenBucket
 
-from ..auth import Identity, Permission
+from ..auth import Identity, Permission, TokenExpired
 from ..bookings.model import Booking, load_booking
 from ..clock import Clock
 from ..errors import RateLimited
@@ -349,6 +349,14 @@ class RoomService:
             case m.Join():
                 raise rules.AlreadyJoined("this socket has already joined")
 
+    def refresh_token(self, conn: Member, identity: Identity, msg: m.TokenRefresh) -> None:
+        """The connection goes on under a new token of the same user and role (verified by the edge)."""
+        if identity.sub != conn.participant_id or identity.role is not conn.role:
+            raise rules.TokenMismatch("the new token is for another user or role")
+        identity.require(Permission.ROOMS_JOIN)
+        conn.identity = identity
+        conn.send(m.TokenRefreshed(id=self.ids(), ref=msg.id, expires_at=identity.expires_at))
+
     def _require_party(self, conn: Member) -> None:
         if not conn.receives_health_data:
             raise rules.NotAParty("only the booking's client and practitioner may do this")
@@ -441,6 +449,13 @@ class RoomService:
                 continue
             if wall >= c.window.closes_at:
                 self._close_room(c, "session_over", "the session's time is over")
+                continue
+            if wall >= c.identity.expires_at:
+                # the page refreshes its token before this (token.refresh); one that did not comes back
+                # with a new token, so the others are shown it reconnecting, not gone
+                expired_ = TokenExpired("the access token has expired; join again with a new one")
+                c.send(m.Error(id=self.ids(), code=expired_.code, message=expired_.message))
+                c.close_soon(m.CLOSE_UNAUTHENTICATED, "token expired")
                 continue
             if ping_due(self.timings, c.last_ping, mono):
                 c.last_ping = mono

@@ -291,6 +291,9 @@ class RoomSockets:
             try:
                 msg = m.decode(text)
                 ref = msg.id
+                if isinstance(msg, m.TokenRefresh):
+                    self.service.refresh_token(member, self.tokens.verify(msg.token), msg)
+                    continue
                 await self.service.on_message(member, msg)
             except m.ProtocolError as exc:
                 member.send(m.Error(id=self.ids(), code=exc.code, message=exc.message, ref=exc.ref))
