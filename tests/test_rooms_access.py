@@ -73,3 +73,7 @@ async def test_suspending_the_practitioner_closes_the_room(
     for peer in (client, prac):
         assert (await peer.expect("room.closing"))["code"] == "practitioner_suspended"
         assert await peer.closed() == 4410
+    for role, sub in (("client", CLIENT), ("practitioner", PRACTITIONER)):
+        again = await connect_peer(server, "b1", token(role, sub))
+        assert (await again.expect("error"))["code"] == "room_closed"
+        assert await again.closed() == 4410

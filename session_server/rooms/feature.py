@@ -22,6 +22,7 @@ from signaling.media import MediaBridge, RelayBridge
 from signaling.messages import IdSource
 
 from ..context import AppContext
+from ..errors import DomainError
 from ..http import documented
 from ..redis_client import blocking_client
 from .jobs import BLOCK_MS, RoomEndings, stream_tail
@@ -114,6 +115,18 @@ class RoomsFeature:
                               connections_gauge=ctx.metrics.ws_connections.labels("room"))
         for observer in self.observers:
             service.observe(observer)
+
+        async def practitioner_suspended(pid: str) -> bool:
+            bookings = getattr(ctx, "bookings", None)  # absent when the app runs without bookings
+            if bookings is None:
+                return False
+            try:
+                p = await bookings.practitioner(pid)
+            except DomainError:
+                return False  # no such practitioner: nothing suspended to go by
+            return str(p.status) == "suspended"
+
+        service.practitioner_suspended = practitioner_suspended
         service_ref.append(service)
         sockets = RoomSockets(service, settings=ctx.settings, tokens=ctx.tokens, tasks=ctx.tasks)
         ready = asyncio.Event()

@@ -175,6 +175,8 @@ class RoomService:
         self.timings = Timings(settings.heartbeat_interval_s, settings.heartbeat_timeout_s)
         self._gauge = connections_gauge
         self._observers: list[RoomObserver] = []
+        # whether a practitioner is suspended now (the bookings feature knows; the app wires it in)
+        self.practitioner_suspended: Callable[[str], Awaitable[bool]] | None = None
 
     def observe(self, observer: RoomObserver) -> None:
         """Tell `observer` what happens in this node's rooms from now on (see observer.py)."""
@@ -204,6 +206,8 @@ class RoomService:
                if booking is not None else None)
         rules.admit(identity, booking, win, self.clock.now())
         assert booking is not None and win is not None
+        if self.practitioner_suspended is not None and await self.practitioner_suspended(booking.practitioner_id):
+            raise rules.RoomClosed("the practitioner's account is suspended; the room is closed")
         conn_id = uuid.uuid4().hex
         cap = self.settings.ws_max_connections_per_user
         if not await self.store.claim_socket(identity.sub, booking_id, conn_id, cap, self._slot_ttl_ms):
