@@ -110,8 +110,12 @@ class ProblemReport(_Client, tag="problem.report"):
     note: Annotated[str, msgspec.Meta(max_length=500)] | None = None
 
 
+class TokenRefresh(_Client, tag="token.refresh"):
+    token: Annotated[str, msgspec.Meta(max_length=8192)]
+
+
 ClientMessage = (Join | Leave | Ping | Pong | Offer | Answer | Candidate | ChatSend | ChatReceived | Typing
-                 | MediaState | Quality | ProblemReport)
+                 | MediaState | Quality | ProblemReport | TokenRefresh)
 CLIENT_TYPES: frozenset[str] = frozenset(
     str(t.__struct_config__.tag) for t in ClientMessage.__args__)
 
@@ -281,7 +285,13 @@ class Ack(_Server, tag="ack"):
 
 
 class RoomClosing(_Server, tag="room.closing"):
-    reason: str
+    reason: str  # for people; `code` is for the page
+    code: str  # session_over | booking_cancelled | practitioner_suspended | booking_ended
+
+
+class TokenRefreshed(_Server, tag="token.refreshed"):
+    ref: str
+    expires_at: int  # epoch seconds: the connection is closed (4401) then unless refreshed again
 
 
 class Error(_Server, tag="error"):
@@ -293,7 +303,8 @@ class Error(_Server, tag="error"):
 
 ServerMessage = (ChatMessage | Joined | ParticipantJoined | ParticipantLeft | ParticipantReconnecting
                  | ParticipantUpdated | SessionStarted | RelayedOffer | RelayedAnswer | RelayedCandidate
-                 | ChatAck | ChatDelivered | TypingNotice | ServerPing | ServerPong | Ack | RoomClosing | Error)
+                 | ChatAck | ChatDelivered | TypingNotice | ServerPing | ServerPong | Ack | RoomClosing | TokenRefreshed
+                 | Error)
 
 _encoder = msgspec.json.Encoder()
 

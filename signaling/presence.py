@@ -9,11 +9,18 @@ with it. Timings come from the settings' heartbeat interval and timeout:
   every `tick`, so a dead node's participants are gone within `timeout / 2 + tick <= 3/4 timeout`;
 - a connection silent for longer than `1.5 * interval` (it missed a ping) is shown reconnecting, and one
   silent for `timeout` is closed and gone.
+
+The tick divides the interval exactly, so a ping goes out every `interval` and not at the next tick
+after it (with a 7.5 s tick and a 10 s interval, pings went every 15 s, and a connection that answered
+every one of them was silent 15 s = 1.5 intervals before each ping: shown reconnecting though healthy).
+A ping is due half a tick early, so a tick that runs a little late does not push it a whole tick on.
+A healthy connection is then never silent for much more than one interval when it is judged.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 
@@ -30,7 +37,8 @@ class Timings:
 
     @property
     def tick_s(self) -> float:
-        return min(self.interval_s, self.timeout_s / 4)
+        """The largest whole fraction of the interval that is at most a quarter of the timeout."""
+        return self.interval_s / max(1, math.ceil(self.interval_s / (self.timeout_s / 4)))
 
     @property
     def node_ttl_s(self) -> float:
@@ -39,6 +47,10 @@ class Timings:
     @property
     def silence_reconnecting_s(self) -> float:
         return min(1.5 * self.interval_s, 0.75 * self.timeout_s)
+
+
+def ping_due(timings: Timings, last_ping: float, now: float) -> bool:
+    return now - last_ping >= timings.interval_s - timings.tick_s / 2
 
 
 def connection_liveness(timings: Timings, last_heard: float, now: float) -> Liveness:

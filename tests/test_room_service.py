@@ -119,8 +119,9 @@ async def room_service(tmp_path: Path, redis_url: str, redis: aioredis.Redis,
     refs.append(service)
     observer = Recorder()
     service.observe(observer)
-    authority = TokenAuthority({"test": "s" * 64}, max_ttl_s=3600)
-    identities = {who: authority.verify(authority.mint(sub=sub, name=who, role=role, ttl_s=3600)[0])
+    # tokens that outlive every instant these tests set (a connection ends when its token expires)
+    authority = TokenAuthority({"test": "s" * 64}, max_ttl_s=86400)
+    identities = {who: authority.verify(authority.mint(sub=sub, name=who, role=role, ttl_s=86400)[0])
                   for who, sub, role in (("client", CLIENT, Role.CLIENT),
                                          ("practitioner", PRACTITIONER, Role.PRACTITIONER),
                                          ("support", "agent-1", Role.SUPPORT))}

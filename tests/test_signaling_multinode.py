@@ -92,3 +92,20 @@ async def test_the_per_user_connection_cap_counts_sockets_on_every_process(
     finally:
         for n in nodes:
             await n.stop()
+
+
+async def test_cancelling_over_http_closes_the_room_on_the_other_process(
+        two_nodes: tuple[ServerProcess, ServerProcess], redis_url: str, token: Callable[..., str]) -> None:
+    import httpx
+
+    from .conftest import api_key_auth
+
+    a, b = two_nodes
+    await write_booking(redis_url)
+    client, _ = await joined(b, "b1", token("client", CLIENT))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(base_url=a.url) as http:
+        r = await http.post("/v1/bookings/b1/cancel", json={"reason": "travel"}, headers=api_key_auth())
+        assert r.status_code == 200, r.text
+    closing = await client.expect("room.closing")
+    assert closing["code"] == "booking_cancelled"
+    assert await client.closed() == 4410

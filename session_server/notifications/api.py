@@ -25,6 +25,7 @@ from ..auth import Identity, Permission, authenticate
 from ..context import AppContext
 from ..errors import DomainError
 from ..http import Body, JsonTooDeep, check_json_depth, documented, parse_query, read_json
+from ..ws_handshake import HandshakePolicy
 from . import responses as out
 from .rules import BadReadRequest
 from .service import NotificationService
@@ -121,12 +122,14 @@ async def _send(ws: WebSocket, payload: dict[str, Any]) -> None:
 
 
 async def notifications_ws(ws: WebSocket) -> None:
+    ctx: AppContext = ws.app.state.ctx
+    if not await HandshakePolicy(ctx.settings.origins).admit(ws, "notifications"):
+        return
     found = await _identify(ws)
     if found is None:
         return
     identity, subprotocol = found
     svc = _service(ws)
-    ctx: AppContext = ws.app.state.ctx
     async with svc.connection(identity.sub) as queue:
         if subprotocol is not None or ws.client_state.name == "CONNECTING":
             await ws.accept(subprotocol=subprotocol)

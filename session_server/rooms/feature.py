@@ -22,8 +22,10 @@ from signaling.media import MediaBridge, RelayBridge
 from signaling.messages import IdSource
 
 from ..context import AppContext
+from ..errors import DomainError
 from ..http import documented
 from ..redis_client import blocking_client
+from .jobs import BLOCK_MS, RoomEndings, stream_tail
 from .media_bridge import SfuBridge, media_config
 from .observer import RoomObserver
 from .service import RoomService
@@ -113,6 +115,18 @@ class RoomsFeature:
                               connections_gauge=ctx.metrics.ws_connections.labels("room"))
         for observer in self.observers:
             service.observe(observer)
+
+        async def practitioner_suspended(pid: str) -> bool:
+            bookings = getattr(ctx, "bookings", None)  # absent when the app runs without bookings
+            if bookings is None:
+                return False
+            try:
+                p = await bookings.practitioner(pid)
+            except DomainError:
+                return False  # no such practitioner: nothing suspended to go by
+            return str(p.status) == "suspended"
+
+        service.practitioner_suspended = practitioner_suspended
         service_ref.append(service)
         sockets = RoomSockets(service, settings=ctx.settings, tokens=ctx.tokens, tasks=ctx.tasks)
         ready = asyncio.Event()
@@ -125,7 +139,18 @@ class RoomsFeature:
             finally:
                 await client.aclose()
 
+        endings = RoomEndings(service, await stream_tail(ctx.redis))
+
+        async def follow_endings() -> None:
+            # a connection of its own for the blocking reads
+            client = blocking_client(ctx.redis_url, ctx.settings, block_s=BLOCK_MS / 1000)
+            try:
+                await endings.run(client)
+            finally:
+                await client.aclose()
+
         await store.node_alive(node_id, int(service.timings.node_ttl_s * 1000))
+        ctx.tasks.spawn("rooms-endings", follow_endings)
         ctx.tasks.spawn("rooms-bus", listen)
         ctx.tasks.spawn("rooms-chat", store.run_appender)
         ctx.tasks.every("rooms-clock", service.timings.tick_s, service.tick)

@@ -57,6 +57,12 @@ class TooManyConnections(DomainError):
     status, code, title = 429, "too_many_connections", "Too many connections"
 
 
+class TokenMismatch(Forbidden):
+    """A `token.refresh` whose token is for another user or role than the connection's."""
+
+    code, title = "token_mismatch", "Token for someone else"
+
+
 class NotYourPeer(Forbidden):
     """Media signaling addressed to someone other than the other party of the session."""
 

@@ -18,10 +18,10 @@ from typing import Any, Protocol
 from signaling import messages as m
 from signaling.bus import RoomBus, envelope
 from signaling.media import MediaBridge
-from signaling.presence import Entry, Liveness, Timings, connection_liveness, expired
+from signaling.presence import Entry, Liveness, Timings, connection_liveness, expired, ping_due
 from signaling.ratelimit import TokenBucket
 
-from ..auth import Identity, Permission
+from ..auth import Identity, Permission, TokenExpired
 from ..bookings.model import Booking, load_booking
 from ..clock import Clock
 from ..errors import RateLimited
@@ -175,6 +175,8 @@ class RoomService:
         self.timings = Timings(settings.heartbeat_interval_s, settings.heartbeat_timeout_s)
         self._gauge = connections_gauge
         self._observers: list[RoomObserver] = []
+        # whether a practitioner is suspended now (the bookings feature knows; the app wires it in)
+        self.practitioner_suspended: Callable[[str], Awaitable[bool]] | None = None
 
     def observe(self, observer: RoomObserver) -> None:
         """Tell `observer` what happens in this node's rooms from now on (see observer.py)."""
@@ -204,6 +206,8 @@ class RoomService:
                if booking is not None else None)
         rules.admit(identity, booking, win, self.clock.now())
         assert booking is not None and win is not None
+        if self.practitioner_suspended is not None and await self.practitioner_suspended(booking.practitioner_id):
+            raise rules.RoomClosed("the practitioner's account is suspended; the room is closed")
         conn_id = uuid.uuid4().hex
         cap = self.settings.ws_max_connections_per_user
         if not await self.store.claim_socket(identity.sub, booking_id, conn_id, cap, self._slot_ttl_ms):
@@ -349,6 +353,14 @@ class RoomService:
             case m.Join():
                 raise rules.AlreadyJoined("this socket has already joined")
 
+    def refresh_token(self, conn: Member, identity: Identity, msg: m.TokenRefresh) -> None:
+        """The connection goes on under a new token of the same user and role (verified by the edge)."""
+        if identity.sub != conn.participant_id or identity.role is not conn.role:
+            raise rules.TokenMismatch("the new token is for another user or role")
+        identity.require(Permission.ROOMS_JOIN)
+        conn.identity = identity
+        conn.send(m.TokenRefreshed(id=self.ids(), ref=msg.id, expires_at=identity.expires_at))
+
     def _require_party(self, conn: Member) -> None:
         if not conn.receives_health_data:
             raise rules.NotAParty("only the booking's client and practitioner may do this")
@@ -440,11 +452,16 @@ class RoomService:
             if c.close_code is not None:
                 continue
             if wall >= c.window.closes_at:
-                c.exit_reason = "room_closed"
-                c.send(m.RoomClosing(id=self.ids(), reason="the session's time is over"))
-                c.close_soon(m.CLOSE_ROOM_CLOSED, "room closed")
+                self._close_room(c, "session_over", "the session's time is over")
                 continue
-            if mono - c.last_ping >= self.timings.interval_s:
+            if wall >= c.identity.expires_at:
+                # the page refreshes its token before this (token.refresh); one that did not comes back
+                # with a new token, so the others are shown it reconnecting, not gone
+                expired_ = TokenExpired("the access token has expired; join again with a new one")
+                c.send(m.Error(id=self.ids(), code=expired_.code, message=expired_.message))
+                c.close_soon(m.CLOSE_UNAUTHENTICATED, "token expired")
+                continue
+            if ping_due(self.timings, c.last_ping, mono):
                 c.last_ping = mono
                 c.send(m.ServerPing(id=self.ids()))
             live = connection_liveness(self.timings, c.last_heard, mono)
@@ -454,6 +471,7 @@ class RoomService:
             elif live is Liveness.RECONNECTING and c.state == "connected":
                 deadline = self.now_ms() + int((self.timings.timeout_s - (mono - c.last_heard)) * 1000)
                 await self._reconnecting(c, deadline)
+        await self.recheck_bookings()
         await self.sweep()
 
     async def sweep(self) -> None:
@@ -466,6 +484,41 @@ class RoomService:
                 await self.leave(room_id, e.participant_id, e.conn, str(presence[e.participant_id]["role"]),
                                  reason, expect_state=e.state,
                                  last_seen_ms=int(presence[e.participant_id].get("since") or 0) or None)
+
+    # --- the end of a booking's right to its room ------------------------------------------------
+
+    def _close_room(self, c: Member, code: str, reason: str) -> None:
+        c.exit_reason = "room_closed"
+        c.send(m.RoomClosing(id=self.ids(), reason=reason, code=code))
+        c.close_soon(m.CLOSE_ROOM_CLOSED, "room closed")
+
+    def end_booking(self, booking_id: str, code: str, reason: str) -> int:
+        """The booking lost its room (cancelled, ...): close this node's members of it; how many."""
+        ended = 0
+        for c in self.members():
+            if c.room_id == booking_id and c.close_code is None:
+                self._close_room(c, code, reason)
+                ended += 1
+        return ended
+
+    def end_practitioner(self, practitioner_id: str, code: str, reason: str) -> int:
+        """Every booking of the practitioner lost its room (suspended): close this node's members."""
+        ended = 0
+        for c in self.members():
+            if c.booking.practitioner_id == practitioner_id and c.close_code is None:
+                self._close_room(c, code, reason)
+                ended += 1
+        return ended
+
+    async def recheck_bookings(self) -> None:
+        """The backstop for a missed event or a join that raced a cancellation: a room whose booking is
+        no longer joinable is closed at the next tick."""
+        for room_id in list(self.bus.rooms):
+            booking = await load_booking(self.store.redis, room_id)
+            if booking is None or booking.status not in rules.JOINABLE:
+                status = booking.status.value if booking is not None else "gone"
+                code = "booking_cancelled" if status == "cancelled" else "booking_ended"
+                self.end_booking(room_id, code, f"the booking is {status}")
 
     def close_all(self) -> None:
         """Stopping: close every member (1001); their participants may come back on another node."""

@@ -26,6 +26,7 @@ from ..auth import TokenAuthority, TokenMissing
 from ..errors import DomainError, Forbidden, Gone, NotFound, RateLimited, Unauthenticated
 from ..settings import Settings
 from ..tasks import TaskSupervisor
+from ..ws_handshake import HandshakePolicy
 from . import rules
 from .service import Member, RoomService
 
@@ -151,16 +152,13 @@ class RoomSockets:
         self.tokens = tokens
         self.tasks = tasks
         self.ids = service.ids
-        self.origins = frozenset(o.rstrip("/") for o in settings.origins)
+        self.handshake = HandshakePolicy(settings.origins)
         self._sockets: set[asyncio.Task[None]] = set()
 
     async def handle(self, ws: WebSocket) -> None:
         booking_id = str(ws.path_params.get("booking_id", ""))
-        origin = ws.headers.get("origin")
         offered: list[str] = list(ws.scope.get("subprotocols") or [])
-        if origin is not None and origin.rstrip("/") not in self.origins:
-            log.info("room socket refused: origin not allowed")
-            await ws.close(m.CLOSE_FORBIDDEN)
+        if not await self.handshake.admit(ws, "room"):
             return
         if offered and m.SUBPROTOCOL not in offered:
             await ws.close(m.CLOSE_BAD_HANDSHAKE)
@@ -291,6 +289,9 @@ class RoomSockets:
             try:
                 msg = m.decode(text)
                 ref = msg.id
+                if isinstance(msg, m.TokenRefresh):
+                    self.service.refresh_token(member, self.tokens.verify(msg.token), msg)
+                    continue
                 await self.service.on_message(member, msg)
             except m.ProtocolError as exc:
                 member.send(m.Error(id=self.ids(), code=exc.code, message=exc.message, ref=exc.ref))

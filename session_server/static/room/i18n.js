@@ -50,6 +50,8 @@ window.ROOM_I18N = {
     err_not_a_party: "هذه الغرفة ليست لك.",
     err_room_not_open: "لم تُفتح الغرفة بعد. تُفتح قبل موعد الجلسة بقليل.",
     err_room_closed: "انتهت الجلسة وأُغلقت الغرفة.",
+    err_booking_cancelled: "أُلغي الحجز وأُغلقت الغرفة.",
+    err_practitioner_suspended: "عُلِّق حساب المعالج وأُغلقت الغرفة.",
     err_room_not_found: "لا توجد غرفة لهذا الحجز.",
     err_replaced: "فُتحت الجلسة في نافذة أخرى.",
     err_too_many: "عدد الاتصالات كبير جدًا."
@@ -104,6 +106,8 @@ window.ROOM_I18N = {
     err_not_a_party: "Cette salle n'est pas la vôtre.",
     err_room_not_open: "La salle n'est pas encore ouverte. Elle ouvre peu avant la séance.",
     err_room_closed: "La séance est terminée et la salle est fermée.",
+    err_booking_cancelled: "La réservation a été annulée et la salle est fermée.",
+    err_practitioner_suspended: "Le compte du praticien est suspendu ; la salle est fermée.",
     err_room_not_found: "Aucune salle pour cette réservation.",
     err_replaced: "La séance a été ouverte dans une autre fenêtre.",
     err_too_many: "Trop de connexions."
@@ -158,6 +162,8 @@ window.ROOM_I18N = {
     err_not_a_party: "This room is not yours.",
     err_room_not_open: "The room is not open yet. It opens shortly before the session.",
     err_room_closed: "The session is over and the room is closed.",
+    err_booking_cancelled: "The booking was cancelled and the room is closed.",
+    err_practitioner_suspended: "The practitioner's account is suspended; the room is closed.",
     err_room_not_found: "There is no room for this booking.",
     err_replaced: "The session was opened in another window.",
     err_too_many: "Too many connections."

@@ -11,6 +11,8 @@
   // Close codes after which reconnecting cannot help (see docs/protocol.md).
   const CLOSE_FINAL = { 4401: "err_token", 4403: "err_not_a_party", 4404: "err_room_not_found",
     4409: "err_replaced", 4410: "err_room_closed", 4425: "err_room_not_open", 4429: "err_too_many" };
+  const CLOSING_FINAL = { booking_cancelled: "err_booking_cancelled",
+    practitioner_suspended: "err_practitioner_suspended" };
 
   // --- the token: read once from the fragment, then kept off the address bar -------------------
   let token = null;
@@ -523,7 +525,8 @@
     ws.onclose = (ev) => {
       if (state.ws !== ws) return;
       state.ws = null;
-      if (CLOSE_FINAL[ev.code]) state.final = CLOSE_FINAL[ev.code];
+      // a room.closing before 4410 already said why the room closed
+      if (CLOSE_FINAL[ev.code] && !(ev.code === 4410 && state.final)) state.final = CLOSE_FINAL[ev.code];
       if (state.left || state.final) {
         state.conn = "closed";
         closePc();
@@ -588,7 +591,7 @@
         return renderTyping();
       case "document.shared": return addDocument(msg.document);
       case "ack": return notice(t("reported"));
-      case "room.closing": state.final = "err_room_closed"; return renderAll();
+      case "room.closing": state.final = CLOSING_FINAL[msg.code] || "err_room_closed"; return renderAll();
       case "error": {
         const key = "err_" + msg.code;
         if (msg.code.startsWith("token_")) return notice(t("err_token"));
