@@ -290,8 +290,9 @@ class RoomClosing(_Server, tag="room.closing"):
 
 
 class TokenRefreshed(_Server, tag="token.refreshed"):
-    ref: str
+    ref: str  # the client's token.refresh, or "" when the server renewed the token by itself
     expires_at: int  # epoch seconds: the connection is closed (4401) then unless refreshed again
+    token: str | None = None  # the server's renewal: the token to rejoin with from now on
 
 
 class Error(_Server, tag="error"):

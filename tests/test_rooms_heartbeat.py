@@ -144,10 +144,36 @@ def _mint(server: LiveServer, role: str, sub: str, ttl_s: int) -> str:
     return tok
 
 
-async def test_a_token_refreshed_in_time_keeps_the_connection_and_one_not_refreshed_ends_it(
+async def test_the_server_renews_the_token_of_a_connection_its_booking_still_admits(
         live: tuple[LiveServer, ManualClock], redis_url: str) -> None:
+    """A link's token shorter than the session does not cut the participant off: before it runs out the
+    server sends a new one, which the connection goes on under and the page rejoins with."""
     server, clock = live
     service = _service(server)
+    await write_booking(redis_url, "b1")
+    client, _ = await joined(server, "b1", _mint(server, "client", CLIENT, 600))
+    prac, _ = await joined(server, "b1", _mint(server, "practitioner", PRACTITIONER, 600))
+    joined_at = int(clock.now())
+
+    await _live_through(service, clock, 1200, client, prac)  # twice the tokens' life
+    assert client.close_code is None and prac.close_code is None
+    assert not client.of_type("error") and not prac.of_type("error")
+    renewed = prac.of_type("token.refreshed")
+    assert renewed and renewed[0]["ref"] == "" and renewed[0]["expires_at"] > joined_at + 600
+    # the renewed token is a real one of the same identity: the practitioner can rejoin with it
+    await prac.close()
+    back, _ = await joined(server, "b1", renewed[-1]["token"])
+    await client.expect("participant.joined", lambda msg: msg["participant"]["id"] == PRACTITIONER)
+    await back.close()
+    await client.close()
+
+
+async def test_a_token_refreshed_in_time_keeps_the_connection_and_one_not_refreshed_ends_it(
+        live: tuple[LiveServer, ManualClock], redis_url: str) -> None:
+    """Without the server's renewal (a deployment's own token flow), the page's token.refresh is the way."""
+    server, clock = live
+    service = _service(server)
+    service.renew_token = None
     await write_booking(redis_url, "b1")
     client, _ = await joined(server, "b1", _mint(server, "client", CLIENT, 120))
     prac, _ = await joined(server, "b1", _mint(server, "practitioner", PRACTITIONER, 120))

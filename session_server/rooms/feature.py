@@ -21,6 +21,7 @@ from signaling.bus import RoomBus
 from signaling.media import MediaBridge, RelayBridge
 from signaling.messages import IdSource
 
+from ..auth import Identity
 from ..context import AppContext
 from ..errors import DomainError
 from ..http import documented
@@ -127,6 +128,13 @@ class RoomsFeature:
             return str(p.status) == "suspended"
 
         service.practitioner_suspended = practitioner_suspended
+
+        def renew_token(identity: Identity, ttl_s: int) -> tuple[str, Identity]:
+            token, _ = ctx.tokens.mint(sub=identity.sub, name=identity.name, role=identity.role,
+                                       ttl_s=min(ttl_s, ctx.tokens.max_ttl_s), grants=identity.grants)
+            return token, ctx.tokens.verify(token)
+
+        service.renew_token = renew_token
         service_ref.append(service)
         sockets = RoomSockets(service, settings=ctx.settings, tokens=ctx.tokens, tasks=ctx.tasks)
         ready = asyncio.Event()

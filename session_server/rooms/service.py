@@ -24,7 +24,7 @@ from signaling.ratelimit import TokenBucket
 from ..auth import Identity, Permission, TokenExpired
 from ..bookings.model import Booking, load_booking
 from ..clock import Clock
-from ..errors import RateLimited
+from ..errors import DomainError, RateLimited
 from ..events import Event
 from ..settings import Settings
 from . import rules
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 HISTORY_ON_JOIN = 50
 RESUME_MAX = 5000
+TOKEN_RENEW_AHEAD_S = 120  # a connection's token is renewed this long before it expires
 _BOOKING_ID = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:")
 
 
@@ -177,6 +178,8 @@ class RoomService:
         self._observers: list[RoomObserver] = []
         # whether a practitioner is suspended now (the bookings feature knows; the app wires it in)
         self.practitioner_suspended: Callable[[str], Awaitable[bool]] | None = None
+        # a new token for the same identity, for `ttl_s` seconds (the app's token authority; wired in)
+        self.renew_token: Callable[[Identity, int], tuple[str, Identity]] | None = None
 
     def observe(self, observer: RoomObserver) -> None:
         """Tell `observer` what happens in this node's rooms from now on (see observer.py)."""
@@ -454,9 +457,19 @@ class RoomService:
             if wall >= c.window.closes_at:
                 self._close_room(c, "session_over", "the session's time is over")
                 continue
+            if self.renew_token is not None and wall >= c.identity.expires_at - TOKEN_RENEW_AHEAD_S:
+                # The server renews the token of a connection its booking still admits (LiveKit does the
+                # same): the room's window and the booking decide how long one stays, never a link's token.
+                ttl_s = max(60, c.window.closes_at - int(wall) + TOKEN_RENEW_AHEAD_S)
+                try:
+                    token, c.identity = self.renew_token(c.identity, ttl_s)
+                    c.send(m.TokenRefreshed(id=self.ids(), ref="", expires_at=c.identity.expires_at, token=token))
+                except DomainError:
+                    pass  # an identity the authority no longer mints for: its token runs out as below
             if wall >= c.identity.expires_at:
-                # the page refreshes its token before this (token.refresh); one that did not comes back
-                # with a new token, so the others are shown it reconnecting, not gone
+                # without a renewer (or a token refused at renewal) the page refreshes its token before
+                # this (token.refresh); one that did not comes back with a new token, so the others are
+                # shown it reconnecting, not gone
                 expired_ = TokenExpired("the access token has expired; join again with a new one")
                 c.send(m.Error(id=self.ids(), code=expired_.code, message=expired_.message))
                 c.close_soon(m.CLOSE_UNAUTHENTICATED, "token expired")

@@ -591,6 +591,9 @@
         return renderTyping();
       case "document.shared": return addDocument(msg.document);
       case "ack": return notice(t("reported"));
+      case "token.refreshed":  // the server's renewal: the token to rejoin with from now on
+        if (msg.token) { token = msg.token; sessionStorage.setItem(storeKey + ":token", token); }
+        return;
       case "room.closing": state.final = CLOSING_FINAL[msg.code] || "err_room_closed"; return renderAll();
       case "error": {
         const key = "err_" + msg.code;
