@@ -25,12 +25,14 @@ from .features import Feature
 from .http import EXCEPTION_HANDLERS
 from .metrics import Metrics, MetricsMiddleware
 from .redis_client import command_client, redacted
+from .redis_outage import RedisOutage
 from .settings import Settings
 from .tasks import TaskSupervisor
 
 log = logging.getLogger(__name__)
 
 STARTUP_REDIS_WAIT_S = 5.0
+REDIS_PROBE_INTERVAL_S = 1.0  # how soon an outage's start and end are noticed when nothing else meets them
 EXIT_REDIS_LOST = 70  # EX_SOFTWARE: the embedded Redis could not be restarted
 
 
@@ -101,8 +103,12 @@ def create_app(settings: Settings, features: Sequence[Feature] | None = None, *,
             stack.push_async_callback(client.aclose)
             await _wait_for_redis(client, url)
             metrics.redis_up.set(1)
-            tasks = TaskSupervisor()
+            outage = RedisOutage(monotonic=app_clock.monotonic, up=metrics.redis_up, outages=metrics.redis_outages)
+            app.state.redis_outage = outage
+            tasks = TaskSupervisor(report=outage.report)
             stack.push_async_callback(tasks.stop)
+            tasks.every("redis-probe", REDIS_PROBE_INTERVAL_S,
+                        lambda: outage.probe(client.ping, REDIS_PROBE_INTERVAL_S))
             if settings.redis_url is None:
                 watched = embedded
 

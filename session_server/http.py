@@ -36,6 +36,7 @@ from .errors import (
     UnsupportedMediaType,
     lookup,
 )
+from .redis_outage import RedisOutage
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +295,12 @@ def redis_unavailable(detail: str, instance: str) -> Response:
 
 
 async def on_redis_error(request: Request, exc: Exception) -> Response:
-    log.warning("redis unavailable: %s", type(exc).__name__)
+    # One outage, one story in the log: the app's RedisOutage counts this failure and rate-limits the lines.
+    outage = getattr(request.app.state, "redis_outage", None)
+    if isinstance(outage, RedisOutage):
+        outage.failed(f"{request.method} {getattr(request.scope.get('route'), 'path', 'a route')}", exc)
+    else:
+        log.warning("redis unavailable: %s", type(exc).__name__)
     return redis_unavailable("the data store is not reachable; try again shortly", request.url.path)
 
 

@@ -7,20 +7,26 @@ event is doubled, and the supervisor's work shows in the metrics.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
+import subprocess
 import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import redis.asyncio as aioredis
 
-from session_server.embedded_redis import EmbeddedRedis
+from session_server.app import create_app
+from session_server.embedded_redis import EmbeddedRedis, redis_server_binary
 from session_server.events import EVENTS_STREAM, Event
 
 from .bookings_support import every_day, iso, make_practitioner
-from .conftest import auth
+from .conftest import LiveServer, auth, make_settings
 from .documents_support import Minter
 from .support import eventually, free_port
 from .test_redis_lifecycle import _alive, _embedded_redis_child, _start_server
@@ -97,8 +103,11 @@ async def test_a_sigkilled_embedded_redis_is_restarted_and_every_acknowledged_bo
                 r = await c.get(f"/v1/bookings/{booking['id']}", headers=auth(token("practitioner", "p1")))
                 assert r.status_code == 200, r.text
                 assert r.json()["starts_at"] == booking["starts_at"]
-            metrics = (await c.get("/metrics")).text
-            assert "session_embedded_redis_restarts_total 1.0" in metrics
+
+            async def counted() -> bool:
+                return "session_embedded_redis_restarts_total 1.0" in (await c.get("/metrics")).text
+
+            await eventually(counted, what="the restart to be counted")  # counted just after it answers
 
         direct = aioredis.Redis(unix_socket_path=str(data_dir / "redis" / "redis.sock"))
         try:
@@ -161,14 +170,198 @@ async def test_an_embedded_redis_restarted_by_its_supervisor_keeps_its_data(tmp_
 
         async def back() -> bool:
             try:
-                return bool(await client.get("acknowledged") == b"yes")
+                return restarts == [1] and await client.get("acknowledged") == b"yes"
             except (OSError, aioredis.RedisError):
                 return False
 
-        await eventually(back, timeout=30, what="the supervised redis to answer with its data again")
-        assert restarts == [1] and embedded.pid != old_pid
+        await eventually(back, timeout=30, what="the supervised redis to be restarted with its data")
+        assert embedded.pid != old_pid
     finally:
         await client.aclose()
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
         await embedded.stop()
+
+
+class ExternalRedis:
+    """A redis-server of the test's own on a fixed loopback port, with its AOF in a directory of the test's,
+    that the test freezes, thaws, kills and starts again."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(  # noqa: ASYNC220 - starts at once; readiness is awaited below
+            [str(redis_server_binary()), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.directory), "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        async def answers() -> bool:
+            client = aioredis.Redis.from_url(self.url, socket_connect_timeout=0.2, socket_timeout=1)
+            try:
+                return bool(await client.ping())
+            except (OSError, aioredis.RedisError):
+                return False
+            finally:
+                await client.aclose()
+
+        await eventually(answers, what="the external redis to answer")
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+async def external_redis(tmp_path: Path) -> AsyncIterator[ExternalRedis]:
+    directory = tmp_path / "external-redis"
+    directory.mkdir()
+    r = ExternalRedis(directory)
+    await r.start()
+    yield r
+    r.stop()
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def warnings_logged() -> Iterator[Records]:
+    """Every record at WARNING or above, from the server's loggers and uvicorn's (which does not propagate)."""
+    handler = Records()
+    loggers = [logging.getLogger(), logging.getLogger("uvicorn")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+
+
+# The bound on log records per outage stated in docs/operations.md: one line when it begins, one when it
+# ends, one summary per SUMMARY_EVERY_S while it lasts; OTHER_LINES for what the outage's edges add once
+# (a loop that notices the outage before the probe and says so).
+SUMMARY_EVERY_S = 10.0
+OTHER_LINES = 5
+
+
+@pytest.mark.parametrize("fault", ["freeze", "kill"])
+async def test_an_external_redis_outage_answers_503_logs_a_bounded_story_and_loses_no_acknowledged_booking(
+        tmp_path: Path, token: Minter, external_redis: ExternalRedis, fault: str) -> None:
+    settings = make_settings(tmp_path, external_redis.url, redis_socket_timeout_s=1.0)
+    server = LiveServer(create_app(settings))
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as c:
+            await make_practitioner(c, "p1", weekly=every_day())
+            slots = await _slots(c, "p1", auth(token("client", "c0")), 24)
+            acknowledged = [b for n in range(3) if (b := await _book(c, token, n, slots[n])) is not None]
+            assert len(acknowledged) == 3
+
+            with warnings_logged() as logged:
+                began = time.monotonic()
+                external_redis.signal(signal.SIGSTOP if fault == "freeze" else signal.SIGKILL)
+                # a burst while Redis is away: every request is answered, each a 503 problem document
+                during = await asyncio.gather(*(_book(c, token, n, slots[n]) for n in range(3, 11)))
+                assert during == [None] * 8
+                r = await c.get("/readyz")
+                assert r.status_code == 503 and r.json()["code"] == "redis_unavailable"
+
+                async def outage_declared() -> bool:
+                    return "session_redis_outages_total 1.0" in (await c.get("/metrics")).text
+
+                await eventually(outage_declared, what="the outage to be declared")
+
+                async def summarised() -> bool:
+                    return any("redis still unavailable" in r.getMessage() for r in logged.records)
+
+                # held past one summary period, so that a line per retry or per request would show
+                await eventually(summarised, timeout=3 * SUMMARY_EVERY_S, what="the outage's first summary")
+                if fault == "freeze":
+                    external_redis.signal(signal.SIGCONT)
+                else:
+                    await external_redis.start()  # same port, same AOF
+
+                async def ready() -> bool:
+                    return (await c.get("/readyz")).status_code == 200
+
+                await eventually(ready, timeout=30, what="/readyz to come back by itself")
+
+                def ended() -> bool:
+                    return any("redis outage ended" in r.getMessage() for r in logged.records)
+
+                async def outage_over() -> bool:
+                    return ended()
+
+                await eventually(outage_over, what="the outage's end to be logged")
+                lasted = time.monotonic() - began
+                lines = [f"{r.name}: {r.getMessage()}" for r in logged.records]
+            assert sum("redis outage began" in line for line in lines) == 1, lines
+            assert len(lines) <= 2 + lasted // SUMMARY_EVERY_S + OTHER_LINES, lines
+
+            after = [b for n in range(11, 14) if (b := await _book(c, token, n, slots[n])) is not None]
+            assert len(after) == 3
+            for booking in [*acknowledged, *after]:
+                r = await c.get(f"/v1/bookings/{booking['id']}", headers=auth(token("practitioner", "p1")))
+                assert r.status_code == 200, r.text
+                assert r.json()["starts_at"] == booking["starts_at"]
+        direct = aioredis.Redis.from_url(external_redis.url)
+        try:
+            created = await _created_events(direct)
+        finally:
+            await direct.aclose()
+        assert len(created) == len(set(created)), "a booking.created event is doubled"
+        assert {b["id"] for b in [*acknowledged, *after]} <= set(created)
+    finally:
+        await server.stop()
+
+
+def test_an_outage_is_one_line_when_it_begins_one_summary_per_period_and_one_when_it_ends(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import redis.exceptions
+    from prometheus_client import CollectorRegistry, Counter, Gauge
+
+    from session_server.redis_outage import RedisOutage
+
+    registry = CollectorRegistry()
+    up = Gauge("up", "", registry=registry)
+    outages = Counter("outages", "", registry=registry)
+    now = 0.0
+    outage = RedisOutage(monotonic=lambda: now, up=up, outages=outages, summary_every_s=10)
+    with caplog.at_level("DEBUG", logger="session_server.redis_outage"):
+        assert not outage.report("a loop", ValueError("a bug"))  # not Redis: left to the caller
+        for second in range(35):
+            now = float(second)
+            for _ in range(20):  # twenty callers fail each second
+                assert outage.report("a loop", redis.exceptions.ConnectionError("refused"))
+        assert outage.down and registry.get_sample_value("up") == 0
+        outage.answered()
+        outage.answered()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 5, messages  # began, summaries at 10, 20, 30 s, ended
+    assert messages[0].startswith("redis outage began: a loop did not get an answer (ConnectionError)")
+    assert messages[1:4] == [f"redis still unavailable after {t} s: 200 failed call(s) since the last report"
+                             for t in (10, 20, 30)]
+    assert messages[4] == "redis outage ended after 34.0 s (700 failed call(s))"
+    assert registry.get_sample_value("outages_total") == 1 and registry.get_sample_value("up") == 1
