@@ -99,8 +99,11 @@ class TaskSupervisor:
 
     def _child_done(self, task: asyncio.Task[Any]) -> None:
         self._children.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not self._report(task.get_name(), exc):
+            log.error("task %s failed", task.get_name(), exc_info=exc)
 
     def _check(self, name: str) -> None:
         if self._stopping:

@@ -365,3 +365,51 @@ def test_an_outage_is_one_line_when_it_begins_one_summary_per_period_and_one_whe
                              for t in (10, 20, 30)]
     assert messages[4] == "redis outage ended after 34.0 s (700 failed call(s))"
     assert registry.get_sample_value("outages_total") == 1 and registry.get_sample_value("up") == 1
+
+
+class SocketMeetsRedisFailure:
+    """A WebSocket route whose handler lets a Redis failure through after accepting, as a socket edge
+    that does not catch one would."""
+
+    name = "socket-meets-redis-failure"
+
+    def routes(self) -> list[Any]:
+        from starlette.routing import WebSocketRoute
+        from starlette.websockets import WebSocket
+
+        async def socket(ws: WebSocket) -> None:
+            import redis.exceptions
+
+            await ws.accept()
+            await ws.receive_text()
+            raise redis.exceptions.ConnectionError("Error 111 connecting to redis")
+
+        return [WebSocketRoute("/t/socket", socket)]
+
+    async def start(self, ctx: Any) -> None:
+        pass
+
+    async def stop(self, ctx: Any) -> None:
+        pass
+
+
+async def test_a_redis_failure_that_escapes_a_socket_closes_it_with_try_again_later_not_an_asgi_error(
+        tmp_path: Path, redis_url: str) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    server = LiveServer(create_app(make_settings(tmp_path, redis_url), features=[SocketMeetsRedisFailure()]))
+    await server.start()
+    try:
+        with warnings_logged() as logged:
+            async with connect(f"{server.ws_url}/t/socket") as ws:
+                await ws.send("hello")
+                with pytest.raises(ConnectionClosed) as closed:
+                    await ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+            lines = [f"{r.name}: {r.getMessage()}" for r in logged.records]
+        assert not any("Expected ASGI message" in line or r.exc_info for line, r in zip(lines, logged.records,
+                                                                                         strict=True)), lines
+        assert sum("redis outage began" in line for line in lines) == 1, lines
+    finally:
+        await server.stop()
