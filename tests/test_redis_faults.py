@@ -413,3 +413,39 @@ async def test_a_redis_failure_that_escapes_a_socket_closes_it_with_try_again_la
         assert sum("redis outage began" in line for line in lines) == 1, lines
     finally:
         await server.stop()
+
+
+async def test_a_chat_message_sent_while_redis_is_frozen_gets_a_typed_answer_and_acknowledged_chat_survives(
+        tmp_path: Path, token: Minter, external_redis: ExternalRedis) -> None:
+    """The socket is kept with a typed `error` (`unavailable`) or closed with 1013 (try again later):
+    never dropped without a close frame (1006)."""
+    from .rooms_support import CLIENT, joined, room_server, write_booking
+
+    await write_booking(external_redis.url)
+    async with room_server(tmp_path, external_redis.url, redis_socket_timeout_s=1.0,
+                           heartbeat_interval_s=10, heartbeat_timeout_s=60) as server:
+        client, _ = await joined(server, "b1", token("client", CLIENT))
+        await client.send({"type": "chat.send", "id": "before-outage", "text": "before"})
+        await client.expect("chat.ack")
+        external_redis.signal(signal.SIGSTOP)
+        try:
+            await client.send({"type": "chat.send", "id": "during-outage", "text": "during"})
+
+            async def answered() -> bool:
+                typed = [e for e in client.of_type("error") if e.get("ref") == "during-outage"]
+                return bool(typed) or client.close_code is not None
+
+            await eventually(answered, timeout=30, what="the chat message sent during the outage to be answered")
+        finally:
+            external_redis.signal(signal.SIGCONT)
+        if client.close_code is None:
+            error = next(e for e in client.of_type("error") if e.get("ref") == "during-outage")
+            assert error["code"] == "unavailable"
+            await client.close()
+        else:
+            assert client.close_code == 1013, client.close_code
+        again, welcome = await joined(server, "b1", token("client", CLIENT))
+        refs = [m["ref"] for m in welcome["chat"]]
+        # acknowledged: kept once; unanswered: its fate unknown (it may have reached Redis), but never doubled
+        assert refs.count("before-outage") == 1 and refs.count("during-outage") <= 1, refs
+        await again.close()
