@@ -28,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +124,10 @@ class EmbeddedRedis:
     async def _wait_ready(self) -> None:
         assert self._process is not None
         deadline = time.monotonic() + self._start_timeout_s
-        client = aioredis.Redis(unix_socket_path=str(self.socket_path), socket_connect_timeout=0.5)
+        # No retries of its own (redis-py's default backs off for seconds): this loop is the retry, and a
+        # child that exited at start must be seen at once.
+        client = aioredis.Redis(unix_socket_path=str(self.socket_path), socket_connect_timeout=0.5,
+                                retry=Retry(NoBackoff(), 0))
         try:
             while True:
                 if self._process.returncode is not None:
