@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import redis.exceptions
 from starlette.applications import Starlette
@@ -23,16 +25,28 @@ from .features import Feature
 from .http import EXCEPTION_HANDLERS, ControlCharacterGuard
 from .metrics import Metrics, MetricsMiddleware
 from .redis_client import command_client, redacted
+from .redis_outage import RedisOutage
 from .settings import Settings
 from .tasks import TaskSupervisor
 
 log = logging.getLogger(__name__)
 
 STARTUP_REDIS_WAIT_S = 5.0
+REDIS_PROBE_INTERVAL_S = 1.0  # how soon an outage's start and end are noticed when nothing else meets them
+EXIT_REDIS_LOST = 70  # EX_SOFTWARE: the embedded Redis could not be restarted
 
 
 class StartupError(RuntimeError):
     """The server cannot start; the message says why and what to do."""
+
+
+def exit_loudly(message: str) -> None:
+    """End the process at once, non-zero, saying why: a server whose data store is gone for good serves
+    nothing, and its supervisor (systemd, the container runtime) can only start it again if it exits."""
+    log.critical("%s; the server exits", message)
+    print(f"session server: {message}; exiting", file=sys.stderr, flush=True)
+    logging.shutdown()
+    os._exit(EXIT_REDIS_LOST)
 
 
 def default_features(settings: Settings) -> list[Feature]:
@@ -65,8 +79,9 @@ async def _wait_for_redis(ctx_redis: object, url: str) -> None:
 
 
 def create_app(settings: Settings, features: Sequence[Feature] | None = None, *,
-               clock: Clock | None = None) -> Starlette:
-    """The app; `clock` is the time every service, job and edge reads (the machine's by default)."""
+               clock: Clock | None = None, on_redis_lost: Callable[[str], None] = exit_loudly) -> Starlette:
+    """The app; `clock` is the time every service, job and edge reads (the machine's by default);
+    `on_redis_lost` is called when the embedded Redis cannot be restarted (by default the process exits)."""
     app_clock: Clock = clock if clock is not None else SystemClock()
     chosen = list(features) if features is not None else default_features(settings)
     metrics = Metrics.create()
@@ -88,8 +103,19 @@ def create_app(settings: Settings, features: Sequence[Feature] | None = None, *,
             stack.push_async_callback(client.aclose)
             await _wait_for_redis(client, url)
             metrics.redis_up.set(1)
-            tasks = TaskSupervisor()
+            outage = RedisOutage(monotonic=app_clock.monotonic, up=metrics.redis_up, outages=metrics.redis_outages)
+            app.state.redis_outage = outage
+            tasks = TaskSupervisor(report=outage.report)
             stack.push_async_callback(tasks.stop)
+            tasks.every("redis-probe", REDIS_PROBE_INTERVAL_S,
+                        lambda: outage.probe(client.ping, REDIS_PROBE_INTERVAL_S))
+            if settings.redis_url is None:
+                watched = embedded
+
+                async def supervise_embedded() -> None:
+                    await watched.supervise(restarted=metrics.embedded_redis_restarts.inc, give_up=on_redis_lost)
+
+                tasks.spawn("embedded-redis", supervise_embedded)
             ctx = AppContext(settings=settings, redis=client, redis_url=url,
                              tokens=TokenAuthority(settings.api_keys, max_ttl_s=settings.token_max_ttl_s,
                                                    clock=app_clock.now),

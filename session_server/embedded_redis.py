@@ -3,6 +3,11 @@
 Started when no REDIS_URL is configured, so one command gives a working server on a fresh machine.
 AOF with `appendfsync always`: an acknowledged write survives a SIGKILL of either process.
 
+The child is supervised (`supervise`): if it dies while we run, it is started again on the same socket
+from its AOF, after a pause that doubles with each consecutive failure; the clients reconnect by
+themselves. Only after `max_failures` consecutive failed restarts (or deaths soon after a restart) does
+it give up, and the caller then ends the process: a server without its data store serves nothing.
+
 Orphans are prevented twice: the child gets PR_SET_PDEATHSIG, so the kernel stops it when we die,
 and a pid file lets the next start find and stop a leftover child (verified by its command line
 before any signal is sent) and remove its stale socket.
@@ -19,9 +24,12 @@ import os
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +73,7 @@ class EmbeddedRedis:
         self.socket_path = self._socket_path()
         self._start_timeout_s = start_timeout_s
         self._process: asyncio.subprocess.Process | None = None
+        self._started_at = 0.0
 
     @property
     def url(self) -> str:
@@ -108,13 +117,17 @@ class EmbeddedRedis:
         # Written by us as well: redis writes its pid file only after loading the AOF.
         self.pid_file.write_text(f"{self._process.pid}\n")
         await self._wait_ready()
+        self._started_at = time.monotonic()
         log.info("embedded redis started (pid %d)", self._process.pid)
         return self.url
 
     async def _wait_ready(self) -> None:
         assert self._process is not None
         deadline = time.monotonic() + self._start_timeout_s
-        client = aioredis.Redis(unix_socket_path=str(self.socket_path), socket_connect_timeout=0.5)
+        # No retries of its own (redis-py's default backs off for seconds): this loop is the retry, and a
+        # child that exited at start must be seen at once.
+        client = aioredis.Redis(unix_socket_path=str(self.socket_path), socket_connect_timeout=0.5,
+                                retry=Retry(NoBackoff(), 0))
         try:
             while True:
                 if self._process.returncode is not None:
@@ -129,6 +142,41 @@ class EmbeddedRedis:
                     await asyncio.wait_for(self._process.wait(), 0.02)
         finally:
             await client.aclose()
+
+    async def supervise(self, *, restarted: Callable[[], None], give_up: Callable[[str], None],
+                        max_failures: int = 5, first_delay_s: float = 0.2, max_delay_s: float = 10.0,
+                        stable_s: float = 30.0) -> None:
+        """Restart the child whenever it dies, until `stop()`; run as a background task after `start()`.
+
+        A child that lived `stable_s` seconds was healthy: its death starts a fresh count. One that dies
+        sooner after a restart counts as a failed restart, so a crash loop ends in `give_up` too.
+        """
+        failures = 0
+        while True:
+            process = self._process
+            if process is None:
+                return
+            code = await process.wait()
+            if self._process is not process:
+                return  # stopped on purpose
+            if time.monotonic() - self._started_at >= stable_s:
+                failures = 0
+            log.error("embedded redis (pid %d) exited with code %s; restarting it from its AOF", process.pid, code)
+            while True:
+                failures += 1
+                if failures > max_failures:
+                    give_up(f"embedded redis could not be restarted after {max_failures} attempts; "
+                            f"its log ends with: {self._log_tail()}")
+                    return
+                await asyncio.sleep(min(max_delay_s, first_delay_s * 2 ** (failures - 1)))
+                try:
+                    await self.start()
+                except (EmbeddedRedisError, OSError) as exc:
+                    log.error("embedded redis restart %d of %d failed: %s", failures, max_failures, exc)
+                    continue
+                restarted()
+                log.warning("embedded redis restarted (pid %s)", self.pid)
+                break
 
     def _log_tail(self) -> str:
         try:

@@ -55,6 +55,7 @@ class EventConsumer:
 
     async def run(self) -> None:
         """Consume until cancelled; survives Redis outages (and a deleted group) by starting over."""
+        said_unavailable = False  # one warning per outage, not one per retry
         while True:
             try:
                 await self.ensure_group()
@@ -66,11 +67,14 @@ class EventConsumer:
                         await self.claim_abandoned()
                         claimed_at = now
                     read = await self.read_once(block=wait)
+                    said_unavailable = False
                     wait = read == 0  # block for the next event only when this read found none
                     if 0 < read < self._batch and self._coalesce_s:
                         await asyncio.sleep(self._coalesce_s)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-                log.warning("event consumer %s/%s: redis unavailable, retrying", self.group, self.consumer)
+                if not said_unavailable:
+                    log.warning("event consumer %s/%s: redis unavailable, retrying", self.group, self.consumer)
+                said_unavailable = True
                 await asyncio.sleep(self._retry_delay_s)
             except redis.exceptions.ResponseError as exc:
                 if "NOGROUP" not in str(exc):

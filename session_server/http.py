@@ -6,6 +6,7 @@ stable; clients branch on `code`, people read `detail`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import types
@@ -22,9 +23,10 @@ import redis.exceptions
 from pydantic.fields import FieldInfo
 from pydantic_core import CoreSchema
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from signaling.json_depth import TooDeep, check_depth
 
@@ -39,6 +41,7 @@ from .errors import (
     UnsupportedMediaType,
     lookup,
 )
+from .redis_outage import RedisOutage
 
 log = logging.getLogger(__name__)
 
@@ -327,9 +330,24 @@ def redis_unavailable(detail: str, instance: str) -> Response:
                    instance=instance, headers={"Retry-After": "1"})
 
 
-async def on_redis_error(request: Request, exc: Exception) -> Response:
-    log.warning("redis unavailable: %s", type(exc).__name__)
-    return redis_unavailable("the data store is not reachable; try again shortly", request.url.path)
+# The WebSocket close code for "try again later" (RFC 6455 registry): a socket's handler let a Redis failure
+# through, and no HTTP answer can be sent on an accepted socket.
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+async def on_redis_error(conn: HTTPConnection, exc: Exception) -> Response | None:
+    # One outage, one story in the log: the app's RedisOutage counts this failure and rate-limits the lines.
+    outage = getattr(conn.app.state, "redis_outage", None)
+    route = getattr(conn.scope.get("route"), "path", "a route")
+    if isinstance(outage, RedisOutage):
+        outage.failed(f"{conn.scope.get('method', 'WEBSOCKET')} {route}", exc)
+    else:
+        log.warning("redis unavailable: %s", type(exc).__name__)
+    if isinstance(conn, WebSocket):
+        with contextlib.suppress(Exception):  # the socket may be closed already
+            await conn.close(CLOSE_TRY_AGAIN_LATER, "the data store is not reachable; try again shortly")
+        return None
+    return redis_unavailable("the data store is not reachable; try again shortly", conn.url.path)
 
 
 async def on_unexpected_error(request: Request, exc: Exception) -> Response:

@@ -19,6 +19,8 @@ class Metrics:
     http_latency: Histogram
     redis_up: Gauge
     ws_connections: Gauge
+    embedded_redis_restarts: Counter
+    redis_outages: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -32,6 +34,11 @@ class Metrics:
                                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)),
             redis_up=Gauge("session_redis_up", "1 when the last Redis check answered", registry=r),
             ws_connections=Gauge("session_ws_connections", "open WebSocket connections", ["kind"], registry=r),
+            embedded_redis_restarts=Counter("session_embedded_redis_restarts",
+                                            "times the embedded redis-server child was started again after dying",
+                                            registry=r),
+            redis_outages=Counter("session_redis_outages", "Redis outages seen (each counted once, when it starts)",
+                                  registry=r),
         )
 
 

@@ -100,7 +100,11 @@ def command_client(url: str, settings: Settings) -> aioredis.Redis:
         timeout=settings.redis_pool_timeout_s,
         socket_timeout=settings.redis_socket_timeout_s,
         socket_connect_timeout=min(2.0, settings.redis_socket_timeout_s),
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), retries=1),
+        # Retried once when the connection is refused or broken (a pooled connection left from before a Redis
+        # restart), never on a timeout: a command that timed out may have run, and sending it again could
+        # apply a write twice; a frozen Redis would also double every request's wait before its 503.
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), retries=1,
+                    supported_errors=(redis.exceptions.ConnectionError,)),
         health_check_interval=30,
     )
     pool.connection_class = _lean(pool.connection_class)

@@ -96,3 +96,83 @@ async def test_stop_drains_first_then_cancels_children_and_refuses_new_ones() ->
 
     with pytest.raises(RuntimeError, match="stopping"):
         supervisor.start("late", late())
+
+
+async def test_a_loop_that_keeps_failing_backs_off_and_starts_afresh_after_a_long_run() -> None:
+    pauses: list[float] = []
+    now = 0.0
+    runs = 0
+    done = asyncio.Event()
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        await asyncio.sleep(0)
+
+    async def loop() -> None:
+        nonlocal runs, now
+        runs += 1
+        if runs == 5:
+            now += 100  # this run lasted well beyond the longest pause before it failed
+        if runs == 7:
+            done.set()
+            return
+        raise ConnectionError("down")
+
+    supervisor = TaskSupervisor(restart_delay_s=1, max_restart_delay_s=8, sleep=pause, monotonic=lambda: now)
+    supervisor.spawn("flaky", loop)
+    await asyncio.wait_for(done.wait(), 5)
+    await supervisor.stop()
+    assert pauses == [1, 2, 4, 8, 1, 2]
+
+
+async def test_a_periodic_step_that_keeps_failing_backs_off_and_a_success_resets_it() -> None:
+    pauses: list[float] = []
+    outcomes = iter([False, False, False, True, False, True])
+    done = asyncio.Event()
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        await asyncio.sleep(0)
+
+    async def step() -> None:
+        ok = next(outcomes, None)
+        if ok is None:
+            done.set()
+            await asyncio.Event().wait()
+        if not ok:
+            raise ConnectionError("down")
+
+    supervisor = TaskSupervisor(restart_delay_s=1, max_restart_delay_s=3, sleep=pause)
+    supervisor.every("tick", 0.5, step)
+    await asyncio.wait_for(done.wait(), 5)
+    await supervisor.stop()
+    assert pauses == [1, 2, 3, 0.5, 1, 0.5]
+
+
+async def test_a_failure_the_report_accounts_for_writes_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    reported: list[tuple[str, str]] = []
+    second = asyncio.Event()
+    runs = 0
+
+    def report(where: str, exc: BaseException) -> bool:
+        reported.append((where, type(exc).__name__))
+        return isinstance(exc, ConnectionError)
+
+    async def loop() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise ConnectionError("down")
+        if runs == 2:
+            raise ValueError("a bug")
+        second.set()
+        await asyncio.Event().wait()
+
+    supervisor = TaskSupervisor(restart_delay_s=0, report=report)
+    with caplog.at_level("WARNING"):
+        supervisor.spawn("loop", loop)
+        await asyncio.wait_for(second.wait(), 5)
+    await supervisor.stop()
+    assert reported == [("loop", "ConnectionError"), ("loop", "ValueError")]
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert [type(r.exc_info[1]).__name__ for r in tracebacks if r.exc_info] == ["ValueError"]

@@ -1,0 +1,451 @@
+"""Redis faults on a live server: the embedded Redis dies and comes back; an external one freezes or dies.
+
+What each test holds to: readiness comes back by itself, every acknowledged booking is still there, no
+event is doubled, and the supervisor's work shows in the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from session_server.app import create_app
+from session_server.embedded_redis import EmbeddedRedis, redis_server_binary
+from session_server.events import EVENTS_STREAM, Event
+
+from .bookings_support import every_day, iso, make_practitioner
+from .conftest import LiveServer, auth, make_settings
+from .documents_support import Minter
+from .support import eventually, free_port
+from .test_redis_lifecycle import _alive, _embedded_redis_child, _start_server
+
+
+async def _slots(c: httpx.AsyncClient, pid: str, headers: dict[str, str], count: int) -> list[dict[str, Any]]:
+    now = time.time()
+    r = await c.get(f"/v1/practitioners/{pid}/slots", headers=headers,
+                    params={"from": iso(now), "to": iso(now + 3 * 86400)})
+    assert r.status_code == 200, r.text
+    slots: list[dict[str, Any]] = r.json()["slots"]
+    assert len(slots) >= count, slots
+    return slots[:count]
+
+
+async def _book(c: httpx.AsyncClient, token: Minter, n: int, slot: dict[str, Any]) -> dict[str, Any] | None:
+    """The booking if the server acknowledged it; None if it refused or did not answer."""
+    try:
+        r = await c.post("/v1/bookings", headers=auth(token("client", f"c{n}")), json={
+            "practitioner_id": "p1", "starts_at": slot["starts_at"],
+            "expected_total": slot["price"]["client_total"]})
+    except httpx.TransportError:
+        return None
+    if r.status_code == 201:
+        booking: dict[str, Any] = r.json()
+        return booking
+    assert r.status_code == 503 and r.json()["code"] == "redis_unavailable", r.text
+    return None
+
+
+async def _created_events(redis: aioredis.Redis) -> list[str]:
+    found = [Event.from_fields(f) for _, f in await redis.xrange(EVENTS_STREAM)]
+    return [e.body["booking_id"] for e in found if e.type == "booking.created"]
+
+
+async def test_a_sigkilled_embedded_redis_is_restarted_and_every_acknowledged_booking_survives(
+        tmp_path: Path, token: Minter) -> None:
+    data_dir, port = tmp_path / "data", free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = await _start_server(data_dir, port)
+    pids = [server.pid]
+    try:
+        redis_pid = _embedded_redis_child(server.pid, data_dir)
+        pids.append(redis_pid)
+        async with httpx.AsyncClient(base_url=base, timeout=20) as c:
+            await make_practitioner(c, "p1", weekly=every_day())
+            slots = await _slots(c, "p1", auth(token("client", "c0")), 24)
+            acknowledged: list[dict[str, Any]] = []
+            three_booked = asyncio.Event()
+
+            async def burst() -> None:
+                for n, slot in enumerate(slots):
+                    booking = await _book(c, token, n, slot)
+                    if booking is not None:
+                        acknowledged.append(booking)
+                    if len(acknowledged) == 3:
+                        three_booked.set()
+
+            bookings = asyncio.create_task(burst())
+            await three_booked.wait()
+            os.kill(redis_pid, signal.SIGKILL)
+            await bookings
+
+            async def ready() -> bool:
+                return (await c.get("/readyz")).status_code == 200
+
+            await eventually(ready, timeout=30, what="/readyz to come back after the embedded redis died")
+            assert server.returncode is None
+            new_pid = _embedded_redis_child(server.pid, data_dir)
+            pids.append(new_pid)
+            assert new_pid != redis_pid and not _alive(redis_pid)
+
+            for booking in acknowledged:
+                r = await c.get(f"/v1/bookings/{booking['id']}", headers=auth(token("practitioner", "p1")))
+                assert r.status_code == 200, r.text
+                assert r.json()["starts_at"] == booking["starts_at"]
+
+            async def counted() -> bool:
+                return "session_embedded_redis_restarts_total 1.0" in (await c.get("/metrics")).text
+
+            await eventually(counted, what="the restart to be counted")  # counted just after it answers
+
+        direct = aioredis.Redis(unix_socket_path=str(data_dir / "redis" / "redis.sock"))
+        try:
+            created = await _created_events(direct)
+        finally:
+            await direct.aclose()
+        assert len(created) == len(set(created)), "a booking.created event is doubled"
+        assert {b["id"] for b in acknowledged} <= set(created)
+
+        server.send_signal(signal.SIGTERM)
+        assert await server.wait() in (0, -signal.SIGTERM)
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if server.returncode is None:
+            await server.wait()
+
+
+async def test_an_embedded_redis_that_cannot_come_back_is_given_up_loudly_after_its_attempts(
+        tmp_path: Path) -> None:
+    embedded = EmbeddedRedis(tmp_path / "redis", start_timeout_s=5)
+    await embedded.start()
+    restarts: list[int] = []
+    verdicts: list[str] = []
+    gave_up = asyncio.Event()
+
+    def give_up(message: str) -> None:
+        verdicts.append(message)
+        gave_up.set()
+
+    watcher = asyncio.create_task(embedded.supervise(
+        restarted=lambda: restarts.append(1), give_up=give_up, max_failures=3, first_delay_s=0.01))
+    try:
+        assert embedded.pid is not None
+        # an AOF that no redis-server will load: every restart fails
+        (tmp_path / "redis" / "appendonly.aof").write_text("this is not an append-only file\n")
+        os.kill(embedded.pid, signal.SIGKILL)
+        await asyncio.wait_for(gave_up.wait(), 60)
+        assert restarts == [] and len(verdicts) == 1
+        assert "could not be restarted after 3 attempts" in verdicts[0]
+        await watcher
+    finally:
+        watcher.cancel()
+        await embedded.stop()
+
+
+async def test_an_embedded_redis_restarted_by_its_supervisor_keeps_its_data(tmp_path: Path) -> None:
+    embedded = EmbeddedRedis(tmp_path / "redis")
+    await embedded.start()
+    restarts: list[int] = []
+    watcher = asyncio.create_task(embedded.supervise(
+        restarted=lambda: restarts.append(1), give_up=lambda message: None, first_delay_s=0.01))
+    client = aioredis.Redis(unix_socket_path=str(embedded.socket_path))
+    try:
+        await client.set("acknowledged", b"yes")
+        old_pid = embedded.pid
+        assert old_pid is not None
+        os.kill(old_pid, signal.SIGKILL)
+
+        async def back() -> bool:
+            try:
+                return restarts == [1] and await client.get("acknowledged") == b"yes"
+            except (OSError, aioredis.RedisError):
+                return False
+
+        await eventually(back, timeout=30, what="the supervised redis to be restarted with its data")
+        assert embedded.pid != old_pid
+    finally:
+        await client.aclose()
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await embedded.stop()
+
+
+class ExternalRedis:
+    """A redis-server of the test's own on a fixed loopback port, with its AOF in a directory of the test's,
+    that the test freezes, thaws, kills and starts again."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(  # noqa: ASYNC220 - starts at once; readiness is awaited below
+            [str(redis_server_binary()), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.directory), "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        async def answers() -> bool:
+            client = aioredis.Redis.from_url(self.url, socket_connect_timeout=0.2, socket_timeout=1)
+            try:
+                return bool(await client.ping())
+            except (OSError, aioredis.RedisError):
+                return False
+            finally:
+                await client.aclose()
+
+        await eventually(answers, what="the external redis to answer")
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+async def external_redis(tmp_path: Path) -> AsyncIterator[ExternalRedis]:
+    directory = tmp_path / "external-redis"
+    directory.mkdir()
+    r = ExternalRedis(directory)
+    await r.start()
+    yield r
+    r.stop()
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def warnings_logged() -> Iterator[Records]:
+    """Every record at WARNING or above, from the server's loggers and uvicorn's (which does not propagate)."""
+    handler = Records()
+    loggers = [logging.getLogger(), logging.getLogger("uvicorn")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+
+
+# The bound on log records per outage stated in docs/operations.md: one line when it begins, one when it
+# ends, one summary per SUMMARY_EVERY_S while it lasts; OTHER_LINES for what the outage's edges add once
+# (a loop that notices the outage before the probe and says so).
+SUMMARY_EVERY_S = 10.0
+OTHER_LINES = 5
+
+
+@pytest.mark.parametrize("fault", ["freeze", "kill"])
+async def test_an_external_redis_outage_answers_503_logs_a_bounded_story_and_loses_no_acknowledged_booking(
+        tmp_path: Path, token: Minter, external_redis: ExternalRedis, fault: str) -> None:
+    settings = make_settings(tmp_path, external_redis.url, redis_socket_timeout_s=1.0)
+    server = LiveServer(create_app(settings))
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as c:
+            await make_practitioner(c, "p1", weekly=every_day())
+            slots = await _slots(c, "p1", auth(token("client", "c0")), 24)
+            acknowledged = [b for n in range(3) if (b := await _book(c, token, n, slots[n])) is not None]
+            assert len(acknowledged) == 3
+
+            with warnings_logged() as logged:
+                began = time.monotonic()
+                external_redis.signal(signal.SIGSTOP if fault == "freeze" else signal.SIGKILL)
+                # a burst while Redis is away: every request is answered, each a 503 problem document
+                during = await asyncio.gather(*(_book(c, token, n, slots[n]) for n in range(3, 11)))
+                assert during == [None] * 8
+                r = await c.get("/readyz")
+                assert r.status_code == 503 and r.json()["code"] == "redis_unavailable"
+
+                async def outage_declared() -> bool:
+                    return "session_redis_outages_total 1.0" in (await c.get("/metrics")).text
+
+                await eventually(outage_declared, what="the outage to be declared")
+
+                async def summarised() -> bool:
+                    return any("redis still unavailable" in r.getMessage() for r in logged.records)
+
+                # held past one summary period, so that a line per retry or per request would show
+                await eventually(summarised, timeout=3 * SUMMARY_EVERY_S, what="the outage's first summary")
+                if fault == "freeze":
+                    external_redis.signal(signal.SIGCONT)
+                else:
+                    await external_redis.start()  # same port, same AOF
+
+                async def ready() -> bool:
+                    return (await c.get("/readyz")).status_code == 200
+
+                await eventually(ready, timeout=30, what="/readyz to come back by itself")
+
+                def ended() -> bool:
+                    return any("redis outage ended" in r.getMessage() for r in logged.records)
+
+                async def outage_over() -> bool:
+                    return ended()
+
+                await eventually(outage_over, what="the outage's end to be logged")
+                lasted = time.monotonic() - began
+                lines = [f"{r.name}: {r.getMessage()}" for r in logged.records]
+            assert sum("redis outage began" in line for line in lines) == 1, lines
+            assert len(lines) <= 2 + lasted // SUMMARY_EVERY_S + OTHER_LINES, lines
+
+            after = [b for n in range(11, 14) if (b := await _book(c, token, n, slots[n])) is not None]
+            assert len(after) == 3
+            for booking in [*acknowledged, *after]:
+                r = await c.get(f"/v1/bookings/{booking['id']}", headers=auth(token("practitioner", "p1")))
+                assert r.status_code == 200, r.text
+                assert r.json()["starts_at"] == booking["starts_at"]
+        direct = aioredis.Redis.from_url(external_redis.url)
+        try:
+            created = await _created_events(direct)
+        finally:
+            await direct.aclose()
+        assert len(created) == len(set(created)), "a booking.created event is doubled"
+        assert {b["id"] for b in [*acknowledged, *after]} <= set(created)
+    finally:
+        await server.stop()
+
+
+def test_an_outage_is_one_line_when_it_begins_one_summary_per_period_and_one_when_it_ends(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import redis.exceptions
+    from prometheus_client import CollectorRegistry, Counter, Gauge
+
+    from session_server.redis_outage import RedisOutage
+
+    registry = CollectorRegistry()
+    up = Gauge("up", "", registry=registry)
+    outages = Counter("outages", "", registry=registry)
+    now = 0.0
+    outage = RedisOutage(monotonic=lambda: now, up=up, outages=outages, summary_every_s=10)
+    with caplog.at_level("DEBUG", logger="session_server.redis_outage"):
+        assert not outage.report("a loop", ValueError("a bug"))  # not Redis: left to the caller
+        for second in range(35):
+            now = float(second)
+            for _ in range(20):  # twenty callers fail each second
+                assert outage.report("a loop", redis.exceptions.ConnectionError("refused"))
+        assert outage.down and registry.get_sample_value("up") == 0
+        outage.answered()
+        outage.answered()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 5, messages  # began, summaries at 10, 20, 30 s, ended
+    assert messages[0].startswith("redis outage began: a loop did not get an answer (ConnectionError)")
+    assert messages[1:4] == [f"redis still unavailable after {t} s: 200 failed call(s) since the last report"
+                             for t in (10, 20, 30)]
+    assert messages[4] == "redis outage ended after 34.0 s (700 failed call(s))"
+    assert registry.get_sample_value("outages_total") == 1 and registry.get_sample_value("up") == 1
+
+
+class SocketMeetsRedisFailure:
+    """A WebSocket route whose handler lets a Redis failure through after accepting, as a socket edge
+    that does not catch one would."""
+
+    name = "socket-meets-redis-failure"
+
+    def routes(self) -> list[Any]:
+        from starlette.routing import WebSocketRoute
+        from starlette.websockets import WebSocket
+
+        async def socket(ws: WebSocket) -> None:
+            import redis.exceptions
+
+            await ws.accept()
+            await ws.receive_text()
+            raise redis.exceptions.ConnectionError("Error 111 connecting to redis")
+
+        return [WebSocketRoute("/t/socket", socket)]
+
+    async def start(self, ctx: Any) -> None:
+        pass
+
+    async def stop(self, ctx: Any) -> None:
+        pass
+
+
+async def test_a_redis_failure_that_escapes_a_socket_closes_it_with_try_again_later_not_an_asgi_error(
+        tmp_path: Path, redis_url: str) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    server = LiveServer(create_app(make_settings(tmp_path, redis_url), features=[SocketMeetsRedisFailure()]))
+    await server.start()
+    try:
+        with warnings_logged() as logged:
+            async with connect(f"{server.ws_url}/t/socket") as ws:
+                await ws.send("hello")
+                with pytest.raises(ConnectionClosed) as closed:
+                    await ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+            lines = [f"{r.name}: {r.getMessage()}" for r in logged.records]
+        assert not any("Expected ASGI message" in line or r.exc_info for line, r in zip(lines, logged.records,
+                                                                                         strict=True)), lines
+        assert sum("redis outage began" in line for line in lines) == 1, lines
+    finally:
+        await server.stop()
+
+
+async def test_a_chat_message_sent_while_redis_is_frozen_gets_a_typed_answer_and_acknowledged_chat_survives(
+        tmp_path: Path, token: Minter, external_redis: ExternalRedis) -> None:
+    """The socket is kept with a typed `error` (`unavailable`) or closed with 1013 (try again later):
+    never dropped without a close frame (1006)."""
+    from .rooms_support import CLIENT, joined, room_server, write_booking
+
+    await write_booking(external_redis.url)
+    async with room_server(tmp_path, external_redis.url, redis_socket_timeout_s=1.0,
+                           heartbeat_interval_s=10, heartbeat_timeout_s=60) as server:
+        client, _ = await joined(server, "b1", token("client", CLIENT))
+        await client.send({"type": "chat.send", "id": "before-outage", "text": "before"})
+        await client.expect("chat.ack")
+        external_redis.signal(signal.SIGSTOP)
+        try:
+            await client.send({"type": "chat.send", "id": "during-outage", "text": "during"})
+
+            async def answered() -> bool:
+                typed = [e for e in client.of_type("error") if e.get("ref") == "during-outage"]
+                return bool(typed) or client.close_code is not None
+
+            await eventually(answered, timeout=30, what="the chat message sent during the outage to be answered")
+        finally:
+            external_redis.signal(signal.SIGCONT)
+        if client.close_code is None:
+            error = next(e for e in client.of_type("error") if e.get("ref") == "during-outage")
+            assert error["code"] == "unavailable"
+            await client.close()
+        else:
+            assert client.close_code == 1013, client.close_code
+        again, welcome = await joined(server, "b1", token("client", CLIENT))
+        refs = [m["ref"] for m in welcome["chat"]]
+        # acknowledged: kept once; unanswered: its fate unknown (it may have reached Redis), but never doubled
+        assert refs.count("before-outage") == 1 and refs.count("during-outage") <= 1, refs
+        await again.close()
