@@ -16,6 +16,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+import redis.exceptions
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from uvicorn.protocols.utils import ClientDisconnected
 
@@ -23,7 +24,7 @@ from signaling import messages as m
 from signaling.ratelimit import TokenBucket
 
 from ..auth import TokenAuthority, TokenMissing
-from ..errors import DomainError, Forbidden, Gone, NotFound, RateLimited, Unauthenticated
+from ..errors import DomainError, Forbidden, Gone, NotFound, RateLimited, Unauthenticated, Unavailable
 from ..settings import Settings
 from ..tasks import TaskSupervisor
 from ..ws_handshake import HandshakePolicy
@@ -284,9 +285,9 @@ class RoomSockets:
                 member.send(self._error(rules.Flood("too many messages")))
                 member.close_soon(m.CLOSE_TOO_MANY, "too many messages")
                 continue
-            await self.service.spoke(member)
             ref = None
             try:
+                await self.service.spoke(member)
                 msg = m.decode(text)
                 ref = msg.id
                 if isinstance(msg, m.TokenRefresh):
@@ -300,3 +301,9 @@ class RoomSockets:
                                     retry_after_s=round(float(exc.extra.get("retry_after_s", 1.0)), 3)))
             except DomainError as exc:
                 member.send(self._error(exc, ref))
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                # Redis is away (the outage is logged once, elsewhere): nothing was acknowledged, the socket
+                # stays, and the page sends again after the pause; a chat resent with its id is not doubled.
+                down = Unavailable("the server's data store did not answer; send it again shortly")
+                member.send(m.Error(id=self.ids(), code=down.code, message=down.message, ref=ref,
+                                    retry_after_s=1.0))

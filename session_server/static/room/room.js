@@ -598,6 +598,12 @@
       case "error": {
         const key = "err_" + msg.code;
         if (msg.code.startsWith("token_")) return notice(t("err_token"));
+        if (msg.code === "unavailable" && msg.ref && state.unacked.has(msg.ref)) {
+          // the server could not store it yet: send it again (same id, never doubled) after the pause
+          const again = state.unacked.get(msg.ref);
+          setTimeout(() => { if (state.unacked.has(again.id)) send(again); }, (msg.retry_after_s || 1) * 1000);
+          return undefined;
+        }
         if (state.mediaMode === "sfu" && msg.ref && msg.ref === state.offerId) {
           // the server refused our offer: say so, and try again with a fresh connection
           state.offerId = null;
