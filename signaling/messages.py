@@ -217,6 +217,14 @@ class Joined(_Server, tag="joined"):
     media_mode: str
     heartbeat_interval_s: float
     limits: dict[str, float]
+    chat_more: bool = False  # the history goes on in `chat.history` frames, before anything live
+
+
+class ChatHistory(_Server, tag="chat.history"):
+    """The next page of a resumed history, each frame within the frame limit."""
+
+    chat: list[ChatMessage]
+    more: bool
 
 
 class ParticipantJoined(_Server, tag="participant.joined"):
@@ -302,7 +310,7 @@ class Error(_Server, tag="error"):
     retry_after_s: float | None = None
 
 
-ServerMessage = (ChatMessage | Joined | ParticipantJoined | ParticipantLeft | ParticipantReconnecting
+ServerMessage = (ChatMessage | ChatHistory | Joined | ParticipantJoined | ParticipantLeft | ParticipantReconnecting
                  | ParticipantUpdated | SessionStarted | RelayedOffer | RelayedAnswer | RelayedCandidate
                  | ChatAck | ChatDelivered | TypingNotice | ServerPing | ServerPong | Ack | RoomClosing | TokenRefreshed
                  | Error)

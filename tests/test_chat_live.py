@@ -165,3 +165,45 @@ async def test_bursts_in_two_rooms_reach_each_room_complete_in_order_and_nowhere
         assert [m["seq"] for m in c2.of_type("chat.ack")] == list(range(1, n + 1))
         for peer in (c1, p1, c2, p2):
             await peer.close()
+
+
+async def test_a_long_resumed_history_comes_in_pages_within_the_frame_limit_then_live_chat_follows(
+        tmp_path: Path, redis_url: str, token: Callable[..., str]) -> None:
+    """300 messages of 3,000 bytes (about 1 MB) missed: they arrive in order, once, in `joined` and
+    `chat.history` frames each far below the 64 KiB frame limit, and only then does live chat come."""
+    from websockets.asyncio.client import connect
+
+    from signaling.messages import MAX_FRAME_BYTES
+
+    await write_booking(redis_url)
+    async with room_server(tmp_path, redis_url, chat_rate_per_s=10_000.0, chat_burst=10_000) as server:
+        prac, _ = await joined(server, "b1", token("practitioner", PRACTITIONER))
+        for i in range(300):
+            await prac.send({"type": "chat.send", "id": f"m{i}", "text": f"{i:04d}" + "x" * 2996})
+        await prac.expect("chat.ack", lambda m: m["seq"] == 300, timeout=30)
+
+        # a raw socket, to see each frame as it is sent
+        ws = await connect(f"{server.ws_url}/v1/rooms/b1/ws", compression=None, max_size=None,
+                           subprotocols=["session.v1", "bearer." + token("client", CLIENT)])  # type: ignore[list-item]
+        await ws.send(json.dumps({"type": "join", "id": "j", "v": 1, "last_seq": 0}))
+        frames: list[str] = []
+        seqs: list[int] = []
+        while True:
+            raw = await ws.recv()
+            assert isinstance(raw, str)
+            msg = json.loads(raw)
+            if msg["type"] in ("joined", "chat.history"):
+                frames.append(raw)
+                seqs += [c["seq"] for c in msg["chat"]]
+                if not msg.get("chat_more" if msg["type"] == "joined" else "more"):
+                    break
+        assert seqs == list(range(1, 301))
+        assert len(frames) > 10 and max(len(f.encode()) for f in frames) < MAX_FRAME_BYTES // 2
+        await prac.send({"type": "chat.send", "id": "live", "text": "after the history"})
+        while True:
+            msg = json.loads(await ws.recv())
+            if msg["type"] == "chat.message":
+                assert msg["seq"] == 301 and msg["text"] == "after the history"
+                break
+        await ws.close()
+        await prac.close()

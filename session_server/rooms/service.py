@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 HISTORY_ON_JOIN = 50
 RESUME_MAX = 5000
+# Chat bytes per frame of history: `joined` or `chat.history` stays well within the frame limit with the rest
+HISTORY_PAGE_BYTES = 32 * 1024
 TOKEN_RENEW_AHEAD_S = 120  # a connection's token is renewed this long before it expires
 _BOOKING_ID = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:")
 
@@ -128,11 +130,13 @@ class Member:
             return
         self._pending.append((seq, text))
 
-    def go_live(self, first: str, chat_cursor: int) -> None:
-        """Send `joined`, then whatever arrived while it was being built, without chat repeats."""
+    def go_live(self, first: list[str], chat_cursor: int) -> None:
+        """Send `joined` (and its history pages), then whatever arrived while they were being built, without
+        chat repeats."""
         self._chat_cursor = chat_cursor
         self._ready = True
-        self.link.send(first)
+        for frame in first:
+            self.link.send(frame)
         pending, self._pending = self._pending, []
         for seq, text in pending:
             if seq is None:
@@ -150,6 +154,21 @@ class Member:
 
     def participant(self) -> m.Participant:
         return participant_of(self.participant_id, self.entry)
+
+
+def history_pages(messages: list[m.ChatMessage], page_bytes: int) -> list[list[m.ChatMessage]]:
+    """The messages in order, cut into pages of at most `page_bytes` of encoded messages each (a message
+    larger than that alone on its page); always at least one page, empty when there is no history."""
+    pages: list[list[m.ChatMessage]] = [[]]
+    size = 0
+    for message in messages:
+        n = len(m.encode(message).encode())
+        if pages[-1] and size + n > page_bytes:
+            pages.append([])
+            size = 0
+        pages[-1].append(message)
+        size += n
+    return pages
 
 
 def participant_of(pid: str, e: dict[str, Any]) -> m.Participant:
@@ -284,11 +303,16 @@ class RoomService:
                             starts_at=booking.starts_at, ends_at=booking.ends_at, started_at=started_at),
             you=conn.participant(), participants=participants,
             ice_servers=[i.as_json() for i in s.ice_servers],
-            chat=[self._chat_message(r) for r in history], chat_seq=seq_now, media_mode=self.bridge.mode,
+            chat=[], chat_seq=seq_now, media_mode=self.bridge.mode,
             heartbeat_interval_s=s.heartbeat_interval_s,
             limits={"chat_max_bytes": s.chat_max_bytes, "chat_rate_per_s": s.chat_rate_per_s,
                     "chat_burst": s.chat_burst, "max_frame_bytes": m.MAX_FRAME_BYTES})
-        conn.go_live(m.encode(joined), cursor)
+        pages = history_pages([self._chat_message(r) for r in history], HISTORY_PAGE_BYTES)
+        joined.chat, joined.chat_more = pages[0], len(pages) > 1
+        frames = [m.encode(joined)]
+        frames += [m.encode(m.ChatHistory(id=self.ids(), chat=page, more=n < len(pages) - 1))
+                   for n, page in enumerate(pages) if n > 0]
+        conn.go_live(frames, cursor)
 
     def _chat_message(self, r: ChatRecord) -> m.ChatMessage:
         return m.ChatMessage(id=f"c{r.seq}", seq=r.seq, time=r.time,

@@ -576,6 +576,7 @@
       case "answer": return onAnswer(msg);
       case "candidate": return onCandidate(msg);
       case "chat.message": return onChat(msg);
+      case "chat.history": for (const c of msg.chat) onChat(c); return undefined;
       case "chat.ack": {
         state.unacked.delete(msg.ref);
         const li = $("messages").querySelector(`li[data-ref="${CSS.escape(msg.ref)}"]`);
