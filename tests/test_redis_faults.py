@@ -10,7 +10,6 @@ import asyncio
 import logging
 import os
 import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -22,12 +21,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from session_server.app import create_app
-from session_server.embedded_redis import EmbeddedRedis, redis_server_binary
+from session_server.embedded_redis import EmbeddedRedis
 from session_server.events import EVENTS_STREAM, Event
 
 from .bookings_support import every_day, iso, make_practitioner
 from .conftest import LiveServer, auth, make_settings
 from .documents_support import Minter
+from .redis_support import PrivateRedis
 from .support import eventually, free_port
 from .test_redis_lifecycle import _alive, _embedded_redis_child, _start_server
 
@@ -183,54 +183,11 @@ async def test_an_embedded_redis_restarted_by_its_supervisor_keeps_its_data(tmp_
         await embedded.stop()
 
 
-class ExternalRedis:
-    """A redis-server of the test's own on a fixed loopback port, with its AOF in a directory of the test's,
-    that the test freezes, thaws, kills and starts again."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self) -> None:
-        self.proc = subprocess.Popen(  # noqa: ASYNC220 - starts at once; readiness is awaited below
-            [str(redis_server_binary()), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.directory), "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        async def answers() -> bool:
-            client = aioredis.Redis.from_url(self.url, socket_connect_timeout=0.2, socket_timeout=1)
-            try:
-                return bool(await client.ping())
-            except (OSError, aioredis.RedisError):
-                return False
-            finally:
-                await client.aclose()
-
-        await eventually(answers, what="the external redis to answer")
-
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        if sig == signal.SIGKILL:
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait(10)
-
-
 @pytest.fixture
-async def external_redis(tmp_path: Path) -> AsyncIterator[ExternalRedis]:
+async def external_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
     directory = tmp_path / "external-redis"
     directory.mkdir()
-    r = ExternalRedis(directory)
+    r = PrivateRedis(directory, aof=True)
     await r.start()
     yield r
     r.stop()
@@ -268,7 +225,7 @@ OTHER_LINES = 5
 
 @pytest.mark.parametrize("fault", ["freeze", "kill"])
 async def test_an_external_redis_outage_answers_503_logs_a_bounded_story_and_loses_no_acknowledged_booking(
-        tmp_path: Path, token: Minter, external_redis: ExternalRedis, fault: str) -> None:
+        tmp_path: Path, token: Minter, external_redis: PrivateRedis, fault: str) -> None:
     settings = make_settings(tmp_path, external_redis.url, redis_socket_timeout_s=1.0)
     server = LiveServer(create_app(settings))
     await server.start()
@@ -416,7 +373,7 @@ async def test_a_redis_failure_that_escapes_a_socket_closes_it_with_try_again_la
 
 
 async def test_a_chat_message_sent_while_redis_is_frozen_gets_a_typed_answer_and_acknowledged_chat_survives(
-        tmp_path: Path, token: Minter, external_redis: ExternalRedis) -> None:
+        tmp_path: Path, token: Minter, external_redis: PrivateRedis) -> None:
     """The socket is kept and the message answered with a typed `error` (`unavailable`, retryable); sent
     again with its id once Redis is back, it is acknowledged and stored once."""
     from .rooms_support import CLIENT, joined, room_server, write_booking

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,47 +15,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from session_server.app import create_app
-from session_server.embedded_redis import redis_server_binary
 
 from .conftest import API_KEY_ID, API_SECRET, auth, make_settings, running
 from .documents_support import PDF, Minter
+from .redis_support import PrivateRedis
 from .support import eventually, free_port
 from .test_http_errors import BrokenFeature
-
-
-class PrivateRedis:
-    """A redis-server on a fixed loopback port that the test can stop and start again."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self) -> None:
-        self.proc = subprocess.Popen(  # noqa: ASYNC220 - starts at once; readiness is awaited below
-            [str(redis_server_binary()), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.directory), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        async def answers() -> bool:
-            client = aioredis.Redis.from_url(self.url, socket_connect_timeout=0.2)
-            try:
-                return bool(await client.ping())
-            except (OSError, aioredis.RedisError):
-                return False
-            finally:
-                await client.aclose()
-
-        await eventually(answers, what="the private redis to answer")
-
-    def stop(self) -> None:
-        assert self.proc is not None
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 @pytest.fixture

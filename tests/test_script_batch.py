@@ -15,7 +15,7 @@ from session_server.script_batch import BatchedScript
 from session_server.tasks import TaskSupervisor
 
 from .conftest import make_settings
-from .test_redis_lifecycle import PrivateRedis
+from .redis_support import PrivateRedis
 
 # Counts a call, refuses a negative amount with an error reply of its own.
 SCRIPT = """
