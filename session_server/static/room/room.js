@@ -120,7 +120,7 @@
 
   function renderWaiting() {
     const el = $("waiting");
-    if (!state.me) { el.textContent = state.final ? t(state.final) : ""; return; }
+    if (!state.me || state.final) { el.textContent = state.final ? t(state.final) : ""; el.dataset.waiting = "no"; return; }
     if (state.left) { el.textContent = t("left"); return; }
     const other = peer();
     let text;
@@ -206,8 +206,8 @@
     $("toggle-cam").textContent = t(state.cam ? "cam_on" : "cam_off");
     $("toggle-cam").setAttribute("aria-pressed", String(state.cam));
     const party = state.me && (state.me.role === "client" || state.me.role === "practitioner");
-    $("chat-input").disabled = !party || state.left;
-    $("chat-send").disabled = !party || state.left;
+    $("chat-input").disabled = !party || state.left || Boolean(state.final);
+    $("chat-send").disabled = !party || state.left || Boolean(state.final);
   }
 
   function renderTyping() {
@@ -530,6 +530,8 @@
       if (state.left || state.final) {
         state.conn = "closed";
         closePc();
+        // the room is over: the camera and microphone go off, as on leaving
+        if (state.final && state.localStream) state.localStream.getTracks().forEach((tr) => tr.stop());
         renderAll();
         return;
       }
