@@ -72,7 +72,7 @@ async def start_server(redis_url: str, data_dir: Path) -> tuple[asyncio.subproce
                                                 cwd=str(ROOT), stdout=asyncio.subprocess.DEVNULL,
                                                 stderr=asyncio.subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # a busy machine starts a process slowly
     async with httpx.AsyncClient() as http:
         while True:
             with contextlib.suppress(httpx.HTTPError):

@@ -25,6 +25,7 @@ import json
 import os
 import pickle
 import random
+import re
 import shutil
 import socket
 import statistics
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -263,6 +265,13 @@ class Measure:
     video_frames_received: int = 0  # for the transcoding baseline: complete frames, by marker
     lags: list[float] = field(default_factory=list)  # the load generator's own event-loop lateness
     sent: int = 0
+    victims: frozenset[int] = frozenset({0, 1})  # room 0's publishers: the attacked room
+    victim_latencies: list[float] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.received = self.video_frames_received = 0
+        self.latencies, self.victim_latencies, self.lags = [], [], []
+        self.frames_sent, self.frames_got = {}, {}
 
 
 async def loop_lag(m: Measure, stop: asyncio.Event) -> None:
@@ -300,6 +309,7 @@ class Peer:
         self.picture_id = random.randrange(0x8000)
         self.frame_no = 0
         self.placeholder = _Placeholder
+        self.server_addr: tuple[str, int] | None = None  # the server's media port for this peer
 
     def add_tracks(self, direction: str) -> None:
         for kind in ("audio", "video"):
@@ -318,6 +328,8 @@ class Peer:
 
         local = read_description(local_sdp)
         remote = read_description(remote_sdp)
+        for host, port in re.findall(r"a=candidate:\S+ 1 udp \d+ (127\.0\.0\.\d+) (\d+) typ host", remote_sdp):
+            self.server_addr = (host, int(port))
         for kind in ("audio", "video"):
             section = local.section(kind)
             if section is not None and section.media_ssrc is not None:
@@ -357,7 +369,7 @@ class Peer:
         Without this, the load generator's own event-loop lateness would be measured as server latency.
         Benchmark-only reach into asyncio: the selector loop's reader for the pair's socket is replaced.
         """
-        protocol = self.tap._fast_protocol
+        protocol = self.tap.selected_protocol()
         transport = protocol.transport
         sock = transport._sock
         loop = transport._loop
@@ -410,7 +422,7 @@ class Peer:
             m.video_frames_received += 1
         hit = self.peer_keys.get(plain[start : min(start + 20, n)] + plain[max(start, n - 12) : n])
         if hit is not None:
-            m.latencies.append(now - hit[0])
+            (m.victim_latencies if hit[1][0] in m.victims else m.latencies).append(now - hit[0])
             m.frames_got[hit[1]] = m.frames_got.get(hit[1], 0) + 1
 
     def send_video(self, chunks: list[bytes]) -> None:
@@ -798,7 +810,97 @@ async def connect_janus(rooms: int, m: Measure, stop: asyncio.Event) -> tuple[li
 # One run.
 
 
-async def run_one(server: str, rooms: int, seconds: float, clip: dict[str, list[Any]]) -> dict[str, Any]:
+def junk_pool(rng: random.Random, size: int = 1024) -> list[bytes]:
+    """What a port on the internet gets: empty, 1-byte, oversize, random, and RTP/RTCP/DTLS/STUN look-alikes."""
+    makers: list[Callable[[], bytes]] = [
+        lambda: b"",
+        lambda: bytes([rng.randrange(256)]),
+        lambda: b"\x80\xc8" + rng.randbytes(rng.randrange(1500, 4000)),
+        lambda: rng.randbytes(rng.randrange(1, 1500)),
+        lambda: b"\x80" + bytes([rng.randrange(96, 128)]) + rng.randbytes(rng.randrange(10, 1200)),
+        lambda: b"\x81\xc9" + rng.randbytes(rng.randrange(6, 100)),
+        lambda: bytes([rng.randrange(20, 64)]) + rng.randbytes(rng.randrange(0, 200)),
+        lambda: struct.pack("!HHI", 1, 0, 0x2112A442) + rng.randbytes(12),
+    ]
+    return [makers[i % len(makers)]() for i in range(size)]
+
+
+async def attack(target: tuple[str, int], rate: float, stop: asyncio.Event, sent: list[int]) -> None:
+    """Junk at `rate` datagrams per second at one participant's media port, from four sockets of its own."""
+    pool = junk_pool(random.Random(14))
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
+    for sock in socks:
+        sock.setblocking(False)
+    start = time.perf_counter()
+    i = 0
+    try:
+        while not stop.is_set():
+            due = int((time.perf_counter() - start) * rate)  # a fixed rate, whatever this loop's lateness
+            while i < due:
+                with contextlib.suppress(OSError):  # a full buffer loses junk, as the network would
+                    socks[i & 3].sendto(pool[i % len(pool)], target)
+                    sent[0] += 1
+                i += 1
+            await asyncio.sleep(0.005)
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _p(values: list[float], q: float) -> float | None:
+    ordered = sorted(values)
+    return ordered[int(q * (len(ordered) - 1))] * 1000 if ordered else None
+
+
+async def measure_window(server: str, pid: int, m: Measure, seconds: float) -> dict[str, Any]:
+    """One measured window: the server's CPU, what arrived, frames complete, latency (room 0 apart)."""
+    m.reset()
+    m.window = True
+    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+    udp0 = udp_errors()
+    await asyncio.sleep(seconds)
+    cpu1, t1 = cpu_seconds(pid), time.perf_counter()
+    udp1 = udp_errors()
+    received = m.received
+    frames_sent = dict(m.frames_sent)
+    vframes = m.video_frames_received
+    await asyncio.sleep(0.5)  # what was in flight at the end of the window
+    m.window = False
+    elapsed = t1 - t0
+
+    def complete(frames: dict[tuple[int, int], int]) -> float:
+        return sum(1 for f, n in frames.items() if m.frames_got.get(f, 0) >= n) / max(1, len(frames))
+
+    if os.environ.get("MEDIA_BENCH_DEBUG"):
+        bad = [(f, n, m.frames_got.get(f, 0)) for f, n in frames_sent.items() if m.frames_got.get(f, 0) < n]
+        order = {f: i for i, f in enumerate(frames_sent)}
+        dead = sorted({f[0] for f, n, got in bad if got == 0})
+        print("  publishers with frames never received:", dead, flush=True)
+        print("  incomplete:", len(bad), [(order[f], n, got) for f, n, got in bad[:30]], flush=True)
+    # The baseline re-encodes, so its payloads cannot be matched: it counts complete frames instead.
+    delivery = vframes / max(1, len(frames_sent)) if server == "relay" else complete(frames_sent)
+    everyone = m.latencies + m.victim_latencies
+    return {
+        "us_per_pkt": (cpu1 - cpu0) / max(1, received) * 1e6,
+        "pkts_per_s": received / elapsed,
+        "cpu_share": (cpu1 - cpu0) / elapsed,
+        "delivery": min(1.0, delivery),
+        "neighbour_delivery": complete({f: n for f, n in frames_sent.items() if f[0] not in m.victims}),
+        "victim_delivery": complete({f: n for f, n in frames_sent.items() if f[0] in m.victims}),
+        "latency_p50_ms": statistics.median(everyone) * 1000 if everyone else None,
+        "latency_p99_ms": _p(everyone, 0.99),
+        "neighbour_latency_p99_ms": _p(m.latencies, 0.99),
+        "victim_latency_p99_ms": _p(m.victim_latencies, 0.99),
+        "udp_drops": (udp1[0] - udp0[0]) + (udp1[1] - udp0[1]),
+        "loadgen_lag_p99_ms": _p(m.lags, 0.99),
+    }
+
+
+async def run_one(
+    server: str, rooms: int, seconds: float, clip: dict[str, list[Any]], loop: str = "uvloop", attack_rate: float = 0
+) -> dict[str, Any]:
+    """One server at `rooms` rooms: a clean window, then (attack_rate > 0) a window with room 0's first
+    participant's media port under a junk flood of attack_rate datagrams per second."""
     m = Measure()
     stop = asyncio.Event()
     extra: list[Any] = []
@@ -826,6 +928,8 @@ async def run_one(server: str, rooms: int, seconds: float, clip: dict[str, list[
             server,
             "--port",
             str(port),
+            "--loop",
+            loop,
             stdout=asyncio.subprocess.PIPE,
             cwd=str(ROOT),
         )
@@ -845,48 +949,29 @@ async def run_one(server: str, rooms: int, seconds: float, clip: dict[str, list[
         gc.disable()
         if server == "sfu" and os.environ.get("MEDIA_BENCH_DEBUG"):
             await LineClient(port).stats()  # resets the server's collector log: count the window only
-        m.window = True
-        cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
-        udp0 = udp_errors()
-        await asyncio.sleep(seconds)
-        cpu1, t1 = cpu_seconds(proc.pid), time.perf_counter()
-        udp1 = udp_errors()
-        received = m.received
-        frames_sent = dict(m.frames_sent)
-        vframes = m.video_frames_received
-        await asyncio.sleep(0.5)  # what was in flight at the end of the window
-        m.window = False
+        result: dict[str, Any] = {"server": server, "rooms": rooms, "loop": None if server == "janus" else loop}
+        result.update(await measure_window(server, proc.pid, m, seconds))
+        if attack_rate > 0:
+            target = publishers[0].server_addr
+            assert target is not None, "no host candidate in the answer"
+            attack_stop = asyncio.Event()
+            sent = [0]
+            flood = asyncio.create_task(attack(target, attack_rate, attack_stop, sent))
+            await asyncio.sleep(1.0)
+            before = sent[0]
+            t0 = time.perf_counter()
+            under = await measure_window(server, proc.pid, m, seconds)
+            result["attack_rate"] = (sent[0] - before) / (time.perf_counter() - t0)
+            attack_stop.set()
+            await flood
+            result.update({f"attack_{key}": value for key, value in under.items()})
         gc.enable()
         gc.unfreeze()
         stop.set()
         await pump_task
         await lag_task
-        elapsed = t1 - t0
         if server == "sfu":
             print("  sfu counters:", await LineClient(port).stats(), "loadgen sent:", m.sent, flush=True)
-        complete = sum(1 for f, n in frames_sent.items() if m.frames_got.get(f, 0) >= n)
-        if os.environ.get("MEDIA_BENCH_DEBUG"):
-            bad = [(f, n, m.frames_got.get(f, 0)) for f, n in frames_sent.items() if m.frames_got.get(f, 0) < n]
-            order = {f: i for i, f in enumerate(frames_sent)}
-            dead = sorted({f[0] for f, n, got in bad if got == 0})
-            print("  publishers with frames never received:", dead, flush=True)
-            print("  incomplete:", len(bad), [(order[f], n, got) for f, n, got in bad[:30]], flush=True)
-        # The baseline re-encodes, so its payloads cannot be matched: it counts complete frames instead.
-        delivered = vframes if server == "relay" else complete
-        delivery = delivered / max(1, len(frames_sent))
-        lat = sorted(m.latencies)
-        result = {
-            "server": server,
-            "rooms": rooms,
-            "us_per_pkt": (cpu1 - cpu0) / max(1, received) * 1e6,
-            "pkts_per_s": received / elapsed,
-            "cpu_share": (cpu1 - cpu0) / elapsed,
-            "delivery": min(1.0, delivery),
-            "latency_p50_ms": statistics.median(lat) * 1000 if lat else None,
-            "latency_p99_ms": lat[int(0.99 * (len(lat) - 1))] * 1000 if lat else None,
-            "udp_drops": (udp1[0] - udp0[0]) + (udp1[1] - udp0[1]),
-            "loadgen_lag_p99_ms": sorted(m.lags)[int(0.99 * (len(m.lags) - 1))] * 1000 if m.lags else None,
-        }
     finally:
         stop.set()
         for p in locals().get("everyone", []):
@@ -912,11 +997,21 @@ def fmt(r: dict[str, Any]) -> str:
     def ms(v: float | None) -> str:
         return "   n/a" if v is None else f"{v:6.2f}"
 
-    return (
-        f"{r['server']:6} rooms={r['rooms']:3} us/pkt={r['us_per_pkt']:7.1f} pkts/s={r['pkts_per_s']:8.0f} "
+    name = r["server"] if r.get("loop") in (None, "uvloop") else f"{r['server']}@{r['loop']}"
+    line = (
+        f"{name:11} rooms={r['rooms']:3} us/pkt={r['us_per_pkt']:7.1f} pkts/s={r['pkts_per_s']:8.0f} "
         f"cpu={r['cpu_share']:5.2f} delivery={r['delivery']:.4f} p50={ms(r['latency_p50_ms'])} "
         f"p99={ms(r['latency_p99_ms'])} loadgen-lag-p99={ms(r.get('loadgen_lag_p99_ms'))} udp-drops={r['udp_drops']}"
     )
+    if "attack_us_per_pkt" in r:
+        line += (
+            f"\n{'':11} under attack ({r['attack_rate']:.0f} junk/s at room 0): us/pkt={r['attack_us_per_pkt']:7.1f} "
+            f"pkts/s={r['attack_pkts_per_s']:8.0f} cpu={r['attack_cpu_share']:5.2f} "
+            f"neighbours: delivery={r['attack_neighbour_delivery']:.4f} p99={ms(r['attack_neighbour_latency_p99_ms'])}"
+            f"; attacked room: delivery={r['attack_victim_delivery']:.4f} "
+            f"p99={ms(r['attack_victim_latency_p99_ms'])} udp-drops={r['attack_udp_drops']}"
+        )
+    return line
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -934,34 +1029,45 @@ async def bench(args: argparse.Namespace) -> None:
 
     logging.basicConfig(level=logging.ERROR)
     clip = make_clip()
+    print(f"our SFU runs on {args.loop}" + (" (as session-server serves it)" if args.loop == "uvloop" else
+          " (session-server serves on uvloop)"), flush=True)
     results: dict[str, dict[str, Any]] = {}
-    order = ["sfu", "janus", "relay"]
+    # Each entry: (label, server, event loop). "sfu" is the served configuration.
+    order: list[tuple[str, str, str]] = [("sfu", "sfu", args.loop), ("janus", "janus", "")]
+    if args.compare_loop:
+        other = "asyncio" if args.loop == "uvloop" else "uvloop"
+        order.append((f"sfu-{other}", "sfu", other))
     if args.skip_janus:
-        order.remove("janus")
-    if args.skip_relay:
-        order.remove("relay")
+        order = [o for o in order if o[0] != "janus"]
     # SFU and Janus alternate for several rounds: the machine's background load drifts, and each figure is
     # the median of its rounds (the ratio is the median of per-round ratios, both halves of a round having
     # run back to back under the same load).
-    rounds: dict[str, list[dict[str, Any]]] = {server: [] for server in order}
+    rounds: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in order}
     for _ in range(args.rounds):
-        for server in [s for s in order if s != "relay"]:
-            r = await run_one(server, args.rooms, args.seconds, clip)
-            rounds[server].append(r)
+        for label, server, loop in order:
+            r = await run_one(server, args.rooms, args.seconds, clip, loop=loop, attack_rate=args.attack_rate)
+            rounds[label].append(r)
             print(fmt(r), flush=True)
-    if "relay" in order:  # the transcoding baseline saturates a core: one round says enough
-        r = await run_one("relay", args.rooms, args.seconds, clip)
-        rounds["relay"].append(r)
+    if not args.skip_relay:  # the transcoding baseline saturates a core: one round says enough
+        r = await run_one("relay", args.rooms, args.seconds, clip, loop=args.loop)
+        rounds["relay"] = [r]
         print(fmt(r), flush=True)
-    for server, runs in rounds.items():
-        results[server] = median_run(runs)
-    ratios = [a["us_per_pkt"] / b["us_per_pkt"] for a, b in zip(rounds["sfu"], rounds.get("janus", []), strict=False)]
+    for label, runs in rounds.items():
+        results[label] = median_run(runs)
+
+    def per_round(key: str, other: str = "janus") -> float | None:
+        ratios = [a[key] / b[key] for a, b in zip(rounds["sfu"], rounds.get(other, []), strict=False)
+                  if a.get(key) and b.get(key)]
+        return round(statistics.median(ratios), 3) if ratios else None
+
     max_clean = 0
     ramp: list[dict[str, Any]] = []
     rooms = args.rooms
     while rooms <= args.max_rooms:
-        r = rounds["sfu"][0] if rooms == args.rooms else await run_one("sfu", rooms, args.seconds, clip)
-        if rooms != args.rooms:
+        if rooms == args.rooms:
+            r = rounds["sfu"][0]
+        else:
+            r = await run_one("sfu", rooms, args.seconds, clip, loop=args.loop)
             print(fmt(r), flush=True)
         ramp.append(r)
         if r["delivery"] < 0.99:
@@ -971,27 +1077,50 @@ async def bench(args: argparse.Namespace) -> None:
     sfu = results["sfu"]
     janus = results.get("janus", {})
     relay = results.get("relay", {})
+
+    def get(r: dict[str, Any], key: str, digits: int = 3) -> float | None:
+        value = r.get(key)
+        return round(value, digits) if isinstance(value, (int, float)) else None
+
     summary = {
         "rooms": args.rooms,
-        "us_per_pkt": round(sfu["us_per_pkt"], 2),
-        "janus_us_per_pkt": round(janus["us_per_pkt"], 2) if janus else None,
-        "baseline_us_per_pkt": round(relay["us_per_pkt"], 2) if relay else None,
-        "pkts_per_s": round(sfu["pkts_per_s"]),
-        "janus_pkts_per_s": round(janus["pkts_per_s"]) if janus else None,
-        "baseline_pkts_per_s": round(relay["pkts_per_s"]) if relay else None,
-        "latency_p50_ms": round(sfu["latency_p50_ms"], 3),
-        "latency_p99_ms": round(sfu["latency_p99_ms"], 3),
-        "janus_latency_p50_ms": round(janus["latency_p50_ms"], 3) if janus else None,
-        "janus_latency_p99_ms": round(janus["latency_p99_ms"], 3) if janus else None,
-        "delivery": round(sfu["delivery"], 4),
-        "janus_delivery": round(janus["delivery"], 4) if janus else None,
-        "baseline_delivery": round(relay["delivery"], 4) if relay else None,
+        "loop": args.loop,
+        "us_per_pkt": get(sfu, "us_per_pkt", 2),
+        "janus_us_per_pkt": get(janus, "us_per_pkt", 2),
+        "baseline_us_per_pkt": get(relay, "us_per_pkt", 2),
+        "pkts_per_s": get(sfu, "pkts_per_s", 0),
+        "janus_pkts_per_s": get(janus, "pkts_per_s", 0),
+        "baseline_pkts_per_s": get(relay, "pkts_per_s", 0),
+        "latency_p50_ms": get(sfu, "latency_p50_ms"),
+        "latency_p99_ms": get(sfu, "latency_p99_ms"),
+        "janus_latency_p50_ms": get(janus, "latency_p50_ms"),
+        "janus_latency_p99_ms": get(janus, "latency_p99_ms"),
+        "delivery": get(sfu, "delivery", 4),
+        "janus_delivery": get(janus, "delivery", 4),
+        "baseline_delivery": get(relay, "delivery", 4),
         "max_rooms_clean": max_clean,
-        "ratio_vs_janus": round(statistics.median(ratios), 3) if ratios else None,
+        "ratio_vs_janus": per_round("us_per_pkt"),
+        "attack_rate": get(sfu, "attack_rate", 0),
+        "attack_us_per_pkt": get(sfu, "attack_us_per_pkt", 2),
+        "janus_attack_us_per_pkt": get(janus, "attack_us_per_pkt", 2),
+        "attack_ratio_vs_janus": per_round("attack_us_per_pkt"),
+        "attack_delivery": get(sfu, "attack_neighbour_delivery", 4),
+        "attack_latency_p99_ms": get(sfu, "attack_neighbour_latency_p99_ms"),
+        "attack_victim_delivery": get(sfu, "attack_victim_delivery", 4),
+        "janus_attack_delivery": get(janus, "attack_neighbour_delivery", 4),
+        "janus_attack_latency_p99_ms": get(janus, "attack_neighbour_latency_p99_ms"),
+        "janus_attack_victim_delivery": get(janus, "attack_victim_delivery", 4),
         "rounds": args.rounds,
         "load_average": os.getloadavg()[0],
         "ratio_vs_baseline": round(sfu["us_per_pkt"] / relay["us_per_pkt"], 3) if relay else None,
     }
+    for label in rounds:
+        if label.startswith("sfu-"):
+            other_loop = results[label]
+            summary[f"{label[4:]}_us_per_pkt"] = get(other_loop, "us_per_pkt", 2)
+            summary[f"{label[4:]}_attack_us_per_pkt"] = get(other_loop, "attack_us_per_pkt", 2)
+            summary[f"{label[4:]}_latency_p99_ms"] = get(other_loop, "latency_p99_ms")
+            summary[f"ratio_{args.loop}_vs_{label[4:]}"] = per_round("us_per_pkt", label)
     print(json.dumps(summary), flush=True)
 
 
@@ -1008,8 +1137,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="SFU/Janus rounds at --rooms (medians)")
     parser.add_argument("--skip-janus", action="store_true")
     parser.add_argument("--skip-relay", action="store_true")
+    parser.add_argument("--attack-rate", type=float, default=5000,
+                        help="junk datagrams per second at one participant's port in the attack phase (0: none)")
+    parser.add_argument("--compare-loop", action="store_true",
+                        help="also run our SFU on the other event loop each round (why the served loop is the one)")
     parser.add_argument("--serve", choices=["sfu", "relay"])
     parser.add_argument("--port", type=int)
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
+                        help="event loop of the Python servers (session-server serves on uvloop)")
     args = parser.parse_args()
     if args.serve:
         profile = os.environ.get("MEDIA_BENCH_PROFILE")
@@ -1026,7 +1161,12 @@ def main() -> None:
 
             signal.signal(signal.SIGTERM, dump)
             profiler.enable()
-        asyncio.run(serve(args.serve, args.port))
+        if args.loop == "uvloop":
+            import uvloop
+
+            uvloop.run(serve(args.serve, args.port))
+        else:
+            asyncio.run(serve(args.serve, args.port))
         return
     if not only_loopback():
         if not args.skip_janus:

@@ -112,6 +112,14 @@ def check_code(code: DiscountCode, *, practitioner_id: str, client_id: str, curr
         raise PricingError(CodeRefusal.NOT_APPLICABLE, "a referral code cannot be used by its referrer")
 
 
+def platform_code_value(code: DiscountCode, commission: int) -> int:
+    """What a platform code (promotion or referral) gives on one session at most, before any cap: its
+    discount (a percentage is of the commission) and a referral's credit. The rule: never more than the
+    commission, so a code worth more is refused when it is created."""
+    discount = code.amount_minor if code.amount_minor else commission * code.percent // 100
+    return discount + (code.referrer_credit_minor if code.kind is CodeKind.REFERRAL else 0)
+
+
 def _discount_value(code: DiscountCode, base: int) -> int:
     wanted = code.amount_minor if code.amount_minor else base * code.percent // 100
     return max(0, min(wanted, base))

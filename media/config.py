@@ -44,3 +44,13 @@ class MediaConfig:
     max_media_sections: int = 8
     # Packets kept per forwarded video stream to answer NACKs with RTX.
     nack_history_size: int = 512
+    # What one participant's feedback may cost (media/feedback.py). RTCP compound packets a second, and how
+    # many may be saved up; what is over is dropped unread. A browser sends a few a second, dozens under loss.
+    rtcp_rate_per_s: float = 100.0
+    rtcp_burst: int = 100
+    # NACK answers per subscriber video stream: the retransmitted payload is at most this share of the
+    # payload forwarded on the stream, plus `rtx_burst_bytes` saved up (libwebrtc allows its whole rate).
+    rtx_budget_share: float = 0.5
+    rtx_burst_bytes: int = 64 * 1024
+    # At most one REMB per forwarded stream per interval reaches the publisher; the last one held is sent late.
+    remb_min_interval_s: float = 0.2

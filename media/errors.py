@@ -28,6 +28,15 @@ UNKNOWN_PARTICIPANT = "unknown_participant"
 INVALID_CANDIDATE = "invalid_candidate"
 NEGOTIATION_FAILED = "negotiation_failed"
 SERVER_STOPPED = "server_stopped"
+INVALID_ICE_CREDENTIALS = "invalid_ice_credentials"
+INVALID_FINGERPRINT = "invalid_fingerprint"
+INVALID_DTLS_SETUP = "invalid_dtls_setup"
+INVALID_SSRC = "invalid_ssrc"
+INVALID_PAYLOAD_TYPE = "invalid_payload_type"
+INVALID_CLOCK_RATE = "invalid_clock_rate"
+INVALID_EXTMAP = "invalid_extmap"
+UNSUPPORTED_TRANSPORT = "unsupported_transport"
+RTCP_MUX_REQUIRED = "rtcp_mux_required"
 
 CODES = frozenset(
     {
@@ -44,5 +53,14 @@ CODES = frozenset(
         INVALID_CANDIDATE,
         NEGOTIATION_FAILED,
         SERVER_STOPPED,
+        INVALID_ICE_CREDENTIALS,
+        INVALID_FINGERPRINT,
+        INVALID_DTLS_SETUP,
+        INVALID_SSRC,
+        INVALID_PAYLOAD_TYPE,
+        INVALID_CLOCK_RATE,
+        INVALID_EXTMAP,
+        UNSUPPORTED_TRANSPORT,
+        RTCP_MUX_REQUIRED,
     }
 )

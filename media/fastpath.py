@@ -11,7 +11,11 @@ so an aiortc or aioice upgrade fails loudly instead of silently decoding):
 
 - aioice.ice.get_host_addresses(use_ipv4, use_ipv6): where aioice decides which addresses to gather on;
 - aioice.ice.Connection.data_received(data, component): called for every non-STUN datagram;
+- aioice.ice.Connection.check_incoming(message, addr, protocol): called for each Binding request aioice
+  authenticated (the peer's consent checks, RFC 7675);
 - aioice.ice.Connection._nominated[1]: the selected CandidatePair (.protocol.transport, .remote_addr);
+- aioice.ice.Connection._protocols (one StunProtocol per gathered socket), ._check_list (CandidatePair .state,
+  .remote_nominated) and ._remote_candidates (._network_host, .port): who ICE has validated, for the guard;
 - aioice.ice.StunProtocol.datagram_received(data, addr): the asyncio protocol callback;
 - aiortc.RTCIceTransport._connection: the aioice Connection;
 - aiortc.RTCDtlsTransport._rx_srtp / _tx_srtp: pylibsrtp Sessions, set when the handshake completes;
@@ -21,7 +25,9 @@ so an aiortc or aioice upgrade fails loudly instead of silently decoding):
   session's own buffer (the wrapper allocates and type-checks on every call: about 5 µs per packet);
 - asyncio's selector datagram transport `_sock` and the selector loop's `_add_reader`/`_remove_reader`:
   sendto on the socket itself, skipping the transport's per-call bookkeeping (a full socket buffer drops
-  the datagram, as the network would), and a reader that drains every waiting datagram per wake-up.
+  the datagram, as the network would), and a reader that drains every waiting datagram per wake-up. Under
+  uvloop (no `_sock`) the loop already reads in C and calls the protocol once per datagram, and its
+  transport's sendto tries the send at once: the guard replaces the protocol's `datagram_received`.
 """
 
 from __future__ import annotations
@@ -32,9 +38,12 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import aioice
 import aioice.ice
 from aiortc import RTCDtlsTransport, RTCIceTransport, RTCPeerConnection
 from pylibsrtp._binding import ffi, lib
+
+from media import guard
 
 _announced: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
     "media_announced_addresses", default=None
@@ -64,6 +73,7 @@ def check_contract() -> None:
         problems.append("aioice.ice.get_host_addresses")
     for cls, name in (
         (aioice.ice.Connection, "data_received"),
+        (aioice.ice.Connection, "check_incoming"),
         (aioice.ice.Connection, "gather_candidates"),
         (aioice.ice.StunProtocol, "datagram_received"),
         (RTCDtlsTransport, "_send_rtp"),
@@ -80,6 +90,15 @@ def check_contract() -> None:
             problems.append("aioice.ice.Connection._closing")
         if not hasattr(conn, "_query_consent_task"):
             problems.append("aioice.ice.Connection._query_consent_task")
+        for name in ("_protocols", "_check_list", "_remote_candidates"):
+            if not isinstance(getattr(conn, name, None), list):
+                problems.append(f"aioice.ice.Connection.{name}")
+        if not hasattr(aioice.ice.CandidatePair, "State") or not hasattr(aioice.ice.CandidatePair.State, "SUCCEEDED"):
+            problems.append("aioice.ice.CandidatePair.State.SUCCEEDED")
+        candidate = aioice.Candidate("f", 1, "udp", 1, "127.0.0.1", 9, "host")
+        pair = aioice.ice.CandidatePair(None, candidate)  # type: ignore[arg-type]  # only the remote side is read
+        if getattr(pair, "remote_nominated", None) is not False or pair.remote_addr != ("127.0.0.1", 9):
+            problems.append("aioice.ice.CandidatePair.remote_nominated/remote_addr")
     except Exception as exc:  # pragma: no cover - only on a broken aioice
         problems.append(f"aioice.ice.Connection(): {exc}")
     if problems:
@@ -180,17 +199,37 @@ class Srtp:
 
 
 class Tap:
-    """Intercepts the SRTP datagrams of one bundled peer connection and sends datagrams on its pair.
+    """Guards the sockets of one bundled peer connection, intercepts its SRTP and sends on its selected pair.
 
-    `handler(datagram)` receives every SRTP/SRTCP datagram once DTLS has produced keys; DTLS and STUN still
-    go to aiortc/aioice. Before the keys exist nothing is diverted, and after they exist nothing SRTP reaches
-    aiortc, so aiortc's receivers never see a packet and never create a decoder.
+    `guard()` (once gathering is done) puts `media.guard` in front of every socket the peer connection
+    gathered: junk is dropped and counted before any parser sees it, DTLS is passed to aiortc only from an
+    address ICE validated, and SRTP/SRTCP from the selected pair's address goes to `handler(datagram)` once
+    DTLS has produced keys. STUN still goes to aioice, which authenticates it. After the keys exist nothing
+    SRTP reaches aiortc, so aiortc's receivers never see a packet and never create a decoder.
     """
 
-    __slots__ = ("_connection", "_dtls", "_fast_protocol", "_handler", "_orig_data_received")
+    __slots__ = (
+        "_connection",
+        "_dropped",
+        "_dtls",
+        "_fast_protocol",
+        "_guarded",
+        "_handler",
+        "_on_consent",
+        "_orig_data_received",
+        "_sel_host",
+        "_sel_port",
+        "_sel_protocol",
+    )
     _handler: Callable[[bytes], None]
 
-    def __init__(self, pc: RTCPeerConnection, handler: Callable[[bytes], None]) -> None:
+    def __init__(
+        self,
+        pc: RTCPeerConnection,
+        handler: Callable[[bytes], None],
+        dropped: dict[str, int] | None = None,
+        on_consent: Callable[[], None] | None = None,
+    ) -> None:
         transceivers = pc.getTransceivers()
         if not transceivers:
             raise ValueError("no transceivers")
@@ -202,16 +241,44 @@ class Tap:
         self._dtls = dtls
         self._connection: Any = ice._connection
         self._handler = handler
+        self._dropped = dropped if dropped is not None else dict.fromkeys(guard.REASONS, 0)
         self._fast_protocol: Any = None
+        self._guarded: list[Any] = []
+        self._sel_protocol: Any = None
+        self._sel_host: str | None = None
+        self._sel_port: int | None = None
+        self._on_consent = on_consent
         self._orig_data_received = self._connection.data_received
         self._connection.data_received = self._data_received  # type: ignore[method-assign]
+        if on_consent is not None:
+            self._watch_consent()
         self._suppress_placeholder_reports()
 
+    def _watch_consent(self) -> None:
+        # aioice calls check_incoming only for a Binding request it authenticated (the ICE password's
+        # message integrity). Such a request from the selected pair's address is the peer's consent check
+        # (RFC 7675): proof of life, like authenticated media, that no stranger can forge.
+        connection = self._connection
+        original = connection.check_incoming
+        tap = self
+
+        def check_incoming(message: Any, addr: tuple[Any, ...], protocol: Any) -> None:
+            original(message, addr, protocol)
+            pair = tap._select()
+            if pair is not None and protocol is pair.protocol and _same(addr, pair.remote_addr):
+                assert tap._on_consent is not None
+                tap._on_consent()
+
+        connection.check_incoming = check_incoming
+
     def _data_received(self, data: bytes, component: int) -> None:
-        if 127 < data[0] < 192 and self._dtls._rx_srtp is not None:
-            self._handler(data)
-        else:
+        # What aioice hands on as "not STUN". Through a guarded socket that is only DTLS from a validated
+        # address; anything else (a STUN-shaped datagram aioice could not parse, or whatever reached a socket
+        # before guard()) must not wait in aioice's unbounded queue for the DTLS transport to read it.
+        if data and 19 < data[0] < 64:
             self._orig_data_received(data, component)
+        else:
+            self._dropped[guard.MALFORMED] += 1
 
     def _suppress_placeholder_reports(self) -> None:
         # The server's senders carry placeholder tracks that never produce a frame, so aiortc's periodic
@@ -233,94 +300,188 @@ class Tap:
             return None
         return rx, tx
 
-    def sender(self) -> Sender | None:
-        """A function sending one datagram on the selected pair, bypassing aiortc's send chain."""
-        pair = self._connection._nominated.get(1)
-        if pair is None:
-            return None
-        transport = pair.protocol.transport
-        addr = pair.remote_addr
-        sock = getattr(transport, "_sock", None)
-        if sock is None:  # not a selector transport: go through asyncio
+    # -- the guard ------------------------------------------------------------------------------------
 
-            def send(data: bytes) -> None:
-                if not transport.is_closing():
-                    transport.sendto(data, addr)
+    def guard(self) -> None:
+        """Put media.guard in front of every socket gathered so far; idempotent.
 
-        else:
-            sendto = sock.sendto
-
-            def send(data: bytes) -> None:
-                try:  # noqa: SIM105 - contextlib.suppress costs a context manager per packet
-                    sendto(data, addr)
-                except OSError:  # full buffer or closed socket: the datagram is lost, as on a network
-                    pass
-
-        self._go_fast(pair.protocol)
-        return send
-
-    def _go_fast(self, protocol: Any) -> None:
-        """Read the selected pair's socket ourselves: every datagram waiting, per wake-up.
-
-        asyncio reads one datagram per readiness callback and aioice first tries to parse each as STUN (an
-        exception per RTP packet). Draining the socket in one callback serves a burst of packets (a video
-        frame is several) for one trip through the event loop; STUN and DTLS still go to aioice.
+        Call it once the local description is set (aiortc gathers every candidate inside
+        setLocalDescription): the peer learns the ports from the answer, so nothing legitimate arrives earlier.
         """
-        if self._fast_protocol is protocol:
-            return
-        self._fast_protocol = protocol
-        original = protocol.datagram_received
-        dtls = self._dtls
+        for protocol in list(self._connection._protocols):
+            if not any(p is protocol for p in self._guarded):
+                self._guard(protocol)
+                self._guarded.append(protocol)
+
+    def _guard(self, protocol: Any) -> None:
         tap = self
+        dtls = self._dtls
+        dropped = self._dropped
+        classify = guard.classify
+        media, stun, dtls_kind = guard.MEDIA, guard.STUN, guard.DTLS
+        rtp_min, mtu = guard.RTP_HEADER, guard.MAX_DATAGRAM
+        aioice_received = protocol.datagram_received
+        component = protocol.local_candidate.component
+        to_dtls = self._orig_data_received
+
+        def receive(data: bytes, addr: tuple[Any, ...]) -> None:
+            # Per datagram, so the common case (SRTP from the selected pair, keys ready) comes first; the
+            # inline test is classify()'s MEDIA verdict, without a call for every forwarded packet.
+            kind = media if rtp_min <= len(data) <= mtu and 127 < data[0] < 192 else classify(data)
+            if kind == media:
+                if (
+                    protocol is tap._sel_protocol
+                    and addr[1] == tap._sel_port
+                    and addr[0] == tap._sel_host
+                    and dtls._rx_srtp is not None
+                ):
+                    tap._handler(data)
+                else:
+                    tap._media_elsewhere(protocol, data, addr)
+            elif kind == stun:
+                tap._stun(protocol, aioice_received, data, addr)
+            elif kind == dtls_kind:
+                if tap._validated(protocol, addr):
+                    to_dtls(data, component)
+                else:
+                    dropped[guard.UNVALIDATED] += 1
+            else:
+                dropped[kind] += 1
+
         transport = protocol.transport
         sock = getattr(transport, "_sock", None)
         loop = getattr(transport, "_loop", None)
         if sock is None or not hasattr(loop, "_add_reader") or not hasattr(loop, "_remove_reader"):
-
-            def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
-                if 127 < data[0] < 192 and dtls._rx_srtp is not None:
-                    tap._handler(data)
-                else:
-                    original(data, addr)
-
-            protocol.datagram_received = datagram_received
+            # uvloop (what session-server serves on) and TURN: the loop reads the socket in C and calls the
+            # protocol once per datagram, so the guard is that call.
+            protocol.datagram_received = receive
             return
-
+        # asyncio's selector loop reads one datagram per readiness callback; read every waiting datagram per
+        # wake-up instead (a video frame is several packets), then let other sockets have a turn.
         recvfrom = sock.recvfrom
 
         def drain() -> None:
-            for _ in range(64):  # then let other sockets have a turn
+            for _ in range(64):
                 try:
-                    data, addr = recvfrom(2048)
+                    data, addr = recvfrom(2048)  # anything longer is cut to 2,048 bytes, and dropped as oversize
                 except (BlockingIOError, InterruptedError):
                     return
                 except OSError as exc:
                     protocol.error_received(exc)
                     return
-                if data and 127 < data[0] < 192 and dtls._rx_srtp is not None:
-                    tap._handler(data)
-                else:
-                    original(data, addr)
+                receive(data, addr)
 
         fd = sock.fileno()
         assert loop is not None
         loop._remove_reader(fd)
         loop._add_reader(fd, drain)
 
+    def _select(self) -> Any:
+        """The selected (nominated) candidate pair, or None; refreshes what the per-datagram check compares."""
+        pair = self._connection._nominated.get(1)
+        if pair is not None:
+            self._sel_protocol = pair.protocol
+            self._sel_host, self._sel_port = pair.remote_addr
+        return pair
+
+    def _media_elsewhere(self, protocol: Any, data: bytes, addr: tuple[Any, ...]) -> None:
+        pair = self._select()
+        if pair is None or protocol is not pair.protocol or not _same(addr, pair.remote_addr):
+            self._dropped[guard.UNVALIDATED] += 1
+        elif self._dtls._rx_srtp is None:
+            self._dropped[guard.EARLY] += 1
+        else:
+            self._handler(data)
+
+    def _validated(self, protocol: Any, addr: tuple[Any, ...]) -> bool:
+        """May DTLS from `addr` on this socket reach the handshake? Only from the ICE-validated address.
+
+        Once a pair is selected, only its remote address. Before, a pair on this socket whose check succeeded
+        or that the peer nominated (an authenticated check with USE-CANDIDATE): the peer's DTLS may overtake
+        the end of our own checks. A stray alert or ClientHello from any other port would otherwise be fed to
+        the handshake and end it.
+        """
+        pair = self._select()
+        if pair is not None:
+            return protocol is pair.protocol and _same(addr, pair.remote_addr)
+        succeeded = aioice.ice.CandidatePair.State.SUCCEEDED
+        return any(
+            p.protocol is protocol and (p.state == succeeded or p.remote_nominated) and _same(addr, p.remote_addr)
+            for p in self._connection._check_list
+        )
+
+    def _stun(self, protocol: Any, aioice_received: Callable[[bytes, Any], None], data: bytes, addr: Any) -> None:
+        # aioice authenticates STUN itself (and must hear checks from addresses it has not seen yet, to learn
+        # peer-reflexive candidates). Once a pair is selected, STUN from an address that is none of the peer's
+        # candidates is junk: dropped rather than answered with an error.
+        if self._select() is not None and not any(
+            _same(addr, (c._network_host, c.port)) for c in self._connection._remote_candidates
+        ):
+            self._dropped[guard.UNVALIDATED] += 1
+            return
+        try:
+            aioice_received(data, addr)
+        except Exception:  # aioice's reader raises on some malformed attributes: junk, not a server error
+            self._dropped[guard.MALFORMED] += 1
+
+    # -- sending --------------------------------------------------------------------------------------
+
+    def sender(self) -> Sender | None:
+        """A function sending one datagram on the selected pair, bypassing aiortc's send chain."""
+        pair = self._select()
+        if pair is None:
+            return None
+        self.guard()
+        self._fast_protocol = pair.protocol
+        transport = pair.protocol.transport
+        addr = pair.remote_addr
+        sock = getattr(transport, "_sock", None)
+        if sock is None:  # uvloop (or TURN): its transport tries the send at once, in C
+
+            def send(data: bytes) -> None:
+                if not transport.is_closing():
+                    transport.sendto(data, addr)
+
+            return send
+        sendto = sock.sendto
+
+        def send_direct(data: bytes) -> None:
+            try:  # noqa: SIM105 - contextlib.suppress costs a context manager per packet
+                sendto(data, addr)
+            except OSError:  # full buffer or closed socket: the datagram is lost, as on a network
+                pass
+
+        return send_direct
+
+    def selected_protocol(self) -> Any:
+        """The asyncio protocol of the selected pair once `sender()` returned one (benchmarks read it)."""
+        return self._fast_protocol
+
     def release(self) -> None:
         """Drop references to the handler so a closed peer connection can be collected.
 
-        The drained socket's reader goes away when aiortc closes the transport."""
+        A drained socket's reader goes away when aiortc closes the transport."""
         self._handler = _drop
-        if self._fast_protocol is not None:
+        self._on_consent = _nothing
+        for protocol in self._guarded:
             with contextlib.suppress(AttributeError):
-                del self._fast_protocol.datagram_received
-            self._fast_protocol = None
-        with contextlib.suppress(AttributeError):
-            del self._connection.data_received
+                del protocol.datagram_received
+        self._guarded = []
+        self._fast_protocol = self._sel_protocol = None
+        for name in ("data_received", "check_incoming"):
+            with contextlib.suppress(AttributeError):
+                delattr(self._connection, name)
+
+
+def _same(addr: tuple[Any, ...], other: tuple[Any, ...]) -> bool:
+    return bool(addr[0] == other[0] and addr[1] == other[1])
 
 
 def _drop(data: bytes) -> None:
+    return None
+
+
+def _nothing() -> None:
     return None
 
 

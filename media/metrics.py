@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from media.guard import REASONS
+
 
 @dataclass(slots=True)
 class Counters:
@@ -23,10 +25,21 @@ class Counters:
     nacks_received: int = 0  # sequence numbers NACKed by subscribers
     nacks_answered: int = 0  # ... answered with RTX from the send history
     nacks_passed_on: int = 0  # ... passed on to the publisher
+    nacks_unknown: int = 0  # ... ignored: outside the send history's window
+    nacks_repeated: int = 0  # ... ignored: already answered within the round trip
+    nacks_over_budget: int = 0  # ... ignored: the stream's retransmission budget was spent
+    rtx_bytes: int = 0  # payload bytes retransmitted
+    rtcp_rate_limited: int = 0  # participants' RTCP packets dropped over their rate
+    rtcp_duplicates: int = 0  # duplicate items in one RTCP packet, collapsed
+    rembs_forwarded: int = 0
+    rembs_held: int = 0  # arrived inside the interval: held back (a later one may replace it)
+    rembs_clamped: int = 0  # bitrate outside the range a video stream can mean
     srtp_errors: int = 0
     peer_connections: int = 0
     rooms: int = 0
     memory_releases: int = 0  # times freed memory was handed back to the OS after rooms closed
+    # datagrams dropped on a media port before any parser saw them, by reason (media/guard.py)
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
 
 
 class MediaCollector(Collector):
@@ -48,10 +61,29 @@ class MediaCollector(Collector):
         nacks.add_metric(["rtx"], c.nacks_answered)
         nacks.add_metric(["passed_on"], c.nacks_passed_on)
         nacks.add_metric(["received"], c.nacks_received)
+        nacks.add_metric(["unknown"], c.nacks_unknown)
+        nacks.add_metric(["repeated"], c.nacks_repeated)
+        nacks.add_metric(["over_budget"], c.nacks_over_budget)
         yield nacks
+        yield CounterMetricFamily("media_rtx_bytes", "payload bytes retransmitted as RTX", value=c.rtx_bytes)
+        yield CounterMetricFamily("media_rtcp_rate_limited", "participants' RTCP packets dropped over their rate",
+                                  value=c.rtcp_rate_limited)
+        yield CounterMetricFamily("media_rtcp_duplicates", "duplicate items in RTCP packets, collapsed",
+                                  value=c.rtcp_duplicates)
+        rembs = CounterMetricFamily("media_rembs", "REMB bitrates from subscribers", labels=["outcome"])
+        rembs.add_metric(["forwarded"], c.rembs_forwarded)
+        rembs.add_metric(["held"], c.rembs_held)
+        rembs.add_metric(["clamped"], c.rembs_clamped)
+        yield rembs
         yield CounterMetricFamily("media_srtp_errors", "datagrams that failed SRTP", value=c.srtp_errors)
         yield GaugeMetricFamily("media_peer_connections", "open peer connections", value=c.peer_connections)
         yield GaugeMetricFamily("media_rooms", "rooms with media", value=c.rooms)
+        dropped = CounterMetricFamily(
+            "media_dropped_datagrams", "datagrams dropped on a media port before any parser", labels=["reason"]
+        )
+        for reason, count in c.dropped.items():
+            dropped.add_metric([reason], count)
+        yield dropped
         yield CounterMetricFamily("media_memory_releases", "times freed memory was handed back to the OS",
                                   value=c.memory_releases)
 

@@ -1,8 +1,9 @@
 """Pure decision of who receives what in a room.
 
 A room is a session between two people, so every participant receives the other one's audio and video on
-the transceivers of its own offer. A subscriber in audio-only mode receives no video; a subscriber that did
-not offer a kind receives nothing of that kind. Codec compatibility is per packet (payload type maps): a
+the transceivers of its own offer. A subscriber in audio-only mode receives no video; a publisher whose video
+is held (it chose audio only) sends its video to nobody; a subscriber that did not offer a kind receives
+nothing of that kind. Codec compatibility is per packet (payload type maps): a
 packet whose codec the subscriber did not negotiate is not forwarded, because the SFU never transcodes.
 """
 
@@ -21,6 +22,7 @@ class PeerView:
     receives: frozenset[str]  # kinds it has a transceiver to receive on: {"audio", "video"}
     publishes: frozenset[str]  # kinds it sends
     audio_only: bool = False
+    video_held: bool = False  # its video goes to nobody (the participant chose audio only)
 
 
 def plan(peers: Mapping[str, PeerView]) -> dict[tuple[str, str], tuple[str, ...]]:
@@ -28,6 +30,9 @@ def plan(peers: Mapping[str, PeerView]) -> dict[tuple[str, str], tuple[str, ...]
     out: dict[tuple[str, str], tuple[str, ...]] = {}
     for pub_id, pub in peers.items():
         for kind in sorted(pub.publishes):
+            if kind == "video" and pub.video_held:
+                out[(pub_id, kind)] = ()
+                continue
             subs = tuple(
                 sub_id
                 for sub_id, sub in peers.items()

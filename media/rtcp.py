@@ -19,6 +19,14 @@ FMT_NACK = 1
 FMT_PLI = 1
 FMT_FIR = 4
 FMT_APP = 15
+# A NACK is read up to this many FCI items (each names up to 17 numbers, so 544 in all, more than the
+# 512-packet send history holds): a longer one would cost parsing time in proportion to what it claims, for
+# numbers no history could answer. libwebrtc asks for a keyframe rather than NACK that much.
+MAX_NACK_ITEMS = 32
+# The numbers after a NACK item's PID that each byte of its bitmask names, precomputed: the per-bit loop
+# was most of the cost of reading a hostile NACK.
+_BLP_LOW = tuple(tuple(b + 1 for b in range(8) if byte >> b & 1) for byte in range(256))
+_BLP_HIGH = tuple(tuple(b + 9 for b in range(8) if byte >> b & 1) for byte in range(256))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +119,11 @@ def parse(data: bytes) -> list[Rtcp]:
             fci = body + 8
             if pt == RTPFB and count == FMT_NACK:
                 lost: list[int] = []
-                for i in range(fci, end - 3, 4):
-                    pid, blp = struct.unpack_from("!HH", data, i)
+                for i in range(fci, min(end - 3, fci + 4 * MAX_NACK_ITEMS), 4):
+                    pid, low, high = data[i] << 8 | data[i + 1], data[i + 3], data[i + 2]
                     lost.append(pid)
-                    lost.extend((pid + b + 1) & 0xFFFF for b in range(16) if blp >> b & 1)
+                    lost.extend([(pid + o) & 0xFFFF for o in _BLP_LOW[low]])
+                    lost.extend([(pid + o) & 0xFFFF for o in _BLP_HIGH[high]])
                 out.append(Nack(ssrc, media_ssrc, tuple(lost)))
             elif pt == PSFB and count == FMT_PLI:
                 out.append(KeyframeRequest(ssrc, media_ssrc))
@@ -125,9 +134,8 @@ def parse(data: bytes) -> list[Rtcp]:
                 num, b1, b2, b3 = struct.unpack_from("!BBBB", data, fci + 4)
                 exponent = b1 >> 2
                 mantissa = ((b1 & 3) << 16) | (b2 << 8) | b3
-                ssrcs = tuple(
-                    struct.unpack_from("!I", data, fci + 8 + 4 * i)[0] for i in range(num) if fci + 12 + 4 * i <= end
-                )
+                # One unpack for all of them: a REMB may list 255, read one by one they were its whole cost.
+                ssrcs = struct.unpack_from(f"!{min(num, (end - fci - 8) // 4)}I", data, fci + 8)
                 out.append(Remb(ssrc, mantissa << exponent, ssrcs))
         pos = end
     return out
@@ -158,19 +166,21 @@ def build_pli(ssrc: int, media_ssrc: int) -> bytes:
 
 
 def build_nack(ssrc: int, media_ssrc: int, lost: list[int] | tuple[int, ...]) -> bytes:
+    """One item per run of up to 17 numbers, in the order they follow the first one (wrapping at 65536)."""
     fci = bytearray()
-    pending = sorted(set(lost), key=lambda s: (s - lost[0]) & 0xFFFF) if lost else []
-    while pending:
-        pid = pending.pop(0)
+    if lost:
+        first = lost[0]
+        pid = -1
         blp = 0
-        rest = []
-        for s in pending:
-            d = (s - pid - 1) & 0xFFFF
-            if d < 16:
-                blp |= 1 << d
-            else:
-                rest.append(s)
-        pending = rest
+        # Sorted once and walked once: a NACK passed on for hundreds of numbers must not cost their square.
+        for seq in sorted(set(lost), key=lambda s: (s - first) & 0xFFFF):
+            if pid >= 0:
+                gap = (seq - pid - 1) & 0xFFFF
+                if gap < 16:
+                    blp |= 1 << gap
+                    continue
+                fci += struct.pack("!HH", pid, blp)
+            pid, blp = seq, 0
         fci += struct.pack("!HH", pid, blp)
     body = struct.pack("!II", ssrc, media_ssrc) + bytes(fci)
     return _header(RTPFB, FMT_NACK, len(body)) + body

@@ -12,7 +12,7 @@ import logging
 import random
 import struct
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,7 +28,7 @@ from aiortc.sdp import candidate_from_sdp
 from av.frame import Frame
 from prometheus_client.registry import CollectorRegistry
 
-from media import errors, fastpath, rtcp
+from media import errors, fastpath, feedback, rtcp
 from media.config import MediaConfig
 from media.errors import MediaError
 from media.events import MediaEvent, MediaState, MediaStateChanged, QualityReport
@@ -93,8 +93,12 @@ class _Out:
     packets: int = 0
     octets: int = 0
     prev_octets: int = 0
+    rtx_packets: int = 0
+    rtx_octets: int = 0  # retransmitted payload bytes
     sr_sent: dict[int, float] = field(default_factory=dict)  # LSR -> time we sent that SR
     last_block: rtcp.ReportBlock | None = None
+    retransmitter: feedback.Retransmitter | None = None  # NACK answers: window, once per RTT, budget
+    remb: feedback.RembGate | None = None
 
 
 class _Peer:
@@ -124,6 +128,7 @@ class _Peer:
         self.pt_table: dict[int, tuple[_In, str, int | None]] = {}
         self.rtt_s: float | None = None
         self.prev_time = self.created
+        self.feedback = feedback.FeedbackLimiter(server.config.rtcp_rate_per_s, server.config.rtcp_burst)
 
     # -- setup from the negotiated descriptions ---------------------------------------------------
 
@@ -162,14 +167,16 @@ class _Peer:
                     history=SendHistory(history_size) if section.kind == "video" else None,
                     rtx_seq=random.randrange(0x10000),
                 )
+                self.guard(out)
                 self.outs[section.kind] = out
                 self.outs_by_ssrc[out.ssrc] = out
 
-    def view(self, audio_only: bool) -> PeerView:
+    def view(self, audio_only: bool, video_held: bool = False) -> PeerView:
         return PeerView(
             receives=frozenset(self.outs) if self.connected else frozenset(),
             publishes=frozenset(self.ins) if self.connected else frozenset(),
             audio_only=audio_only,
+            video_held=video_held,
         )
 
     def bind(self) -> bool:
@@ -189,9 +196,10 @@ class _Peer:
     # -- the forwarding path -------------------------------------------------------------------------
 
     def on_datagram(self, data: bytes) -> None:
-        # The per-packet path: every line here costs microseconds times packets per second.
+        # The per-packet path: every line here costs microseconds times packets per second. media.guard let
+        # only SRTP/SRTCP of at least 12 bytes from the selected pair's address through; liveness moves only
+        # once SRTP authenticated it (RFC 7675), so junk sprayed at a dead participant's port does not.
         now = time.monotonic()
-        self.last_datagram = now
         codec = self.rx_codec
         if codec is None:
             if not self.bind():
@@ -205,6 +213,7 @@ class _Peer:
         if n < 12:
             self.counters.srtp_errors += 1
             return
+        self.last_datagram = now
         plain: bytes = codec.buf[0:n]
         entry = self.pt_table.get(plain[1] & 0x7F)
         if entry is None:
@@ -258,6 +267,10 @@ class _Peer:
             counters.forwarded_packets[kind] += 1
             counters.forwarded_bytes[kind] += size
 
+    def on_consent(self) -> None:
+        """An authenticated consent check (STUN) from the selected address: the participant is there."""
+        self.last_datagram = time.monotonic()
+
     def new_source(self, inn: _In, ssrc: int) -> None:
         inn.ssrc = ssrc
         inn.stats.reset_source()
@@ -275,23 +288,11 @@ class _Peer:
         assert self.rx is not None
         try:
             plain = self.rx.unprotect_rtcp(data)
-        except pylibsrtp.Error:
+        except (pylibsrtp.Error, ValueError):
             self.counters.srtp_errors += 1
             return
-        for packet in rtcp.parse(plain):
-            if isinstance(packet, rtcp.SenderReport):
-                self.forward_sender_report(packet, now)
-                self.on_report_blocks(packet.reports, now)
-            elif isinstance(packet, rtcp.ReceiverReport):
-                self.on_report_blocks(packet.reports, now)
-            elif isinstance(packet, rtcp.KeyframeRequest):
-                out = self.outs_by_ssrc.get(packet.media_ssrc)
-                if out is not None and out.source is not None:
-                    self.server.request_keyframe(out.source, now)
-            elif isinstance(packet, rtcp.Nack):
-                self.on_nack(packet, now)
-            elif isinstance(packet, rtcp.Remb):
-                self.on_remb(packet)
+        self.last_datagram = now
+        self.on_feedback(plain, now)
 
     def forward_sender_report(self, sr: rtcp.SenderReport, now: float) -> None:
         # The publisher's NTP time is kept (lip sync between its audio and video depends on it); its RTP
@@ -308,7 +309,7 @@ class _Peer:
                     del out.sr_sent[next(iter(out.sr_sent))]
                 out.peer.send_rtcp(rtcp.build_sr(rewritten))
 
-    def on_report_blocks(self, blocks: tuple[rtcp.ReportBlock, ...], now: float) -> None:
+    def on_report_blocks(self, blocks: Iterable[rtcp.ReportBlock], now: float) -> None:
         for block in blocks:
             out = self.outs_by_ssrc.get(block.ssrc)
             if out is None:
@@ -335,40 +336,102 @@ class _Peer:
             )
             src.peer.send_rtcp(rtcp.build_rr(src.peer.rtcp_ssrc, (passed,)))
 
-    def on_nack(self, nack: rtcp.Nack, now: float) -> None:
-        out = self.outs_by_ssrc.get(nack.media_ssrc)
+    # -- what a participant's feedback may cost (media/feedback.py) ---------------------------------------
+
+    def guard(self, out: _Out) -> None:
+        cfg = self.server.config
+        if out.history is not None:
+            out.retransmitter = feedback.Retransmitter(cfg.nack_history_size, cfg.rtx_budget_share,
+                                                       cfg.rtx_burst_bytes)
+        out.remb = feedback.RembGate(cfg.remb_min_interval_s)
+
+    def on_feedback(self, plain: bytes, now: float) -> None:
+        """One authenticated compound RTCP packet: rate limited, reduced to what it asks for, then acted on."""
+        counters = self.counters
+        if not self.feedback.take(now):
+            counters.rtcp_rate_limited += 1
+            return
+        d = feedback.digest(rtcp.parse(plain))
+        counters.rtcp_duplicates += d.collapsed
+        for sr in d.sender_reports.values():
+            self.forward_sender_report(sr, now)
+        self.on_report_blocks(d.report_blocks.values(), now)
+        for media_ssrc in d.keyframes:
+            out = self.outs_by_ssrc.get(media_ssrc)
+            if out is not None and out.source is not None:
+                self.server.request_keyframe(out.source, now)
+        for media_ssrc, lost in d.nacks.items():
+            self.on_nack(media_ssrc, lost, now)
+        if d.remb is not None:
+            counters.rembs_clamped += d.remb_clamped
+            self.on_remb(d.remb, now)
+
+    def on_nack(self, media_ssrc: int, lost: list[int], now: float) -> None:
+        out = self.outs_by_ssrc.get(media_ssrc)
         if out is None or self.tx is None or self.send is None:
             return
         counters = self.counters
-        counters.nacks_received += len(nack.lost)
-        missing = []
-        for seq in nack.lost:
-            kept = out.history.get(seq) if out.history is not None else None
-            rtx_pt = out.rtx_pt.get(kept[1]) if kept is not None else None
-            if kept is not None and rtx_pt is not None and out.rtx_ssrc is not None:
-                # A plain resend of the same sequence number would fail the receiver's SRTP replay check.
-                body, pt, ts = kept
-                original = bytearray(body)
-                patch_header(original, pt, seq, ts, out.ssrc)
-                rtx = build_rtx(original, rtx_pt, out.rtx_seq, out.rtx_ssrc)
-                out.rtx_seq = (out.rtx_seq + 1) & 0xFFFF
-                with contextlib.suppress(pylibsrtp.Error):
-                    self.send(self.tx.protect(bytes(rtx)))
-                counters.nacks_answered += 1
-            else:
+        counters.nacks_received += len(lost)
+        if out.retransmitter is None:
+            return
+        plan = out.retransmitter.plan(
+            lost,
+            now=now,
+            rtt_s=self.rtt_s,
+            newest=out.rewriter.last_seq,
+            sent=out.packets,
+            forwarded_octets=out.octets,
+            history=out.history,
+        )
+        counters.nacks_unknown += plan.unknown
+        counters.nacks_repeated += plan.repeated
+        counters.nacks_over_budget += plan.over_budget
+        missing = plan.pass_on
+        for seq, body, pt, ts in plan.resend:
+            rtx_pt = out.rtx_pt.get(pt)
+            if rtx_pt is None or out.rtx_ssrc is None:
                 missing.append(seq)
+                continue
+            # A plain resend of the same sequence number would fail the receiver's SRTP replay check.
+            original = bytearray(body)
+            patch_header(original, pt, seq, ts, out.ssrc)
+            rtx = build_rtx(original, rtx_pt, out.rtx_seq, out.rtx_ssrc)
+            out.rtx_seq = (out.rtx_seq + 1) & 0xFFFF
+            with contextlib.suppress(pylibsrtp.Error):
+                self.send(self.tx.protect(bytes(rtx)))
+            counters.nacks_answered += 1
+            counters.rtx_bytes += len(rtx) - 12
+            out.rtx_packets += 1
+            out.rtx_octets += len(rtx) - 12
         src = out.source
         if missing and src is not None and src.ssrc is not None and out.rewriter.source == src.ssrc:
-            lost = [out.rewriter.unmap_seq(s) for s in missing]
-            src.peer.send_rtcp(rtcp.build_nack(src.peer.rtcp_ssrc, src.ssrc, lost))
+            lost_there = [out.rewriter.unmap_seq(s) for s in missing]
+            src.peer.send_rtcp(rtcp.build_nack(src.peer.rtcp_ssrc, src.ssrc, lost_there))
             counters.nacks_passed_on += len(missing)
 
-    def on_remb(self, remb: rtcp.Remb) -> None:
+    def on_remb(self, remb: rtcp.Remb, now: float) -> None:
         for ssrc in remb.ssrcs:
             out = self.outs_by_ssrc.get(ssrc)
-            src = out.source if out is not None else None
-            if src is not None and src.ssrc is not None:
-                src.peer.send_rtcp(rtcp.build_remb(src.peer.rtcp_ssrc, remb.bitrate, (src.ssrc,)))
+            if out is None or out.remb is None:
+                continue
+            bitrate = out.remb.offer(remb.bitrate, now)
+            if bitrate is None:
+                self.counters.rembs_held += 1
+            else:
+                self.send_remb(out, bitrate)
+
+    def send_remb(self, out: _Out, bitrate: int) -> None:
+        src = out.source
+        if src is not None and src.ssrc is not None:
+            src.peer.send_rtcp(rtcp.build_remb(src.peer.rtcp_ssrc, bitrate, (src.ssrc,)))
+            self.counters.rembs_forwarded += 1
+
+    def release_held_feedback(self, now: float) -> None:
+        """REMBs held back by the interval go out once it is over (a tick's work)."""
+        for out in self.outs.values():
+            bitrate = out.remb.due(now) if out.remb is not None else None
+            if bitrate is not None:
+                self.send_remb(out, bitrate)
 
     async def close(self) -> None:
         if self.closed:
@@ -394,6 +457,7 @@ class _Participant:
     state: MediaState = MediaState.CONNECTING
     peer: _Peer | None = None
     audio_only: bool = False
+    video_held: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     streak: PoorStreak | None = None
     last_report: QualityReport | None = None
@@ -586,6 +650,17 @@ class MediaServer:
             participant.audio_only = audio_only
             self._reroute(room)
 
+    def hold_video(self, room_id: str, participant_id: str, held: bool) -> None:
+        """Stop (or resume) forwarding this participant's video *to the others*; with `set_audio_only`,
+        video stops both ways for a participant who chose audio only."""
+        room = self._rooms.get(room_id)
+        participant = room.participants.get(participant_id) if room is not None else None
+        if room is None or participant is None:
+            raise MediaError(errors.UNKNOWN_PARTICIPANT)
+        if participant.video_held != held:
+            participant.video_held = held
+            self._reroute(room)
+
     def quality(self, room_id: str, participant_id: str) -> QualityReport | None:
         room = self._rooms.get(room_id)
         participant = room.participants.get(participant_id) if room is not None else None
@@ -603,6 +678,16 @@ class MediaServer:
         if participant is None or participant.peer is None:
             return {}
         return {kind: out.packets for kind, out in participant.peer.outs.items()}
+
+    def retransmitted_to(self, room_id: str, participant_id: str) -> dict[str, int]:
+        """What the participant's current peer connection was sent on its video stream: the media payload
+        bytes (`media_bytes`), and the RTX packets and payload bytes that answered its NACKs."""
+        room = self._rooms.get(room_id)
+        participant = room.participants.get(participant_id) if room is not None else None
+        out = participant.peer.outs.get("video") if participant is not None and participant.peer else None
+        if out is None:
+            return {}
+        return {"media_bytes": out.octets, "rtx_packets": out.rtx_packets, "rtx_bytes": out.rtx_octets}
 
     def rooms(self) -> dict[str, list[str]]:
         return {rid: list(room.participants) for rid, room in self._rooms.items()}
@@ -627,9 +712,10 @@ class MediaServer:
                 section = offer.section(transceiver.kind)
                 if section is not None and section.direction in ("sendrecv", "recvonly"):
                     pc.addTrack(_Placeholder(transceiver.kind))
-            peer.tap = fastpath.Tap(pc, peer.on_datagram)
+            peer.tap = fastpath.Tap(pc, peer.on_datagram, self.counters.dropped, peer.on_consent)
             with fastpath.announce(self.config.announce_addresses):
                 await pc.setLocalDescription(await pc.createAnswer())
+            peer.tap.guard()  # before the answer (and with it the ports) leaves
             answer_sdp = map_candidates(pc.localDescription.sdp, self.config.nat_map)
             answer = read_description(answer_sdp)
         except MediaError:
@@ -686,7 +772,8 @@ class MediaServer:
 
     def _reroute(self, room: _Room) -> None:
         peers = {p.id: p.peer for p in room.participants.values() if p.peer is not None and not p.peer.closed}
-        views = {pid: peer.view(room.participants[pid].audio_only) for pid, peer in peers.items()}
+        views = {pid: peer.view(room.participants[pid].audio_only, room.participants[pid].video_held)
+                 for pid, peer in peers.items()}
         decided = plan(views)
         now = time.monotonic()
         for (pub_id, kind), subs in decided.items():
@@ -762,6 +849,7 @@ class MediaServer:
                 for inn in peer.ins.values():
                     if inn.gate is not None and inn.gate.due(now):
                         self._send_pli(inn)
+                peer.release_held_feedback(now)
                 if report:
                     self._report_quality(participant, peer, now)
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -16,14 +17,14 @@ from starlette.routing import BaseRoute
 
 from files.keyring import KeyRing
 
-from . import core_api
-from .auth import TokenAuthority
+from . import core_api, home
+from .auth import Role, TokenAuthority
 from .clock import Clock, SystemClock
 from .context import AppContext
 from .embedded_redis import EmbeddedRedis
 from .features import Feature
 from .http import EXCEPTION_HANDLERS, ControlCharacterGuard
-from .metrics import Metrics, MetricsMiddleware
+from .metrics import Metrics, MetricsListener, MetricsMiddleware
 from .redis_client import command_client, redacted
 from .redis_outage import RedisOutage
 from .settings import Settings
@@ -53,10 +54,15 @@ def default_features(settings: Settings) -> list[Feature]:
     """Every feature of the product, in start order."""
     from .bookings.feature import BookingsFeature
     from .documents import DocumentsFeature
+    from .ledger.feature import LedgerFeature
     from .notifications.feature import NotificationsFeature
+    from .outages.feature import OutagesFeature
+    from .reschedule.feature import RescheduleFeature
     from .rooms.feature import RoomsFeature
+    from .support.feature import SupportFeature
 
-    features: list[Feature] = [BookingsFeature(), NotificationsFeature(), RoomsFeature(), DocumentsFeature()]
+    features: list[Feature] = [BookingsFeature(), NotificationsFeature(), RoomsFeature(), DocumentsFeature(),
+                               OutagesFeature(), RescheduleFeature(), LedgerFeature(), SupportFeature()]
     if settings.demo:
         from .demo import DemoFeature
 
@@ -78,6 +84,16 @@ async def _wait_for_redis(ctx_redis: object, url: str) -> None:
             await asyncio.sleep(0.1)
 
 
+def _check_bindable(host: str, port: int, variable: str) -> None:
+    """Say at once, in one line, that a port is taken (in the lifespan it would be a traceback)."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise StartupError(f"cannot listen on {host}:{port} ({reason}); check {variable}") from None
+
+
 def create_app(settings: Settings, features: Sequence[Feature] | None = None, *,
                clock: Clock | None = None, on_redis_lost: Callable[[str], None] = exit_loudly) -> Starlette:
     """The app; `clock` is the time every service, job and edge reads (the machine's by default);
@@ -89,10 +105,20 @@ def create_app(settings: Settings, features: Sequence[Feature] | None = None, *,
         raise StartupError("no API key is configured: set SESSION_SERVER_API_KEYS")
     if not settings.master_keys:
         raise StartupError("no master key is configured: set SESSION_SERVER_MASTER_KEYS")
+    if settings.metrics_port:
+        _check_bindable(settings.metrics_host, settings.metrics_port, "SESSION_SERVER_METRICS_PORT")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            if settings.metrics_port is not None:
+                listener = MetricsListener(metrics.registry, settings.metrics_host, settings.metrics_port)
+                try:
+                    app.state.metrics_address = listener.start()
+                except OSError as exc:
+                    raise StartupError(f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} "
+                                       f"({exc.strerror or exc}); check SESSION_SERVER_METRICS_PORT") from None
+                stack.push_async_callback(listener.stop)
             if settings.redis_url is None:
                 embedded = EmbeddedRedis(settings.data_dir / "redis")
                 url = await embedded.start()
@@ -113,12 +139,14 @@ def create_app(settings: Settings, features: Sequence[Feature] | None = None, *,
                 watched = embedded
 
                 async def supervise_embedded() -> None:
-                    await watched.supervise(restarted=metrics.embedded_redis_restarts.inc, give_up=on_redis_lost)
+                    await watched.supervise(restarted=metrics.embedded_redis_restarts.inc, give_up=on_redis_lost,
+                                            hung_after_s=settings.embedded_redis_hang_s)
 
                 tasks.spawn("embedded-redis", supervise_embedded)
             ctx = AppContext(settings=settings, redis=client, redis_url=url,
                              tokens=TokenAuthority(settings.api_keys, max_ttl_s=settings.token_max_ttl_s,
-                                                   clock=app_clock.now),
+                                                   clock=app_clock.now, role_max_ttl_s={
+                                                       Role.SUPPORT: settings.support_token_max_ttl_s}),
                              metrics=metrics, tasks=tasks,
                              keyring=KeyRing(settings.master_keys, settings.active_master_key_id),
                              clock=app_clock)
@@ -130,7 +158,7 @@ def create_app(settings: Settings, features: Sequence[Feature] | None = None, *,
             yield
             log.info("session server draining")
 
-    routes: list[BaseRoute] = core_api.routes()
+    routes: list[BaseRoute] = [*core_api.routes(), *home.routes()]
     for feature in chosen:
         routes.extend(feature.routes())
     return Starlette(

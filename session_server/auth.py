@@ -49,15 +49,15 @@ class UnknownGrant(InvalidInput):
 
 
 class BadTtl(InvalidInput):
-    """`ttl_s` is outside 1 to `SESSION_SERVER_TOKEN_MAX_TTL_S`."""
+    """`ttl_s` is outside 1 to `SESSION_SERVER_TOKEN_MAX_TTL_S` (`..._SUPPORT_TOKEN_MAX_TTL_S` for support)."""
 
-    code = "bad_ttl"
+    code, title = "bad_ttl", "Bad token lifetime"
 
 
 class BadSub(InvalidInput):
     """`sub` is not 1 to 128 letters, digits or `._@-`."""
 
-    code = "bad_sub"
+    code, title = "bad_sub", "Bad user id"
 
 
 class BadName(InvalidInput):
@@ -69,13 +69,13 @@ class BadName(InvalidInput):
 class BadApiKey(Unauthenticated):
     """Unknown API key id, or a wrong secret."""
 
-    code = "bad_api_key"
+    code, title = "bad_api_key", "Bad API key"
 
 
 class ApiKeyMissing(Unauthenticated):
     """The route needs the API key as HTTP Basic credentials (`key_id:secret`)."""
 
-    code = "api_key_missing"
+    code, title = "api_key_missing", "API key missing"
 
 
 class TokenMissing(Unauthenticated):
@@ -87,31 +87,31 @@ class TokenMissing(Unauthenticated):
 class TokenMalformed(Unauthenticated):
     """The access token is not a JWT."""
 
-    code = "token_malformed"
+    code, title = "token_malformed", "Malformed token"
 
 
 class TokenAlgorithm(Unauthenticated):
     """The access token is not signed with HS256."""
 
-    code = "token_algorithm"
+    code, title = "token_algorithm", "Wrong token algorithm"
 
 
 class TokenUnknownKey(Unauthenticated):
     """The token's `kid` names no configured API key."""
 
-    code = "token_unknown_key"
+    code, title = "token_unknown_key", "Unknown token key"
 
 
 class TokenSignature(Unauthenticated):
     """The access token's signature is wrong."""
 
-    code = "token_signature"
+    code, title = "token_signature", "Bad token signature"
 
 
 class TokenInvalid(Unauthenticated):
     """The token's claims are missing, malformed, unknown or live too long."""
 
-    code = "token_invalid"
+    code, title = "token_invalid", "Invalid token"
 
 
 class TokenExpired(Unauthenticated):
@@ -221,16 +221,22 @@ class TokenAuthority:
     """Mints and verifies access tokens with the configured API keys (key id -> secret)."""
 
     def __init__(self, api_keys: Mapping[str, str], *, max_ttl_s: int,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, role_max_ttl_s: Mapping[Role, int] | None = None) -> None:
         if not api_keys:
             raise ValueError("at least one API key is needed")
         self._clock = clock
         self._keys = dict(api_keys)
         self._default_kid = next(iter(self._keys))
         self.max_ttl_s = max_ttl_s
+        # roles whose tokens live shorter than `max_ttl_s` (support staff: a shift at most)
+        self._role_max_ttl_s = {r: min(t, max_ttl_s) for r, t in (role_max_ttl_s or {}).items()}
         # token string -> its identity, least recently used first; only tokens that verified, and each
         # entry honours the token's expiry (checked again on every hit, with the same leeway as decode)
         self._verified: OrderedDict[str, Identity] = OrderedDict()
+
+    def max_ttl_for(self, role: Role) -> int:
+        """The longest a token of `role` may live."""
+        return self._role_max_ttl_s.get(role, self.max_ttl_s)
 
     def check_api_key(self, key_id: str, secret: str) -> str:
         expected = self._keys.get(key_id)
@@ -242,8 +248,9 @@ class TokenAuthority:
 
     def mint(self, *, sub: str, name: str, role: Role, ttl_s: int, grants: Iterable[str] | None = None,
              key_id: str | None = None, now: float | None = None) -> tuple[str, int]:
-        if not 1 <= ttl_s <= self.max_ttl_s:
-            raise BadTtl(f"ttl_s must be between 1 and {self.max_ttl_s}")
+        longest = self.max_ttl_for(role)
+        if not 1 <= ttl_s <= longest:
+            raise BadTtl(f"ttl_s must be between 1 and {longest} for the role {role.value}")
         if not USER_ID.fullmatch(sub):
             raise BadSub("sub must be 1 to 128 letters, digits or ._@-")
         if not _plain_name(name):

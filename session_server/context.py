@@ -18,8 +18,13 @@ from .tasks import TaskSupervisor
 if TYPE_CHECKING:
     from .bookings.service import BookingService
     from .documents.service import DocumentService
+    from .ledger.service import LedgerService
     from .notifications.service import NotificationService
+    from .outages.service import OutageService
+    from .reschedule.service import RescheduleService
     from .rooms.service import RoomService
+    from .support.board import Board
+    from .support.service import SupportService
 
 
 @dataclass
@@ -37,3 +42,8 @@ class AppContext:
     notifications: NotificationService = field(init=False)
     rooms: RoomService = field(init=False)
     documents: DocumentService = field(init=False)
+    outages: OutageService = field(init=False)
+    ledger: LedgerService = field(init=False)
+    reschedule: RescheduleService = field(init=False)
+    support: SupportService = field(init=False)
+    support_board: Board = field(init=False)

@@ -15,6 +15,7 @@ from starlette.staticfiles import StaticFiles
 from . import openapi
 from .auth import USER_ID, BadName, BadSub, BadTtl, Role, UnknownGrant, api_key_credentials, authenticate
 from .context import AppContext
+from .errors import NotFound, Unauthenticated
 from .http import Body, Text, documented, read_json, redis_unavailable
 from .metrics import metrics_endpoint
 
@@ -73,10 +74,12 @@ async def readyz(request: Request) -> Response:
 
 class TokenRequest(Body):
     sub: str = Field(pattern=USER_ID.pattern)
-    name: Text = Field(default="", max_length=200)  # shown to the other party in rooms and chat
+    name: Text = Field(default="", max_length=200, description="shown to the other party in rooms and chat")
     role: Role
-    ttl_s: int = Field(default=3600, ge=1)
-    grants: list[str] | None = Field(default=None, max_length=32)
+    ttl_s: int = Field(default=3600, ge=1, description="the token's lifetime in seconds, at most "
+                       "SESSION_SERVER_TOKEN_MAX_TTL_S (SESSION_SERVER_SUPPORT_TOKEN_MAX_TTL_S for support)")
+    grants: list[str] | None = Field(default=None, max_length=32,
+                                     description="absent: every permission of the role; a list narrows them")
 
 
 @documented("Mint an access token (the platform's backend)", auth=("api_key",), body=TokenRequest,
@@ -100,7 +103,9 @@ def routes() -> list[BaseRoute]:
     return [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", documented("Prometheus metrics", auth=(), responses={200: "text/plain"},
+        Route("/metrics", documented("Prometheus metrics, on the public port only with the metrics credential "
+                                     "(`Authorization: Bearer <SESSION_SERVER_METRICS_TOKEN>`); 404 when none is set",
+                                     auth=(), responses={200: "text/plain"}, errors=(NotFound, Unauthenticated),
                                      tags=("health",))(metrics_endpoint), methods=["GET"]),
         Route("/v1/tokens", mint_token, methods=["POST"]),
         Route("/v1/me", me, methods=["GET"]),

@@ -113,6 +113,9 @@ class EmbeddedRedis:
         self._process = await asyncio.create_subprocess_exec(
             *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL, preexec_fn=die_with_parent,
+            # its own process group: a Ctrl-C at the terminal reaches the server, which stops its Redis last,
+            # after its consumers and rooms have let go of it (and die_with_parent still ends it with us)
+            start_new_session=True,
         )
         # Written by us as well: redis writes its pid file only after loading the AOF.
         self.pid_file.write_text(f"{self._process.pid}\n")
@@ -145,18 +148,32 @@ class EmbeddedRedis:
 
     async def supervise(self, *, restarted: Callable[[], None], give_up: Callable[[str], None],
                         max_failures: int = 5, first_delay_s: float = 0.2, max_delay_s: float = 10.0,
-                        stable_s: float = 30.0) -> None:
+                        stable_s: float = 30.0, hung_after_s: float | None = None,
+                        probe_every_s: float = 1.0) -> None:
         """Restart the child whenever it dies, until `stop()`; run as a background task after `start()`.
 
         A child that lived `stable_s` seconds was healthy: its death starts a fresh count. One that dies
-        sooner after a restart counts as a failed restart, so a crash loop ends in `give_up` too.
+        sooner after a restart counts as a failed restart, so a crash loop ends in `give_up` too. With
+        `hung_after_s`, a child that is alive but has answered no PING for that long (stopped, wedged) is
+        killed, and restarted like one that died: it is ours, nobody else will wake it.
         """
         failures = 0
         while True:
             process = self._process
             if process is None:
                 return
-            code = await process.wait()
+            exited = asyncio.ensure_future(process.wait())
+            watch = (asyncio.ensure_future(self._watch(process, hung_after_s, probe_every_s))
+                     if hung_after_s is not None else None)
+            try:
+                await asyncio.wait([t for t in (exited, watch) if t is not None],
+                                   return_when=asyncio.FIRST_COMPLETED)
+                code = await exited
+            finally:
+                for task in (exited, watch):
+                    if task is not None and not task.done():
+                        task.cancel()
+                await asyncio.gather(*(t for t in (exited, watch) if t is not None), return_exceptions=True)
             if self._process is not process:
                 return  # stopped on purpose
             if time.monotonic() - self._started_at >= stable_s:
@@ -177,6 +194,28 @@ class EmbeddedRedis:
                 restarted()
                 log.warning("embedded redis restarted (pid %s)", self.pid)
                 break
+
+    async def _watch(self, process: asyncio.subprocess.Process, hung_after_s: float, probe_every_s: float) -> None:
+        """Kill `process` once it has answered no PING for `hung_after_s`; its exit is then seen as a death."""
+        client = aioredis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=probe_every_s,
+                                socket_connect_timeout=probe_every_s, retry=Retry(NoBackoff(), 0))
+        answered = time.monotonic()
+        try:
+            while process.returncode is None:
+                await asyncio.sleep(probe_every_s)
+                try:
+                    await client.ping()
+                    answered = time.monotonic()
+                except (aioredis.RedisError, OSError):
+                    silent = time.monotonic() - answered
+                    if silent >= hung_after_s and process.returncode is None:
+                        log.error("embedded redis (pid %d) has answered nothing for %.0f s; killing it",
+                                  process.pid, silent)
+                        with contextlib.suppress(ProcessLookupError):
+                            process.kill()
+                        return
+        finally:
+            await client.aclose()
 
     def _log_tail(self) -> str:
         try:

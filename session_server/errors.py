@@ -14,8 +14,11 @@ checks it; a second class that gives a known code another status is refused here
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from .money import DEFAULT_LANGUAGE, format_money
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,11 @@ def lookup(code: str) -> CatalogueEntry | None:
     return _CATALOGUE.get(code)
 
 
+def default_title(code: str) -> str:
+    """The title of a code whose class gives none: the code in words (`slot_taken`: "Slot taken")."""
+    return code.replace("_", " ").capitalize()
+
+
 class DomainError(Exception):
     """The request is malformed."""
 
@@ -69,6 +77,9 @@ class DomainError(Exception):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "code" in cls.__dict__:
+            if "title" not in cls.__dict__:
+                # the title names the problem type, which is the code: never a parent's, shared with others
+                cls.title = default_title(cls.code)
             _register(cls)
 
     def __init__(self, message: str, **extra: Any) -> None:
@@ -82,9 +93,34 @@ class DomainError(Exception):
         self.extra = extra
 
 
+    def detail(self, lang: str) -> str:
+        """What the problem document's `detail` says to a reader of `lang`: the message, in English, unless
+        the refusal is worded in more languages (`WordedError`)."""
+        return self.message
+
+
 _register(DomainError)
 # What a problem document takes from the class: an `extra` of the same name would overwrite it.
 _FIXED = frozenset({"code", "status", "title", "type", "detail", "instance"})
+
+
+class WordedError(DomainError):
+    """A refusal said in the reader's language (ar, fr, en), the amounts it names formatted for them.
+
+    `texts` gives the sentence per language with `{name}` for each amount; the call gives the amounts in
+    minor units with their currency. The message (logs, WebSocket) is the English sentence.
+    """
+
+    texts: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(self, *, amounts: Mapping[str, tuple[int, str]], **extra: Any) -> None:
+        self.amounts = dict(amounts)
+        super().__init__(self.detail(DEFAULT_LANGUAGE), **extra)
+
+    def detail(self, lang: str) -> str:
+        text = self.texts.get(lang) or self.texts[DEFAULT_LANGUAGE]
+        return text.format(**{name: format_money(minor, currency, lang)
+                              for name, (minor, currency) in self.amounts.items()})
 
 
 class InvalidInput(DomainError):

@@ -39,8 +39,11 @@ from .errors import (
     PayloadTooLarge,
     RedisUnavailable,
     UnsupportedMediaType,
+    WordedError,
+    default_title,
     lookup,
 )
+from .money import accepted_language
 from .redis_outage import RedisOutage
 
 log = logging.getLogger(__name__)
@@ -59,13 +62,13 @@ H = TypeVar("H", bound=Callable[..., Any])
 class JsonExpected(UnsupportedMediaType):
     """The route reads JSON: send `Content-Type: application/json`."""
 
-    code = "json_expected"
+    code, title = "json_expected", "JSON expected"
 
 
 class JsonTooDeep(InvalidInput):
     """The JSON nests arrays and objects deeper than the server reads (32 levels), in a body or a message."""
 
-    code = "json_too_deep"
+    code, title = "json_too_deep", "JSON too deep"
 
 
 def check_json_depth(raw: str | bytes) -> None:
@@ -140,6 +143,9 @@ def _iso_8601(value: Any) -> Any:
         return value  # refused by the type itself, unless already a datetime
     if has_control_characters(value):
         raise ValueError("control characters are not allowed")
+    # `+01:00` sent unencoded in a query string arrives as ` 01:00` (a `+` there means a space): a space
+    # just before an offset can mean nothing else, so it is read as the `+` it was
+    value = _PLUS_AS_SPACE.sub(r"\1+\2", value)
     if not _ISO_DATETIME.match(value) or not _ISO_TEXT.fullmatch(value):
         raise ValueError("an ISO 8601 date and time with an offset, such as 2026-12-01T09:00:00+01:00")
     try:
@@ -149,6 +155,7 @@ def _iso_8601(value: Any) -> Any:
 
 
 _ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+_PLUS_AS_SPACE = re.compile(r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?) (\d{2}(?::?\d{2})?)$")
 # fromisoformat stops reading at a NUL and takes what came before: only what ISO 8601 spells is read
 _ISO_TEXT = re.compile(r"[0-9Tt :.,+\-Zz]+")
 # A time in an API: ISO 8601 text with its offset, never a bare number (which pydantic would read as
@@ -247,11 +254,13 @@ class Body(pydantic.BaseModel):
         return schema
 
 
-def problem(status: int, code: str, detail: str, *, title: str | None = None, instance: str | None = None,
+def problem(status: int, code: str, detail: str, *, instance: str | None = None,
             headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    # one title per code, wherever the refusal is answered from: the catalogue's
+    entry = lookup(code)
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE + code,
-        "title": title or code.replace("_", " ").capitalize(),
+        "title": entry.title if entry is not None else default_title(code),
         "status": status,
         "detail": detail,
         "code": code,
@@ -262,8 +271,10 @@ def problem(status: int, code: str, detail: str, *, title: str | None = None, in
     return FastJSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
-async def read_json(request: Request, model: type[M], *, limit: int | None = None) -> M:
-    """Read and validate a JSON body into `model`, refusing bodies over the limit while streaming."""
+async def read_json(request: Request, model: type[M], *, limit: int | None = None, empty: bool = True) -> M:
+    """Read and validate a JSON body into `model`, refusing bodies over the limit while streaming. An empty body
+    reads as `{}` where every field is optional, unless `empty` is false (a route whose body replaces a whole
+    thing: a body lost on the way must not replace it with nothing)."""
     max_bytes = limit if limit is not None else request.app.state.ctx.settings.max_body_bytes
     media_type = request.headers.get("content-type", "application/json").partition(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
@@ -279,12 +290,20 @@ async def read_json(request: Request, model: type[M], *, limit: int | None = Non
             raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
         chunks.append(chunk)
     raw = b"".join(chunks)
+    if not raw and not empty:
+        raise InvalidInput("the body is empty: send the JSON document this route replaces (an empty object if that "
+                           "is what you mean)")
     check_json_depth(raw)
     try:
         return model.model_validate_json(raw or b"{}", strict=True)
     except pydantic.ValidationError as exc:
         raise InvalidInput("the body does not match the expected shape",
                            errors=validation_errors(exc)) from None
+
+
+class NoQuery(Body):
+    """A route that takes no query parameters: one sent (a filter the route does not have, say) is refused
+    rather than silently ignored, so that nobody reads an unfiltered answer as a filtered one."""
 
 
 def validation_errors(exc: pydantic.ValidationError) -> list[dict[str, Any]]:
@@ -306,7 +325,12 @@ def parse_query(request: Request, model: type[M]) -> M:
 async def on_domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
     headers = exc.extra.pop("headers", None)
-    return problem(exc.status, exc.code, exc.message, title=exc.title, instance=request.url.path,
+    detail = exc.message
+    if isinstance(exc, WordedError):  # said in the reader's language, amounts formatted for it
+        lang = accepted_language(request.headers.get("accept-language", ""))
+        detail = exc.detail(lang)
+        headers = {**(headers or {}), "Content-Language": lang, "Vary": "Accept-Language"}
+    return problem(exc.status, exc.code, detail, instance=request.url.path,
                    headers=headers, **exc.extra)
 
 
@@ -326,8 +350,8 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
 
 
 def redis_unavailable(detail: str, instance: str) -> Response:
-    return problem(RedisUnavailable.status, RedisUnavailable.code, detail, title=RedisUnavailable.title,
-                   instance=instance, headers={"Retry-After": "1"})
+    return problem(RedisUnavailable.status, RedisUnavailable.code, detail, instance=instance,
+                   headers={"Retry-After": "1"})
 
 
 # The WebSocket close code for "try again later" (RFC 6455 registry): a socket's handler let a Redis failure
@@ -353,7 +377,7 @@ async def on_redis_error(conn: HTTPConnection, exc: Exception) -> Response | Non
 async def on_unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem(InternalError.status, InternalError.code, "an unexpected error occurred; it has been logged",
-                   title=InternalError.title, instance=request.url.path)
+                   instance=request.url.path)
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
@@ -381,8 +405,7 @@ class ControlCharacterGuard:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            response = problem(NotFound.status, NotFound.code, "no resource has a control character in its path",
-                               title=NotFound.title)
+            response = problem(NotFound.status, NotFound.code, "no resource has a control character in its path")
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

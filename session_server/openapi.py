@@ -8,6 +8,7 @@ follow from how it authenticates and what it reads. Nothing here is written a se
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -232,11 +233,57 @@ async def api_page(request: Request) -> Response:
     return HTMLResponse((STATIC_DIR / "index.html").read_text(encoding="utf-8"), headers=PAGE_HEADERS)
 
 
+_CREDENTIALS = {(): "none", ("api_key",): "API key", ("bearer",): "token", ("bearer", "api_key"): "token or API key"}
+
+
+def credentials_table(routes: Iterable[BaseRoute]) -> str:
+    """The Markdown table of what each HTTP route takes as credentials, and which roles, for docs/api.md."""
+    rows = ["| method | path | credentials | roles |", "|--------|------|-------------|-------|"]
+    for route, doc in documented_routes(routes):
+        methods = ", ".join(sorted((route.methods or set()) - {"HEAD"}))
+        roles = ", ".join(doc.roles) if doc.roles else ("any" if "bearer" in doc.auth else "")
+        if doc.auth == ("api_key",):
+            roles = "the platform's backend"
+        rows.append(f"| {methods} | `{route.path}` | {_CREDENTIALS[doc.auth]} | {roles} |")
+    return "\n".join(rows)
+
+
+def _usual_meaning(name: str, where: str, method: str, default: Any) -> str:
+    """What a default means where the field does not say: the meanings every list and update share."""
+    if name == "limit":
+        return "the most items in one answer"
+    if method == "PATCH" and default is None:
+        return "absent: unchanged"
+    if where == "query" and default is None and name in ("from", "to"):
+        return "absent: no bound"
+    if where == "query" and default is None:
+        return "absent: not filtered by it"
+    return ""
+
+
+def defaults_table(routes: Iterable[BaseRoute]) -> str:
+    """The Markdown table of every optional field of a body or query, with its default, for docs/api.md."""
+    rows = ["| route | field | default | meaning |", "|-------|-------|---------|---------|"]
+    for route, doc in documented_routes(routes):
+        method = ", ".join(sorted((route.methods or set()) - {"HEAD"}))
+        for where, model in (("query", doc.query), ("body", doc.body)):
+            if model is None:
+                continue
+            for name, info in model.model_fields.items():
+                if info.is_required():
+                    continue
+                default = info.get_default(call_default_factory=True)
+                shown = "absent" if default is None else f"`{json.dumps(default, ensure_ascii=False)}`"
+                meaning = info.description or _usual_meaning(info.alias or name, where, method, default)
+                rows.append(f"| {method} `{route.path}` | {where} `{info.alias or name}` | {shown} | {meaning} |")
+    return "\n".join(rows)
+
+
 def error_table(routes: Iterable[BaseRoute]) -> str:
     """The Markdown table of every code the HTTP routes can answer with, for docs/api.md."""
     codes = {code for _, doc in documented_routes(routes) for cs in refusals(doc).values() for code in cs}
-    rows = ["| status | code | meaning |", "|-------:|------|---------|"]
+    rows = ["| status | code | title | meaning |", "|-------:|------|-------|---------|"]
     entries = sorted((entry_of(c) for c in codes), key=lambda e: (e.status, e.code))
-    rows += [f"| {e.status} | `{e.code}` | {e.meaning} |" for e in entries]
+    rows += [f"| {e.status} | `{e.code}` | {e.title} | {e.meaning} |" for e in entries]
     return "\n".join(rows)
 

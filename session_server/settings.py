@@ -65,6 +65,11 @@ class Settings:
     # (bound address, announced address): for a host behind 1:1 NAT, which binds its private address
     media_nat_map: tuple[tuple[str, str], ...] = ()
     ice_servers: tuple[IceServer, ...] = ()
+    # TURN with coturn's shared-secret REST scheme: each participant gets its own credentials at join,
+    # valid until the room closes and at most `turn_ttl_s` (see session_server/turn.py).
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: str = ""
+    turn_ttl_s: int = 24 * 3600
     media_consent_timeout_s: float = 10.0
     media_silence_timeout_s: float = 5.0
     media_connect_timeout_s: float = 20.0
@@ -75,6 +80,8 @@ class Settings:
     redis_max_connections: int = 64
     redis_pool_timeout_s: float = 2.0
     redis_socket_timeout_s: float = 5.0
+    # the embedded Redis, alive but answering no PING this long (stopped, wedged), is killed and restarted
+    embedded_redis_hang_s: float = 30.0
     # HTTP limits.
     max_body_bytes: int = 1024 * 1024
     # Bookings.
@@ -85,6 +92,11 @@ class Settings:
     booking_horizon_days: int = 31
     suspend_after_idle_days: int = 90
     suspension_check_interval_s: float = 3600.0
+    # Free reschedules of interrupted sessions: how many days after the offer a new time may fall (the
+    # offer expires then), how long before that both parties are reminded, how often expiry is checked.
+    reschedule_window_days: int = 14
+    reschedule_reminder_s: int = 2 * 24 * 3600
+    reschedule_check_interval_s: float = 60.0
     # Rooms and chat.
     room_open_before_s: int = 600
     room_grace_after_s: int = 900
@@ -97,13 +109,51 @@ class Settings:
     chat_retention_days: int = 365
     ws_max_connections_per_user: int = 5
     ws_send_queue: int = 256
+    # a socket whose reader takes nothing of what is already sent for this long is a slow reader (4008)
+    ws_send_timeout_s: float = 10.0
+    # Outages (session_server/outages, docs/outages.md): a party not in the room this long after the start
+    # is a no-show; media down this long tells both pages; an outage longer than `interrupt` with less
+    # than `min_share_pct` % of the session had is an interruption; after `giveup` the room stops waiting
+    # and the verdict is written; the watch looks at live sessions this often.
+    outage_no_show_s: int = 15 * 60
+    outage_notify_s: float = 20.0
+    outage_interrupt_s: float = 5 * 60
+    outage_min_share_pct: int = 80
+    outage_giveup_s: float = 10 * 60
+    outage_check_interval_s: float = 1.0
     # Documents.
     document_max_bytes: int = 25 * 1024 * 1024
     document_types: tuple[str, ...] = ("application/pdf", "image/jpeg", "image/png", "text/plain")
     upload_idle_timeout_s: float = 30.0
+    # Support.
+    support_answer_within_s: int = 300  # the stated response time of a problem ticket
+    support_push_interval_s: float = 0.25  # the board's updates are coalesced to this interval
+    support_idle_logout_s: int = 900  # the board page signs out after this long without the agent's input
+    support_token_max_ttl_s: int = 8 * 3600  # a support token lives at most a working shift
+    # Ledger (docs/ledger.md): the consumer and payout job run in the server unless a separate
+    # `session-server ledger` process runs them (then set this false on the servers).
+    ledger_in_process: bool = True
+    ledger_cancel_notice_hours: int = 24  # a client's cancellation this long before the start: full refund
+    ledger_late_cancel_refund_percent: int = 50  # of the client's total, for a later cancellation
+    ledger_late_cancel_practitioner_percent: int = 50  # of the practitioner's share, for a later cancellation
+    ledger_client_no_show_refund_percent: int = 0
+    ledger_complaint_window_days: int = 7
+    ledger_payout_minimum_minor: int = 100_000  # 1,000.00 DZD: smaller balances wait for a later Sunday
+    ledger_payout_dir: Path | None = None  # transfer files; default <data_dir>/payouts
+    ledger_payout_check_interval_s: float = 60.0
+    ledger_max_failures: int = 5  # an event that fails this often goes to the dead letter
+    ledger_claim_idle_ms: int = 5_000  # a pending event idle this long is taken over (and retried)
     # Demo data on start.
     demo: bool = False
+    # Demo of an outage (with `demo`): the demo session starts at once and the client's page stops sending its
+    # camera and microphone this many seconds after its media connected (0: never). See docs/outages.md.
+    demo_cut_after_s: int = 0
     log_level: str = "info"
+    # Metrics: never open on the public port. A listener of their own (off when the port is None) and/or
+    # a bearer credential that opens /metrics on the public port.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    metrics_token: str = ""
 
     @property
     def base_url(self) -> str:
@@ -245,6 +295,21 @@ def _ice_servers(name: str, raw: str) -> tuple[IceServer, ...]:
     return tuple(out)
 
 
+def _turn_urls(name: str, raw: str) -> tuple[str, ...]:
+    accepts = ("comma-separated turn: or turns: URLs, e.g. turn:203.0.113.10:3478?transport=udp,"
+               "turns:turn.example.org:443?transport=tcp")
+    out = tuple(u.strip() for u in raw.split(",") if u.strip())
+    if not all(u.split(":", 1)[0] in ("turn", "turns") and len(u.split(":")) >= 2 and u.split(":")[1] for u in out):
+        raise SettingsError(name, accepts, raw)
+    return out
+
+
+def _secret(name: str, raw: str, min_length: int) -> str:
+    if len(raw) < min_length:
+        raise SettingsError(name, f"a secret of at least {min_length} characters", "<hidden>")
+    return raw
+
+
 def _origins(name: str, raw: str) -> tuple[str, ...]:
     return tuple(_url(name, o.strip(), ("http", "https"))
                  for o in raw.split(",") if o.strip())
@@ -305,6 +370,9 @@ _PARSERS: dict[str, Any] = {
     "media_announce_addresses": _addresses,
     "media_nat_map": _nat_map,
     "ice_servers": _ice_servers,
+    "turn_urls": _turn_urls,
+    "turn_secret": lambda n, r: _secret(n, r, 16) if r else "",
+    "turn_ttl_s": lambda n, r: _int(n, r, 60, 7 * _DAY),
     "media_consent_timeout_s": lambda n, r: _float(n, r, 1, 300),
     "media_silence_timeout_s": lambda n, r: _float(n, r, 0.5, 300),
     "media_connect_timeout_s": lambda n, r: _float(n, r, 1, 300),
@@ -312,6 +380,7 @@ _PARSERS: dict[str, Any] = {
     "redis_max_connections": lambda n, r: _int(n, r, 2, 10_000),
     "redis_pool_timeout_s": lambda n, r: _float(n, r, 0.01, 60),
     "redis_socket_timeout_s": lambda n, r: _float(n, r, 0.1, 300),
+    "embedded_redis_hang_s": lambda n, r: _float(n, r, 1, 3600),
     "max_body_bytes": lambda n, r: _int(n, r, 1024, 64 * 1024 * 1024),
     "currency": _currency,
     "default_timezone": _zone,
@@ -320,6 +389,9 @@ _PARSERS: dict[str, Any] = {
     "booking_horizon_days": lambda n, r: _int(n, r, 1, 31),
     "suspend_after_idle_days": lambda n, r: _int(n, r, 1, 3650),
     "suspension_check_interval_s": lambda n, r: _float(n, r, 1, 7 * 24 * 3600),
+    "reschedule_window_days": lambda n, r: _int(n, r, 1, 31),
+    "reschedule_reminder_s": lambda n, r: _int(n, r, 0, 30 * _DAY),
+    "reschedule_check_interval_s": lambda n, r: _float(n, r, 0.05, 3600),
     "room_open_before_s": lambda n, r: _int(n, r, 0, _DAY),
     "room_grace_after_s": lambda n, r: _int(n, r, 0, _DAY),
     "allowed_origins": _origins,
@@ -328,14 +400,40 @@ _PARSERS: dict[str, Any] = {
     "chat_max_bytes": lambda n, r: _int(n, r, 1, 60_000),
     "chat_rate_per_s": lambda n, r: _float(n, r, 0.01, 10_000),
     "chat_burst": lambda n, r: _int(n, r, 1, 100_000),
+    "support_answer_within_s": lambda n, r: _int(n, r, 10, _DAY),
+    "support_push_interval_s": lambda n, r: _float(n, r, 0.05, 10),
+    "support_idle_logout_s": lambda n, r: _int(n, r, 60, _DAY),
+    "support_token_max_ttl_s": lambda n, r: _int(n, r, 60, _DAY),
     "chat_retention_days": lambda n, r: _int(n, r, 1, 3650),
     "ws_max_connections_per_user": lambda n, r: _int(n, r, 1, 1000),
     "ws_send_queue": lambda n, r: _int(n, r, 1, 100_000),
+    "ws_send_timeout_s": lambda n, r: _float(n, r, 0.05, 300),
+    "outage_no_show_s": lambda n, r: _int(n, r, 0, _DAY),
+    "outage_notify_s": lambda n, r: _float(n, r, 0.1, 3600),
+    "outage_interrupt_s": lambda n, r: _float(n, r, 0.1, _DAY),
+    "outage_min_share_pct": lambda n, r: _int(n, r, 0, 100),
+    "outage_giveup_s": lambda n, r: _float(n, r, 0.1, _DAY),
+    "outage_check_interval_s": lambda n, r: _float(n, r, 0.05, 60),
     "document_max_bytes": lambda n, r: _int(n, r, 1, 64 * 1024**3),
     "document_types": _types,
     "upload_idle_timeout_s": lambda n, r: _float(n, r, 0.05, 3600),
+    "ledger_in_process": _bool,
+    "ledger_cancel_notice_hours": lambda n, r: _int(n, r, 0, 24 * 60),
+    "ledger_late_cancel_refund_percent": lambda n, r: _int(n, r, 0, 100),
+    "ledger_late_cancel_practitioner_percent": lambda n, r: _int(n, r, 0, 100),
+    "ledger_client_no_show_refund_percent": lambda n, r: _int(n, r, 0, 100),
+    "ledger_complaint_window_days": lambda n, r: _int(n, r, 1, 365),
+    "ledger_payout_minimum_minor": lambda n, r: _int(n, r, 0, 10**12),
+    "ledger_payout_dir": _path,
+    "ledger_payout_check_interval_s": lambda n, r: _float(n, r, 0.05, 24 * 3600),
+    "ledger_max_failures": lambda n, r: _int(n, r, 1, 1000),
+    "ledger_claim_idle_ms": lambda n, r: _int(n, r, 10, 3_600_000),
     "demo": _bool,
+    "demo_cut_after_s": lambda n, r: _int(n, r, 0, _DAY),
     "log_level": _level,
+    "metrics_host": _host,
+    "metrics_port": lambda n, r: _int(n, r, 0, 65535) if r.strip() else None,
+    "metrics_token": lambda n, r: _secret(n, r, 32) if r else "",
 }
 
 
@@ -369,6 +467,16 @@ def _check_together(s: Settings) -> None:
         raise SettingsError(variable_name("active_master_key_id"),
                             "the id of one of the keys in SESSION_SERVER_MASTER_KEYS",
                             s.active_master_key_id)
+    if s.outage_giveup_s < max(s.outage_interrupt_s, s.outage_notify_s):
+        raise SettingsError(variable_name("outage_giveup_s"),
+                            "at least SESSION_SERVER_OUTAGE_INTERRUPT_S and SESSION_SERVER_OUTAGE_NOTIFY_S",
+                            str(s.outage_giveup_s))
+    if bool(s.turn_urls) != bool(s.turn_secret):
+        raise SettingsError(variable_name("turn_secret"),
+                            "to be set together with SESSION_SERVER_TURN_URLS (both or neither)")
+    if s.metrics_port is not None and s.metrics_port != 0 and s.metrics_port == s.port:
+        raise SettingsError(variable_name("metrics_port"), "a port other than SESSION_SERVER_PORT",
+                            str(s.metrics_port))
     if s.heartbeat_timeout_s <= s.heartbeat_interval_s:
         raise SettingsError(variable_name("heartbeat_timeout_s"),
                             "a value larger than SESSION_SERVER_HEARTBEAT_INTERVAL_S",

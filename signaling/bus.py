@@ -59,6 +59,23 @@ def envelope(message: dict[str, Any], *, audience: str = "all", to: str | None =
     return json.dumps(env, separators=(",", ":"), ensure_ascii=False)
 
 
+def staff_view(message: dict[str, Any]) -> dict[str, Any]:
+    """A room message as support staff and admins in the room see it: a client's name is not theirs to
+    see (they know the client by role, and by a pseudonym on the support board)."""
+
+    def hide(p: Any) -> Any:
+        return {**p, "name": ""} if isinstance(p, dict) and p.get("role") == "client" else p
+
+    out = message
+    if isinstance(message.get("participant"), dict):
+        out = {**out, "participant": hide(message["participant"])}
+    if isinstance(message.get("participants"), list):
+        out = {**out, "participants": [hide(p) for p in message["participants"]]}
+    if isinstance(message.get("you"), dict):
+        out = {**out, "you": hide(message["you"])}
+    return out
+
+
 class RoomBus:
     def __init__(self, open_chat: ChatOpener, ids: IdSource) -> None:
         self._open_chat = open_chat
@@ -134,12 +151,18 @@ class RoomBus:
         parties_only = env.get("aud") == "parties"
         to, skip = env.get("to"), env.get("skip")
         text = json.dumps(env["m"], separators=(",", ":"), ensure_ascii=False)
+        staff_text: str | None = None
         for c in list(conns.values()):
             if to is not None and c.participant_id != to:
                 continue
             if skip is not None and c.participant_id == skip:
                 continue
             if parties_only and not c.receives_health_data:
+                continue
+            if not c.receives_health_data:
+                if staff_text is None:
+                    staff_text = json.dumps(staff_view(env["m"]), separators=(",", ":"), ensure_ascii=False)
+                c.deliver(staff_text)
                 continue
             c.deliver(text)
 

@@ -4,7 +4,8 @@ In `relay` mode (today) each party's offer, answer and candidates go to the othe
 browsers connect directly. A `media` mode implements the same protocol on top of the SFU: an offer
 is answered by the server (`handle_offer`), candidates go to `add_candidate`, a participant who
 leaves is `remove_participant`-ed, and what the SFU pushes (renegotiation offers, quality reports)
-is sent to a participant through the `send` callback it is given. The WebSocket edge has already
+is sent to a participant through the `send` callback it is given; a participant who chooses audio only
+gets no video and sends none (`audio_only`). The WebSocket edge has already
 authorised the sender's role and target before it calls a bridge.
 """
 
@@ -32,6 +33,10 @@ class MediaBridge(Protocol):
 
     async def participant_left(self, room_id: str, participant_id: str) -> None: ...
 
+    async def audio_only(self, room_id: str, participant_id: str, on: bool) -> None:
+        """The participant chose audio only (or video again): their video stops (or resumes) both ways."""
+        ...
+
 
 class RelayBridge:
     """Peer to peer: pass each signal, unchanged but for its sender, to the other party."""
@@ -57,4 +62,8 @@ class RelayBridge:
         return None
 
     async def participant_left(self, room_id: str, participant_id: str) -> None:
+        return None
+
+    async def audio_only(self, room_id: str, participant_id: str, on: bool) -> None:
+        # The browsers connect directly: the page that chose audio only stops sending and showing video.
         return None

@@ -92,9 +92,11 @@ class Typing(_Client, tag="typing"):
 
 
 class MediaState(_Client, tag="media.state"):
-    audio: bool
-    video: bool
-    audio_only: bool = False
+    audio: bool  # the microphone is on
+    video: bool  # the camera is on
+    audio_only: bool = False  # no video either way (in `sfu` mode the server stops forwarding it)
+    camera: bool = True  # false: this browser has no camera it may use (none, or permission refused)
+    microphone: bool = True  # false: no microphone it may use
 
 
 class Quality(_Client, tag="quality"):
@@ -110,12 +112,16 @@ class ProblemReport(_Client, tag="problem.report"):
     note: Annotated[str, msgspec.Meta(max_length=500)] | None = None
 
 
+class EndTechnical(_Client, tag="session.end_technical"):
+    """The practitioner ends a session that a technical problem broke: "technical problem, reschedule"."""
+
+
 class TokenRefresh(_Client, tag="token.refresh"):
     token: Annotated[str, msgspec.Meta(max_length=8192)]
 
 
 ClientMessage = (Join | Leave | Ping | Pong | Offer | Answer | Candidate | ChatSend | ChatReceived | Typing
-                 | MediaState | Quality | ProblemReport | TokenRefresh)
+                 | MediaState | Quality | ProblemReport | EndTechnical | TokenRefresh)
 CLIENT_TYPES: frozenset[str] = frozenset(
     str(t.__struct_config__.tag) for t in ClientMessage.__args__)
 
@@ -184,6 +190,8 @@ class Participant(msgspec.Struct, omit_defaults=False):
     audio: bool = True
     video: bool = True
     audio_only: bool = False
+    camera: bool = True  # false: no camera this participant may use
+    microphone: bool = True  # false: no microphone this participant may use
     joined_at: int = 0  # epoch ms of this connection's join
 
 
@@ -294,7 +302,27 @@ class Ack(_Server, tag="ack"):
 
 class RoomClosing(_Server, tag="room.closing"):
     reason: str  # for people; `code` is for the page
-    code: str  # session_over | booking_cancelled | practitioner_suspended | booking_ended
+    code: str  # session_over | booking_cancelled | booking_rescheduled | practitioner_suspended | booking_ended
+    #            | session_ended
+
+
+class Outage(_Server, tag="outage"):
+    """Media between the parties is down past the threshold (`ongoing`), back (`resolved`), or the session's
+    verdict is written (`ended`, just before `room.closing`). Outages' notices travel on the room's push
+    channel as the same JSON; `ended` is sent by each node to its own members."""
+
+    state: str  # ongoing | resolved | ended
+    since: int | None = None  # epoch ms the media stopped (ongoing, resolved)
+    side: str | None = None  # platform | client_connection | practitioner_connection | unknown
+    gives_up_at: int | None = None  # epoch ms the room stops waiting (ongoing)
+    verdict: str | None = None  # ended: the session's verdict
+
+
+class SupportUpdate(_Server, tag="support.update"):
+    """To the participant who reported a problem: where their ticket stands (no agent's note)."""
+
+    ticket_id: str
+    status: str  # open | acknowledged | resolved | unresolvable
 
 
 class TokenRefreshed(_Server, tag="token.refreshed"):
@@ -308,12 +336,13 @@ class Error(_Server, tag="error"):
     message: str
     ref: str | None = None
     retry_after_s: float | None = None
+    reason: str | None = None  # room_closed: why, with a `room.closing` code (the page says which)
 
 
 ServerMessage = (ChatMessage | ChatHistory | Joined | ParticipantJoined | ParticipantLeft | ParticipantReconnecting
                  | ParticipantUpdated | SessionStarted | RelayedOffer | RelayedAnswer | RelayedCandidate
                  | ChatAck | ChatDelivered | TypingNotice | ServerPing | ServerPong | Ack | RoomClosing | TokenRefreshed
-                 | Error)
+                 | Outage | SupportUpdate | Error)
 
 _encoder = msgspec.json.Encoder()
 
@@ -343,6 +372,7 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403

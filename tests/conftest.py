@@ -22,19 +22,35 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 import uvicorn
+import uvloop
 from starlette.applications import Starlette
 
 from session_server.app import create_app
 from session_server.auth import Role, TokenAuthority
 from session_server.embedded_redis import die_with_parent, redis_server_binary
+from session_server.listener import listening_socket
 from session_server.settings import Settings, load_settings
 
 from .support import IN_CI, free_port
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    """The network tests (media, browsers) run on uvloop, the loop `session-server` serves on
+    (session_server/cli.py): media/fastpath.py reads and sends differently under uvloop and under asyncio's
+    own loop, and the path that is served is the one to test. So do tests marked `served_loop` (a slow reader
+    is found when a write waits, which is the transport's to say). Everything else keeps asyncio's default
+    loop."""
+    if item.get_closest_marker("netns") is not None or item.get_closest_marker("served_loop") is not None:
+        return {"uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
+
 
 SYSTEM_REDIS_URL = os.environ.get("TEST_SYSTEM_REDIS_URL", "redis://127.0.0.1:6379/13")
 API_KEY_ID = "test"
 API_SECRET = "s" * 64
 MASTER_KEYS = {"k1": b"\x01" * 32, "k2": b"\x02" * 32}
+# /metrics answers on the public port only with this credential (SESSION_SERVER_METRICS_TOKEN)
+METRICS_TOKEN = "m" * 40
 
 
 def _backends() -> list[str]:
@@ -107,6 +123,7 @@ def make_settings(tmp_path: Path, redis_url: str | None, **overrides: Any) -> Se
         "api_keys": {API_KEY_ID: API_SECRET},
         "master_keys": MASTER_KEYS,
         "active_master_key_id": "k1",
+        "metrics_token": METRICS_TOKEN,
     }
     values.update(overrides)
     return load_settings({}, **values)
@@ -157,6 +174,10 @@ def auth(tok: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {tok}"}
 
 
+def metrics_auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
+
 def api_key_auth() -> dict[str, str]:
     raw = base64.b64encode(f"{API_KEY_ID}:{API_SECRET}".encode()).decode()
     return {"Authorization": f"Basic {raw}"}
@@ -182,7 +203,8 @@ class LiveServer:
         return f"ws://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self.server.serve())
+        # the served socket, as `session-server serve` binds it
+        self._task = asyncio.create_task(self.server.serve(sockets=[listening_socket(self.config)]))
         deadline = time.monotonic() + 10
         while not self.server.started:
             if self._task.done() or time.monotonic() > deadline:

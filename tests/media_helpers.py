@@ -180,6 +180,13 @@ def cut_media(pc: RTCPeerConnection) -> None:
     transceiver = pc.getTransceivers()[0]
     connection = transceiver.sender.transport.transport._connection
     pair = connection._nominated[1]
-    pair.protocol.transport.sendto = lambda *args: None  # type: ignore[method-assign]
-    pair.protocol.datagram_received = lambda *args: None  # type: ignore[method-assign]
+    protocol = pair.protocol
+
+    async def send_nothing(*args: object) -> None:
+        return None
+
+    # On the protocol rather than its transport: uvloop's transports have read-only methods.
+    protocol.send_data = send_nothing
+    protocol.send_stun = lambda *args: None
+    protocol.datagram_received = lambda *args: None
     connection._query_consent_task and connection._query_consent_task.cancel()

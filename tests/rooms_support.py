@@ -122,6 +122,20 @@ class Peer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(left, 0.2))
 
+    async def reply(self, ref: str, timeout: float = 5.0, after: int = 0) -> dict[str, Any]:  # noqa: ASYNC109
+        """The server's answer to the message with this id: an acknowledgment or an `error`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for m in self.received[after:]:
+                if m.get("ref") == ref and m.get("type") in ("chat.ack", "ack", "pong", "error"):
+                    return m
+            left = deadline - time.monotonic()
+            if left <= 0 or (self.close_code is not None and self._reader.done()):
+                raise AssertionError(f"no answer to {ref!r} (close code {self.close_code})")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(left, 0.2))
+
     async def closed(self, timeout: float = 5.0) -> int:  # noqa: ASYNC109
         await asyncio.wait_for(asyncio.shield(self._reader), timeout)
         assert self.close_code is not None
@@ -161,6 +175,16 @@ async def joined(server: LiveServer, booking_id: str, token: str, **kw: Any) -> 
     peer = await connect_peer(server, booking_id, token, **kw)
     msg = await peer.expect("joined")
     return peer, msg
+
+
+async def whole_history(peer: Peer, welcome: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every chat message a resume brought: the welcome's, then its `chat.history` pages to the last."""
+    history = list(welcome["chat"])
+    if welcome.get("chat_more"):
+        await peer.expect("chat.history", lambda page: not page["more"])
+        for page in peer.of_type("chat.history"):
+            history.extend(page["chat"])
+    return history
 
 
 class ServerProcess:
@@ -235,3 +259,87 @@ def process_env(redis_url: str, data_dir: Path, port: int, **settings: str) -> d
     })
     env.update({"SESSION_SERVER_" + k.upper(): v for k, v in settings.items()})
     return env
+
+
+class StallingPeer:
+    """A room participant on a raw TCP socket with a small receive buffer, which can stop reading for real:
+    its kernel buffer fills, its window closes, and the server's writes wait, as for a frozen page or a
+    choked downlink (a cancelled reader task is no such thing: its kernel still drains the socket)."""
+
+    def __init__(self, sock: Any, protocol: Any) -> None:
+        self.sock = sock
+        self.protocol = protocol
+        self.received: list[dict[str, Any]] = []
+
+    @classmethod
+    async def connect(cls, server: LiveServer, booking_id: str, token: str, *,
+                      receive_buffer: int = 4096) -> StallingPeer:
+        import socket
+
+        from websockets.client import ClientProtocol
+        from websockets.http11 import Response
+        from websockets.typing import Subprotocol
+        from websockets.uri import parse_uri
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)  # before connecting: the window
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+        protocol = ClientProtocol(parse_uri(f"{server.ws_url}/v1/rooms/{booking_id}/ws"), max_size=None,
+                                  subprotocols=[Subprotocol("session.v1"), Subprotocol("bearer." + token)])
+        protocol.send_request(protocol.connect())
+        peer = cls(sock, protocol)
+        await peer._flush()
+        while True:
+            events = await peer._read_events()
+            if any(isinstance(e, Response) for e in events):
+                return peer
+
+    async def _flush(self) -> None:
+        data = b"".join(self.protocol.data_to_send())
+        if data:
+            await asyncio.get_running_loop().sock_sendall(self.sock, data)
+
+    async def _read_events(self) -> list[Any]:
+        data = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(self.sock, 65536), 10)
+        if data:
+            self.protocol.receive_data(data)
+        else:
+            self.protocol.receive_eof()
+        events = self.protocol.events_received()
+        for e in events:
+            if getattr(e, "opcode", None) is not None and e.opcode.name == "TEXT":
+                self.received.append(json.loads(e.data))
+        await self._flush()  # answers to pings and to a close
+        if not data and not events:
+            raise ConnectionError("the server closed the connection")
+        return events
+
+    async def send(self, message: dict[str, Any]) -> None:
+        message.setdefault("id", uuid.uuid4().hex[:16])
+        self.protocol.send_text(json.dumps(message).encode())
+        await self._flush()
+
+    async def read_until(self, kind: str) -> dict[str, Any]:
+        while True:
+            for m in self.received:
+                if m.get("type") == kind:
+                    return m
+            await self._read_events()
+
+    async def read_until_closed(self) -> int:
+        """Read again: what the server had sent, then its close frame; its close code (1006 if none)."""
+        from websockets.frames import Opcode
+
+        while True:
+            try:
+                events = await self._read_events()
+            except ConnectionError:
+                return 1006
+            for e in events:
+                if getattr(e, "opcode", None) is Opcode.CLOSE:
+                    rcvd = self.protocol.close_rcvd
+                    return rcvd.code if rcvd is not None else 1005
+
+    def close(self) -> None:
+        self.sock.close()

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 
 T = TypeVar("T")
@@ -56,14 +57,26 @@ def browser_for_media() -> str:
     return path
 
 
-async def open_room_pages(browser: Any, links: dict[str, str], lang: str = "en") -> dict[str, Any]:
+async def enter_room(page: Any, button: str = "#enter") -> None:
+    """What a person does on the room page's lobby once the device check is done: click to enter (the
+    `#enter` button, or `#enter-audio` / `#enter-chat`)."""
+    await page.locator(button).wait_for(state="visible", timeout=20_000)
+    await page.locator("#device-note").filter(has_not_text="…").wait_for(timeout=20_000)
+    await page.click(button)
+    await page.locator("#room").wait_for(state="visible", timeout=10_000)
+
+
+async def open_room_pages(browser: Any, links: dict[str, str], lang: str = "en",
+                          enter: bool = True) -> dict[str, Any]:
     """The client's and the practitioner's room pages, each in its own browser context, as the demo's
-    links open them (in `lang`)."""
+    links open them (in `lang`), and entered from the lobby unless `enter` is false."""
     pages: dict[str, Any] = {}
     for who in ("client", "practitioner"):
         context = await browser.new_context(viewport={"width": 1200, "height": 760})
         page = await context.new_page()
         await page.goto(links[who].replace("#token=", f"?lang={lang}#token=", 1))
+        if enter:
+            await enter_room(page)
         pages[who] = page
     return pages
 
@@ -79,6 +92,14 @@ async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+async def readiness(base_url: str) -> int:
+    """The status of one `/readyz` probe on a connection of its own, as an orchestrator's health check makes
+    it. A probe sent on a kept-alive connection that sat idle about as long as the server's keep-alive
+    timeout can meet the server closing it, which says nothing about readiness."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as probe:
+        return (await probe.get("/readyz")).status_code
 
 
 def free_port() -> int:

@@ -99,14 +99,24 @@ async def test_a_booking_made_at_a_chosen_instant_is_completed_when_the_clock_pa
         "session.started", {"booking_id": booking["id"], "practitioner_id": "p1", "client_id": "c1",
                             "at": (starts_at + 30) * 1000},
         time=datetime.fromtimestamp(starts_at + 30, UTC)).fields())
+    # what the session's verdict is judged on (docs/outages.md): both in the room, their media connected
+    for pid, role in (("c1", "client"), ("p1", "practitioner")):
+        at = datetime.fromtimestamp(starts_at + 30, UTC)
+        await redis_client.xadd(EVENTS_STREAM, Event("room.joined", {
+            "booking_id": booking["id"], "participant_id": pid, "role": role, "at": (starts_at + 30) * 1000,
+            "practitioner_id": "p1", "client_id": "c1"}, time=at).fields())
+        await redis_client.xadd(EVENTS_STREAM, Event("media.state_changed", {
+            "booking_id": booking["id"], "participant_id": pid, "state": "connected", "reason": None,
+            "node_id": "n1", "at": (starts_at + 30) * 1000}, time=at).fields())
 
     async def in_session() -> bool:
         return await s.status(booking["id"]) == "in_session"
 
     await eventually(in_session, what="the booking in session")
 
-    # The completion job runs on the server's clock: once it passes the end and the grace, the booking
-    # is completed, with the event the payouts follow, stamped with that instant.
+    # The completion job runs on the server's clock: once it passes the end and the grace, the session's
+    # verdict (both met, media connected) completes the booking, with the event the payouts follow, stamped
+    # with that instant.
     done_at = ends_at + COMPLETION_GRACE_S
     s.clock.set(done_at)
 

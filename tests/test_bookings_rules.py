@@ -163,7 +163,10 @@ def test_slot_ranges_must_be_forward_and_short() -> None:
 
 
 LEGAL = {("confirmed", "cancelled"), ("confirmed", "in_session"), ("in_session", "completed"),
-         ("in_session", "interrupted"), ("interrupted", "rescheduled")}
+         ("in_session", "interrupted"), ("interrupted", "rescheduled"),
+         # a session's verdict: no-shows before anyone met; an interruption or an early end either way
+         ("confirmed", "client_no_show"), ("confirmed", "practitioner_no_show"), ("confirmed", "both_no_show"),
+         ("confirmed", "interrupted"), ("confirmed", "ended_early"), ("in_session", "ended_early")}
 
 
 @pytest.mark.parametrize(("current", "to"), list(itertools.product(list(BookingStatus), repeat=2)))

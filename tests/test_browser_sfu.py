@@ -16,7 +16,15 @@ from session_server.events import EVENTS_STREAM, Event
 from session_server.rooms.media_bridge import MEDIA_NODE, QUALITY, SfuBridge
 
 from .rooms_support import room_server
-from .support import CHROMIUM_ARGS, chromium_path, eventually, in_loopback_namespace, open_room_pages, require
+from .support import (
+    CHROMIUM_ARGS,
+    chromium_path,
+    enter_room,
+    eventually,
+    in_loopback_namespace,
+    open_room_pages,
+    require,
+)
 
 pytestmark = [
     pytest.mark.netns,
@@ -159,6 +167,7 @@ async def test_a_page_on_another_node_gets_its_media_from_the_node_that_runs_the
                 context = await browser.new_context()
                 page = await context.new_page()
                 await page.goto(links[who])
+                await enter_room(page)
                 pages.append(page)
 
             for page in pages:
@@ -196,6 +205,7 @@ async def test_the_other_page_says_so_when_a_participants_media_stops_and_clears
                 context = await browser.new_context()
                 page = await context.new_page()
                 await page.goto(demo["links"][who].replace("#token=", "?lang=en#token=", 1))
+                await enter_room(page)
                 pages.append(page)
             client, prac = pages
 

@@ -46,8 +46,10 @@ async def test_tokens_in_urls_never_reach_the_logs(tmp_path: Path, redis_url: st
     finally:
         await server.stop()
     log = server.log.read_text(encoding="utf-8", errors="replace")
-    assert "GET /v1/me?[redacted]" in log, log[-3000:]  # the access log is on, and redacted
-    assert "/v1/bookings/[token]" in log, log[-3000:]
+    # the access log is on, and names route templates: neither the query nor the path as sent
+    assert "session_server.access: GET /v1/me 401" in log, log[-3000:]
+    assert "session_server.access: GET /v1/bookings/{bid} 401" in log, log[-3000:]
+    assert "session_server.access: WebSocket /v1/rooms/{booking_id}/ws" in log, log[-3000:]
     leaked = [p for p in _pieces(tok) if p in log]
     assert not leaked, log[-3000:]
 

@@ -4,12 +4,15 @@ SFU would silently fall back to aiortc's decode path or gather no candidate: fix
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
+import socket
 
 import aioice.ice
 import pytest
 from aiortc import RTCDtlsTransport, RTCPeerConnection
 
-from media import fastpath
+from media import fastpath, guard
 from media.server import MediaServer
 
 
@@ -102,3 +105,43 @@ async def test_a_connection_closed_while_ice_completes_keeps_no_consent_checks_r
         await asyncio.gather(*connecting, return_exceptions=True)
         await a.close()
         await b.close()
+
+
+async def test_the_guard_drops_junk_before_any_parser_on_asyncio_s_own_loop_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The network tests run on uvloop, as served; this one covers the selector loop's draining reader, which
+    # a plain asyncio.run (the benchmark's load generator) gets. Nothing connects: no pair is validated yet.
+    offerer = RTCPeerConnection()
+    offerer.addTransceiver("audio")
+    offerer.addTransceiver("video")
+    with fastpath.announce(("127.0.0.1",)):
+        await offerer.setLocalDescription(await offerer.createOffer())
+    pc = RTCPeerConnection()
+    await pc.setRemoteDescription(offerer.localDescription)
+    dropped = dict.fromkeys(guard.REASONS, 0)
+    seen: list[bytes] = []
+    tap = fastpath.Tap(pc, seen.append, dropped)
+    with fastpath.announce(("127.0.0.1",)):
+        await pc.setLocalDescription(await pc.createAnswer())
+    tap.guard()
+    ports = re.findall(r"a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+) typ host", pc.localDescription.sdp)
+    junk = [b"", b"\x80", b"\x80\xc8" + bytes(2000), b"\x16\xfe\xfd" + bytes(20), b"\x80\x60" + bytes(100)]
+    junk.append(b"\xff" * 30)
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for datagram in junk:
+            stranger.sendto(datagram, ("127.0.0.1", int(ports[0])))
+        deadline = asyncio.get_running_loop().time() + 10
+        while sum(dropped.values()) < len(junk):
+            assert asyncio.get_running_loop().time() < deadline, f"dropped so far: {dropped}"
+            await asyncio.sleep(0.01)
+        assert dropped == {**dict.fromkeys(guard.REASONS, 0), "empty": 1, "runt": 1, "oversize": 1,
+                           "unvalidated": 2, "unknown": 1}
+        assert seen == []
+        assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    finally:
+        stranger.close()
+        tap.release()
+        await pc.close()
+        await offerer.close()

@@ -232,6 +232,20 @@ def test_each_participant_receives_the_others_media_except_video_in_audio_only()
     }
 
 
+def test_a_participant_who_holds_their_video_sends_it_to_nobody_and_still_receives_and_sends_audio() -> None:
+    both = frozenset({"audio", "video"})
+    peers = {
+        "client": PeerView(receives=both, publishes=both, audio_only=True, video_held=True),
+        "practitioner": PeerView(receives=both, publishes=both),
+    }
+    assert plan(peers) == {
+        ("client", "audio"): ("practitioner",),
+        ("client", "video"): (),
+        ("practitioner", "audio"): ("client",),
+        ("practitioner", "video"): (),
+    }
+
+
 def test_nobody_receives_their_own_media_and_a_kind_not_offered_is_not_sent() -> None:
     peers = {"a": PeerView(receives=frozenset({"audio"}), publishes=frozenset({"audio", "video"}))}
     assert plan(peers) == {("a", "audio"): (), ("a", "video"): ()}
@@ -248,17 +262,19 @@ OFFER = "\r\n".join(
         "s=-",
         "t=0 0",
         "a=group:BUNDLE 0 1",
-        "a=fingerprint:sha-256 AA:BB",
+        "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
         "m=audio 9 UDP/TLS/RTP/SAVPF 111",
         "a=mid:0",
         "a=ice-ufrag:abcd",
         "a=ice-pwd:abcdefghijklmnopqrstuvwx",
         "a=sendrecv",
+        "a=rtcp-mux",
         "a=rtpmap:111 opus/48000/2",
         "a=ssrc:11 cname:x",
         "m=video 9 UDP/TLS/RTP/SAVPF 96 97 102",
         "a=mid:1",
         "a=sendrecv",
+        "a=rtcp-mux",
         "a=rtpmap:96 VP8/90000",
         "a=rtpmap:97 rtx/90000",
         "a=fmtp:97 apt=96",

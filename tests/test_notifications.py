@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import redis.asyncio as aioredis
 import websockets
 
@@ -16,7 +19,7 @@ from session_server.events import Event
 from session_server.notifications.rules import notifications_for
 
 from .bookings_support import every_day, first_slot, local_day, make_practitioner, settled
-from .conftest import LiveServer, api_key_auth, auth
+from .conftest import API_KEY_ID, API_SECRET, LiveServer, api_key_auth, auth
 from .rooms_support import CLIENT, PRACTITIONER, joined, room_server, write_booking
 from .support import eventually
 
@@ -77,9 +80,47 @@ async def test_the_websocket_accepts_the_token_as_first_message_and_refuses_a_ba
         assert json.loads(await ws.recv()) == {"type": "pong"}
     async with websockets.connect(f"{live_server.ws_url}/v1/notifications/ws") as ws:
         await ws.send(json.dumps({"type": "auth", "token": "nonsense"}))
+        assert json.loads(await ws.recv())["code"] == "token_malformed"
+        await ws.wait_closed()
+        assert ws.close_code == 4401
+    async with websockets.connect(f"{live_server.ws_url}/v1/notifications/ws") as ws:
+        await ws.send(json.dumps({"type": "ping"}))
         assert json.loads(await ws.recv())["code"] == "unauthenticated"
         await ws.wait_closed()
         assert ws.close_code == 4401
+
+
+def _expired_token() -> str:
+    now = int(time.time())
+    return jwt.encode({"sub": "c1", "name": "c1", "role": "client", "iat": now - 7200, "exp": now - 3600},
+                      API_SECRET, algorithm="HS256", headers={"kid": API_KEY_ID})
+
+
+def _tampered(tok: str) -> str:
+    header, payload, signature = tok.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    forged = base64.urlsafe_b64encode(json.dumps({**claims, "role": "admin"}).encode()).decode().rstrip("=")
+    return f"{header}.{forged}.{signature}"
+
+
+async def test_a_refused_token_is_told_with_its_code_whichever_way_it_came(
+        live_server: LiveServer, token: Token) -> None:
+    """An expired or forged token gets a typed `error` (the HTTP routes' code) and close 4401, in the
+    subprotocol header as in the `auth` message; a refused handshake would be a bare HTTP 403 that says
+    nothing, and a client could not tell an expired token (mint a new one) from a bad one."""
+    url = f"{live_server.ws_url}/v1/notifications/ws"
+    for bad, code in ((_expired_token(), "token_expired"), (_tampered(token("client", "c1")), "token_signature")):
+        async with websockets.connect(url, subprotocols=["notifications.v1", f"bearer.{bad}"]  # type: ignore[list-item]
+                                      ) as ws:
+            refusal = json.loads(await ws.recv())
+            assert refusal["type"] == "error" and refusal["code"] == code and refusal["message"]
+            await ws.wait_closed()
+            assert ws.close_code == 4401
+        async with websockets.connect(url) as ws:
+            await ws.send(json.dumps({"type": "auth", "token": bad}))
+            assert json.loads(await ws.recv())["code"] == code
+            await ws.wait_closed()
+            assert ws.close_code == 4401
 
 
 async def test_a_client_waiting_for_a_full_practitioner_is_told_when_slots_appear(

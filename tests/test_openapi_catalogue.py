@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from session_server.app import create_app
 from session_server.errors import DomainError, catalogue, lookup
 from session_server.openapi import (
     build,
+    credentials_table,
+    defaults_table,
     documented_routes,
     error_table,
     refusals,
@@ -172,3 +175,28 @@ def test_the_edges_raise_typed_errors_only(name: str) -> None:
 def test_no_module_raises_a_code_ad_hoc() -> None:
     found = [hit for p in sorted((ROOT / "session_server").rglob("*.py")) for hit in ad_hoc_codes(p)]
     assert not found, "raised ad hoc:\n" + "\n".join(found)
+
+
+# --- credentials and defaults ---------------------------------------------------------------------
+
+
+def _generated(name: str) -> str:
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    begin = f"<!-- generated from the routes' contracts: {name} -->\n"
+    return text.split(begin, 1)[1].split(f"<!-- end of generated {name} -->", 1)[0].strip()
+
+
+@pytest.mark.parametrize(("name", "make"), [("credentials", credentials_table), ("defaults", defaults_table)])
+def test_the_credentials_and_defaults_tables_in_the_docs_are_generated_from_the_routes(
+        app: Starlette, name: str, make: Callable[[Any], str]) -> None:
+    expected = make(app.routes)
+    assert _generated(name) == expected, f"docs/api.md's {name} table is stale; paste this one:\n" + expected
+
+
+def test_every_default_says_what_it_means(app: Starlette) -> None:
+    rows = [line.split("|") for line in defaults_table(app.routes).splitlines()[2:]]
+    assert rows
+    assert [f"{r[1].strip()} {r[2].strip()}" for r in rows if not r[4].strip()] == []
+    fields = {f"{r[1].strip()} {r[2].strip()}": r[3].strip() for r in rows}
+    assert fields["POST `/v1/tokens` body `ttl_s`"] == "`3600`"
+    assert fields["POST `/v1/codes` body `max_uses`"] == "`0`"

@@ -25,10 +25,10 @@ from session_server.embedded_redis import EmbeddedRedis
 from session_server.events import EVENTS_STREAM, Event
 
 from .bookings_support import every_day, iso, make_practitioner
-from .conftest import LiveServer, auth, make_settings
+from .conftest import LiveServer, auth, make_settings, metrics_auth
 from .documents_support import Minter
 from .redis_support import PrivateRedis
-from .support import eventually, free_port
+from .support import eventually, free_port, readiness
 from .test_redis_lifecycle import _alive, _embedded_redis_child, _start_server
 
 
@@ -91,7 +91,7 @@ async def test_a_sigkilled_embedded_redis_is_restarted_and_every_acknowledged_bo
             await bookings
 
             async def ready() -> bool:
-                return (await c.get("/readyz")).status_code == 200
+                return await readiness(base) == 200
 
             await eventually(ready, timeout=30, what="/readyz to come back after the embedded redis died")
             assert server.returncode is None
@@ -105,7 +105,8 @@ async def test_a_sigkilled_embedded_redis_is_restarted_and_every_acknowledged_bo
                 assert r.json()["starts_at"] == booking["starts_at"]
 
             async def counted() -> bool:
-                return "session_embedded_redis_restarts_total 1.0" in (await c.get("/metrics")).text
+                scraped = await c.get("/metrics", headers=metrics_auth())
+                return "session_embedded_redis_restarts_total 1.0" in scraped.text
 
             await eventually(counted, what="the restart to be counted")  # counted just after it answers
 
@@ -183,6 +184,37 @@ async def test_an_embedded_redis_restarted_by_its_supervisor_keeps_its_data(tmp_
         await embedded.stop()
 
 
+async def test_an_embedded_redis_that_stops_answering_is_killed_and_restarted_with_its_data(tmp_path: Path) -> None:
+    embedded = EmbeddedRedis(tmp_path / "redis")
+    await embedded.start()
+    restarts: list[int] = []
+    watcher = asyncio.create_task(embedded.supervise(
+        restarted=lambda: restarts.append(1), give_up=lambda message: None, first_delay_s=0.01,
+        hung_after_s=2.0, probe_every_s=0.2))
+    client = aioredis.Redis(unix_socket_path=str(embedded.socket_path), socket_timeout=1)
+    frozen = embedded.pid
+    try:
+        await client.set("acknowledged", b"yes")
+        assert frozen is not None
+        os.kill(frozen, signal.SIGSTOP)  # alive, answering nothing, and nobody will send SIGCONT
+
+        async def back() -> bool:
+            try:
+                return restarts == [1] and await client.get("acknowledged") == b"yes"
+            except (OSError, aioredis.RedisError):
+                return False
+
+        await eventually(back, timeout=30, what="the frozen redis to be replaced, with its data")
+        assert embedded.pid != frozen and not _alive(frozen)
+    finally:
+        await client.aclose()
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await embedded.stop()
+        if frozen is not None and _alive(frozen):
+            os.kill(frozen, signal.SIGKILL)
+
+
 @pytest.fixture
 async def external_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
     directory = tmp_path / "external-redis"
@@ -221,6 +253,8 @@ def warnings_logged() -> Iterator[Records]:
 # (a loop that notices the outage before the probe and says so).
 SUMMARY_EVERY_S = 10.0
 OTHER_LINES = 5
+# one line each, at most, from the stream consumers that meet the outage (docs/operations.md)
+CONSUMER_LINES = 4
 
 
 @pytest.mark.parametrize("fault", ["freeze", "kill"])
@@ -246,7 +280,7 @@ async def test_an_external_redis_outage_answers_503_logs_a_bounded_story_and_los
                 assert r.status_code == 503 and r.json()["code"] == "redis_unavailable"
 
                 async def outage_declared() -> bool:
-                    return "session_redis_outages_total 1.0" in (await c.get("/metrics")).text
+                    return "session_redis_outages_total 1.0" in (await c.get("/metrics", headers=metrics_auth())).text
 
                 await eventually(outage_declared, what="the outage to be declared")
 
@@ -261,7 +295,7 @@ async def test_an_external_redis_outage_answers_503_logs_a_bounded_story_and_los
                     await external_redis.start()  # same port, same AOF
 
                 async def ready() -> bool:
-                    return (await c.get("/readyz")).status_code == 200
+                    return await readiness(server.url) == 200
 
                 await eventually(ready, timeout=30, what="/readyz to come back by itself")
 
@@ -405,3 +439,286 @@ async def test_a_chat_message_sent_while_redis_is_frozen_gets_a_typed_answer_and
         refs = [m["ref"] for m in welcome["chat"]]
         assert refs.count("before-outage") == 1 and refs.count("during-outage") == 1, refs
         await again.close()
+
+
+# Close codes a room socket may end with during and after an outage, each one the protocol's own: try
+# again later (1013), or what the heartbeat says (4408). Never a drop without a close frame (1006) or an
+# internal error (1011).
+TYPED_CLOSES = {1013, 4408}
+
+
+async def _chat(peer: Any, ref: str, text: str) -> dict[str, Any]:
+    """Send one chat message and return the server's answer (`chat.ack`, or an `error` other than a rate
+    limit, after which the server's own pause was taken)."""
+    while True:
+        mark = len(peer.received)
+        await peer.send({"type": "chat.send", "id": ref, "text": text})
+        answer: dict[str, Any] = await peer.reply(ref, timeout=30, after=mark)
+        if answer["type"] != "error" or answer["code"] != "rate_limited":
+            return answer
+        await asyncio.sleep(answer["retry_after_s"])  # the wait the server asks for
+
+
+@pytest.mark.parametrize("fault", ["freeze", "kill"])
+@pytest.mark.parametrize("where", ["embedded", "external"])
+async def test_a_redis_outage_amid_bookings_and_chat_loses_and_doubles_nothing_and_logs_a_bounded_story(
+        tmp_path: Path, token: Minter, where: str, fault: str) -> None:
+    """A burst of bookings over HTTP and of chat over a room's sockets, Redis stopped in its middle (frozen
+    with SIGSTOP, or SIGKILLed) and back (the embedded one brought back by the server, dead or frozen; the
+    external one by its operator, SIGCONT or a restart): readiness returns by itself, every booking and
+    message acknowledged is there once, no event is doubled, the log holds the bounded story
+    docs/operations.md states, and each socket is either kept (and answers) or closed with a code of the
+    protocol."""
+    from .rooms_support import CLIENT, PRACTITIONER, joined, room_server, whole_history, write_booking
+
+    external: PrivateRedis | None = None
+    if where == "external":
+        (tmp_path / "external-redis").mkdir()
+        external = PrivateRedis(tmp_path / "external-redis", aof=True)
+        await external.start()
+    data_dir = tmp_path / "data"
+    url = external.url if external is not None else None
+    try:
+        async with room_server(tmp_path, url, redis_socket_timeout_s=1.0, heartbeat_interval_s=10.0,
+                               heartbeat_timeout_s=60.0, embedded_redis_hang_s=3.0) as server:
+            direct_url = url or f"unix://{data_dir / 'redis' / 'redis.sock'}"
+            redis_pid = external.proc.pid if external is not None and external.proc is not None else int(
+                (data_dir / "redis" / "redis.pid").read_text())
+            await write_booking(direct_url, "room")
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as c:
+                await make_practitioner(c, "p1", weekly=every_day())
+                slots = await _slots(c, "p1", auth(token("client", "c0")), 20)
+                client, _ = await joined(server, "room", token("client", CLIENT))
+                prac, _ = await joined(server, "room", token("practitioner", PRACTITIONER))
+                booked = [b for n in range(3) if (b := await _book(c, token, n, slots[n])) is not None]
+                chatted = {f"before-{n}": (await _chat(client, f"before-{n}", f"message {n}")) for n in range(3)}
+                assert len(booked) == 3 and all(a["type"] == "chat.ack" for a in chatted.values())
+
+                with warnings_logged() as logged:
+                    began = time.monotonic()
+                    os.kill(redis_pid, signal.SIGSTOP if fault == "freeze" else signal.SIGKILL)
+
+                    async def book_during() -> list[dict[str, Any] | None]:
+                        return [await _book(c, token, n, slots[n]) for n in range(3, 9)]
+
+                    async def chat_during() -> dict[str, dict[str, Any]]:
+                        return {f"during-{n}": await _chat(prac, f"during-{n}", f"reply {n}") for n in range(6)}
+
+                    during_books, during_chat = await asyncio.gather(book_during(), chat_during())
+                    booked += [b for b in during_books if b is not None]
+                    refused = [ref for ref, a in during_chat.items() if a["type"] == "error"]
+                    assert all(during_chat[ref]["code"] == "unavailable" for ref in refused), during_chat
+                    chatted.update({ref: a for ref, a in during_chat.items() if a["type"] == "chat.ack"})
+
+                    async def summarised() -> bool:
+                        return any("redis still unavailable" in r.getMessage() for r in logged.records)
+
+                    async def restarted() -> bool:
+                        return await readiness(server.url) == 200
+
+                    if where == "embedded":
+                        # the server's supervisor brings its own child back by itself: a dead one at once, a
+                        # frozen one once it has answered nothing for SESSION_SERVER_EMBEDDED_REDIS_HANG_S
+                        await eventually(restarted, timeout=30, what="the embedded redis to be restarted")
+                    else:
+                        # held past one summary period, so that a line per retry or per request would show
+                        await eventually(summarised, timeout=3 * SUMMARY_EVERY_S, what="the outage's summary")
+                        if fault == "freeze":
+                            os.kill(redis_pid, signal.SIGCONT)
+                        else:
+                            assert external is not None
+                            await external.start()  # same port, same AOF
+                    await eventually(restarted, timeout=30, what="/readyz to come back by itself")
+
+                    async def outage_over() -> bool:
+                        return any("redis outage ended" in r.getMessage() for r in logged.records)
+
+                    await eventually(outage_over, what="the outage's end to be logged")
+                    lasted = time.monotonic() - began
+                    lines = [f"{r.name}: {r.getMessage()}" for r in logged.records]
+                assert sum("redis outage began" in line for line in lines) == 1, lines
+                # the restart of the embedded child: its death (and, frozen, why it was killed), its return
+                restart_lines = {"kill": 2, "freeze": 3}[fault] if where == "embedded" else 0
+                assert len(lines) <= 2 + lasted // SUMMARY_EVERY_S + CONSUMER_LINES + restart_lines, lines
+                assert not any(r.exc_info for r in logged.records), lines
+
+                # after the outage: the messages refused are sent again with their ids, each kept once
+                for ref in refused:
+                    again = await _chat(prac, ref, f"reply {ref.split('-')[1]}")
+                    assert again["type"] == "chat.ack", again
+                    chatted[ref] = again
+                booked += [b for n in range(9, 12) if (b := await _book(c, token, n, slots[n])) is not None]
+                assert len(booked) >= 6
+                for booking in booked:
+                    assert booking is not None
+                    r = await c.get(f"/v1/bookings/{booking['id']}", headers=auth(token("practitioner", "p1")))
+                    assert r.status_code == 200, r.text
+                    assert r.json()["starts_at"] == booking["starts_at"]
+
+                for peer in (client, prac):
+                    if peer.close_code is None:
+                        await peer.send({"type": "ping", "id": "after"})
+                        assert (await peer.reply("after", timeout=30))["type"] == "pong"
+                    else:
+                        assert peer.close_code in TYPED_CLOSES, peer.close_code
+                back, welcome = await joined(server, "room", token("client", CLIENT), last_seq=0)
+                history = await whole_history(back, welcome)
+                refs = [m["ref"] for m in history]
+                assert sorted(refs) == sorted(chatted), (refs, sorted(chatted))
+                assert {m["seq"] for m in history} == {a["seq"] for a in chatted.values()}
+                for peer in (client, prac, back):
+                    if peer.close_code is None:
+                        await peer.close()
+
+            direct = aioredis.Redis.from_url(direct_url)
+            try:
+                created = await _created_events(direct)
+            finally:
+                await direct.aclose()
+            assert len(created) == len(set(created)), "a booking.created event is doubled"
+            assert {b["id"] for b in booked if b is not None} <= set(created)
+    finally:
+        if external is not None:
+            if external.proc is not None and external.proc.poll() is None:
+                external.signal(signal.SIGCONT)
+            external.stop()
+
+
+async def test_a_redis_outage_longer_than_the_heartbeat_timeout_shows_no_healthy_participant_reconnecting(
+        tmp_path: Path, token: Minter, external_redis: PrivateRedis) -> None:
+    """The server's own outage is not blamed on its clients: its pings go on while Redis is frozen, and two
+    participants who answer them are never shown reconnecting or gone, nor disconnected, however long it
+    lasts."""
+    from .rooms_support import CLIENT, PRACTITIONER, connect_peer, joined, room_server, write_booking
+
+    await write_booking(external_redis.url)
+    interval, timeout = 0.5, 3.0
+    async with room_server(tmp_path, external_redis.url, redis_socket_timeout_s=0.5,
+                           heartbeat_interval_s=interval, heartbeat_timeout_s=timeout) as server:
+        client, _ = await joined(server, "b1", token("client", CLIENT))
+        prac, _ = await joined(server, "b1", token("practitioner", PRACTITIONER))
+        external_redis.signal(signal.SIGSTOP)
+        try:
+            async def declared() -> bool:
+                return await readiness(server.url) == 503
+
+            await eventually(declared, what="the outage to be seen")
+            seen = {id(p): len(p.of_type("ping")) for p in (client, prac)}
+            # pings spanning more than the heartbeat timeout, all sent while Redis answers nothing
+            wanted = int(timeout / interval) + 2
+
+            async def pinged_through() -> bool:
+                return all(len(p.of_type("ping")) - seen[id(p)] >= wanted for p in (client, prac))
+
+            await eventually(pinged_through, timeout=10 * timeout, what="the heartbeat to go on during the outage")
+            assert await readiness(server.url) == 503  # it was an outage all along
+            # a join meanwhile is told to come back later, typed
+            late = await connect_peer(server, "b1", token("client", CLIENT))
+            refused = await late.expect("error", timeout=10)
+            assert refused["code"] == "unavailable" and refused["retry_after_s"] > 0
+            assert await late.closed(timeout=10) == 1013
+        finally:
+            external_redis.signal(signal.SIGCONT)
+
+        async def ready() -> bool:
+            return await readiness(server.url) == 200
+
+        await eventually(ready, timeout=30, what="/readyz to come back")
+        await client.send({"type": "chat.send", "id": "after", "text": "still here"})
+        await prac.expect("chat.message", lambda msg: msg["ref"] == "after", timeout=10)
+        for peer in (client, prac):
+            assert peer.close_code is None
+            assert not peer.of_type("participant.reconnecting") and not peer.of_type("participant.left")
+        await client.close()
+        await prac.close()
+
+
+async def test_after_a_redis_outage_no_process_reports_another_s_participants_gone(
+        tmp_path: Path, token: Minter, external_redis: PrivateRedis) -> None:
+    """Two processes on one Redis, Redis frozen for longer than a process's liveness key lives: neither
+    could prove itself alive meanwhile, so neither takes the other for dead when Redis is back, and the
+    parties on each side, answering every ping, are never shown gone or reconnecting."""
+    from .rooms_support import CLIENT, PRACTITIONER, ServerProcess, joined, write_booking
+
+    await write_booking(external_redis.url)
+    interval, timeout = 0.5, 3.0
+    nodes = [ServerProcess(tmp_path, external_redis.url, name, heartbeat_interval_s=str(interval),
+                           heartbeat_timeout_s=str(timeout), redis_socket_timeout_s="0.5")
+             for name in ("node-a", "node-b")]
+    try:
+        for n in nodes:
+            await n.start()
+        client, _ = await joined(nodes[0], "b1", token("client", CLIENT))  # type: ignore[arg-type]
+        prac, _ = await joined(nodes[1], "b1", token("practitioner", PRACTITIONER))  # type: ignore[arg-type]
+        await client.expect("session.started")
+        external_redis.signal(signal.SIGSTOP)
+        try:
+            async def declared() -> bool:
+                return [await readiness(n.url) for n in nodes] == [503, 503]
+
+            await eventually(declared, what="the outage to be seen by both processes")
+            seen = {id(p): len(p.of_type("ping")) for p in (client, prac)}
+            wanted = int(timeout / interval) + 2  # longer than a liveness key lives (timeout / 2)
+
+            async def pinged_through() -> bool:
+                return all(len(p.of_type("ping")) - seen[id(p)] >= wanted for p in (client, prac))
+
+            await eventually(pinged_through, timeout=10 * timeout, what="pings through the outage")
+        finally:
+            external_redis.signal(signal.SIGCONT)
+
+        async def ready() -> bool:
+            return [await readiness(n.url) for n in nodes] == [200, 200]
+
+        await eventually(ready, timeout=30, what="both processes ready again")
+        # a few heartbeat timeouts later, with each process's sweep having run on the Redis that is back
+        seen = {id(p): len(p.of_type("ping")) for p in (client, prac)}
+
+        async def settled() -> bool:
+            return all(len(p.of_type("ping")) - seen[id(p)] >= 2 * wanted for p in (client, prac))
+
+        await eventually(settled, timeout=20 * timeout, what="heartbeats after the outage")
+        await client.send({"type": "chat.send", "id": "after", "text": "still here"})
+        await prac.expect("chat.message", lambda msg: msg["ref"] == "after", timeout=10)
+        for peer in (client, prac):
+            assert peer.close_code is None
+            gone = peer.of_type("participant.left") + peer.of_type("participant.reconnecting")
+            assert not gone, gone
+        await client.close()
+        await prac.close()
+    finally:
+        for n in nodes:
+            await n.stop()
+
+
+@pytest.mark.parametrize("fault", ["freeze", "kill"])
+async def test_a_participant_silent_through_a_redis_outage_is_closed_and_the_other_told_once_it_is_back(
+        tmp_path: Path, token: Minter, external_redis: PrivateRedis, fault: str) -> None:
+    """A page that really went silent during the outage is closed by the heartbeat (4408, typed) although
+    Redis cannot record it; once Redis is back the other party is told it left, rather than seeing it
+    present for ever. (A frozen Redis may still run, once thawed, the writes that timed out; a killed one
+    never gets them.)"""
+    from .rooms_support import CLIENT, PRACTITIONER, joined, room_server, write_booking
+
+    await write_booking(external_redis.url)
+    async with room_server(tmp_path, external_redis.url, redis_socket_timeout_s=0.5,
+                           heartbeat_interval_s=0.5, heartbeat_timeout_s=3.0) as server:
+        client, _ = await joined(server, "b1", token("client", CLIENT))
+        prac, _ = await joined(server, "b1", token("practitioner", PRACTITIONER))
+        external_redis.signal(signal.SIGSTOP if fault == "freeze" else signal.SIGKILL)
+        try:
+            async def declared() -> bool:
+                return await readiness(server.url) == 503
+
+            await eventually(declared, what="the outage to be seen")
+            client.auto_pong = False  # the client's page goes silent
+            assert await client.closed(timeout=30) == 4408
+        finally:
+            if fault == "freeze":
+                external_redis.signal(signal.SIGCONT)
+            else:
+                await external_redis.start()  # same port, same AOF
+        left = await prac.expect("participant.left", lambda msg: msg["participant_id"] == CLIENT, timeout=30)
+        assert left["reason"] == "timeout"
+        assert prac.close_code is None
+        await prac.close()

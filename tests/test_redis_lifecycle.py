@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from session_server.app import create_app
 
-from .conftest import API_KEY_ID, API_SECRET, auth, make_settings, running
+from .conftest import API_KEY_ID, API_SECRET, METRICS_TOKEN, auth, make_settings, metrics_auth, running
 from .documents_support import PDF, Minter
 from .redis_support import PrivateRedis
 from .support import eventually, free_port
@@ -46,7 +46,7 @@ async def test_readyz_follows_redis_down_and_up_without_a_restart(tmp_path: Path
         r = await c.get("/t/count")
         assert r.status_code == 503 and r.json()["code"] == "redis_unavailable"
         assert (await c.get("/healthz")).status_code == 200  # alive, just not ready
-        metrics = (await c.get("/metrics")).text
+        metrics = (await c.get("/metrics", headers=metrics_auth())).text
         assert "session_redis_up 0.0" in metrics
 
         await private_redis.start()
@@ -61,7 +61,7 @@ async def test_readyz_follows_redis_down_and_up_without_a_restart(tmp_path: Path
 def _server_env(data_dir: Path, port: int) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin"), "SESSION_SERVER_DATA_DIR": str(data_dir),
             "SESSION_SERVER_PORT": str(port), "SESSION_SERVER_API_KEYS": f"{API_KEY_ID}:{API_SECRET}",
-            "SESSION_SERVER_LOG_LEVEL": "warning"}
+            "SESSION_SERVER_LOG_LEVEL": "warning", "SESSION_SERVER_METRICS_TOKEN": METRICS_TOKEN}
 
 
 async def _start_server(data_dir: Path, port: int) -> asyncio.subprocess.Process:

@@ -17,7 +17,7 @@ from session_server.rooms.service import RoomService
 from signaling import messages as m
 
 from .conftest import LiveServer
-from .rooms_support import CLIENT, PRACTITIONER, Peer, joined, room_server, write_booking
+from .rooms_support import CLIENT, PRACTITIONER, Peer, connect_peer, joined, room_server, write_booking
 from .support import eventually
 
 INTERVAL_S, TIMEOUT_S = 10.0, 30.0
@@ -203,3 +203,21 @@ async def test_a_token_refreshed_in_time_keeps_the_connection_and_one_not_refres
                         and msg.get("resumed") is True)
     await back.close()
     await client.close()
+
+
+async def test_the_end_of_the_window_closes_the_room_for_everyone_in_it(
+        live: tuple[LiveServer, ManualClock], token: Callable[..., str]) -> None:
+    server, clock = live
+    service = _service(server)
+    client, prac = await _both_in(server, token)
+    closes_at = max(c.window.closes_at for c in service.members())
+    clock.advance(closes_at - clock.now())
+    await service.tick()
+    for peer in (client, prac):
+        assert (await peer.expect("room.closing"))["code"] == "session_over"
+        assert await peer.closed() == 4410
+    # a link minted by the platform's clock for later than this server's clock now reads
+    again = await connect_peer(server, "b1", token("client", CLIENT, ttl_s=4 * 3600))
+    refused = await again.expect("error")
+    # over, or ended if the completion job has written the session's verdict meanwhile
+    assert refused["code"] == "room_closed" and refused.get("reason") in ("session_over", "session_ended"), refused

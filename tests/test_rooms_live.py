@@ -280,3 +280,27 @@ async def test_a_session_start_read_by_a_process_that_died_still_puts_the_bookin
         assert [e.type for e in await _events(redis_url)].count("booking.in_session") == 1
     finally:
         await r.aclose()
+
+
+async def test_the_other_party_is_told_when_a_participant_has_no_camera_or_microphone_and_a_later_one_too(
+        tmp_path: Path, redis_url: str, token: Callable[..., str]) -> None:
+    await write_booking(redis_url)
+    async with room_server(tmp_path, redis_url) as server:
+        prac, _ = await joined(server, "b1", token("practitioner", PRACTITIONER, name="Dr Karim"))
+        client, _ = await joined(server, "b1", token("client", CLIENT, name="Amina"))
+        await client.send({"type": "media.state", "audio": False, "video": False, "audio_only": False,
+                           "camera": False, "microphone": False})
+        told = await prac.expect("participant.updated")
+        assert {k: told["participant"][k] for k in ("id", "audio", "video", "camera", "microphone")} == {
+            "id": CLIENT, "audio": False, "video": False, "camera": False, "microphone": False}
+        # an unknown device state is refused, and nothing changes
+        await client.send({"type": "media.state", "audio": True, "video": True, "camera": "maybe", "id": "bad"})
+        refused = await client.expect("error")
+        assert refused["code"] == "invalid_message" and refused["ref"] == "bad"
+        # someone joining later sees it in the participant list
+        await prac.close()
+        prac, seen = await joined(server, "b1", token("practitioner", PRACTITIONER, name="Dr Karim"))
+        amina = next(p for p in seen["participants"] if p["id"] == CLIENT)
+        assert amina["camera"] is False and amina["microphone"] is False
+        await prac.close()
+        await client.close()

@@ -1,7 +1,7 @@
 """A session from booking to completion on the app's clock, through the real edges only: the server, built with
 a ManualClock years away from the machine's time, books over HTTP, keeps the room shut until its window
 opens, lets both parties in over the WebSocket, puts the booking in session, closes the room when the window
-ends, and completes the booking when the completion job's grace is over."""
+ends, and completes the booking then: the session's verdict is written when its room closes."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import pytest
 import redis.asyncio as aioredis
 
 from session_server.auth import Role
-from session_server.bookings.jobs import COMPLETION_GRACE_S
 from session_server.clock import ManualClock
 from session_server.context import AppContext
 from signaling import messages as m
@@ -79,6 +78,7 @@ async def test_a_booking_s_room_and_completion_follow_the_server_clock(
         early = await connect_peer(server, booking["id"], _token(server, Role.CLIENT, "c1"))
         refusal = await early.expect("error")
         assert refusal["code"] == "room_not_open"
+        assert refusal["retry_after_s"] == 1  # when to come back, by the server's clock
         assert await early.closed() == m.CLOSE_NOT_OPEN_YET
 
         # At the opening instant both parties get in, and the booking is in session.
@@ -100,14 +100,13 @@ async def test_a_booking_s_room_and_completion_follow_the_server_clock(
         late = await connect_peer(server, booking["id"], _token(server, Role.CLIENT, "c1"))
         assert (await late.expect("error"))["code"] == "room_closed"
 
-        # The completion job follows the same clock: at the end plus its grace the booking is completed.
-        assert await status() == "in_session"
-        done_at = ends_at + COMPLETION_GRACE_S
-        clock.set(done_at)
+        # The verdict follows the same clock: when the room closes, the session is judged (both were there
+        # with nothing lost) and the booking completed, at that instant.
+        done_at = ends_at + GRACE_AFTER_S
 
         async def completed() -> bool:
             return await status() == "completed"
 
-        await eventually(completed, what="the booking completed after the grace")
+        await eventually(completed, what="the booking completed when its room closed")
         done = await events(redis_client, "booking.completed")
         assert [(e.body["booking_id"], e.time.timestamp()) for e in done] == [(booking["id"], done_at)]

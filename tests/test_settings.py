@@ -27,8 +27,11 @@ def test_values_are_parsed_into_typed_fields() -> None:
         "REDIS_URL": "redis://127.0.0.1:6379/3",
         "SESSION_SERVER_DEMO": "yes",
         "SESSION_SERVER_SUSPENSION_CHECK_INTERVAL_S": "600",
+        "SESSION_SERVER_RESCHEDULE_WINDOW_DAYS": "7",
+        "SESSION_SERVER_RESCHEDULE_REMINDER_S": "3600",
     })
     assert s.port == 9001 and s.demo is True
+    assert (s.reschedule_window_days, s.reschedule_reminder_s) == (7, 3600)
     assert s.suspension_check_interval_s == 600.0
     assert set(s.api_keys) == {"a", "b"}
     assert s.media_announce_addresses == ("203.0.113.7", "127.0.0.1")
@@ -56,6 +59,8 @@ def test_values_are_parsed_into_typed_fields() -> None:
     ("SESSION_SERVER_BOOKING_HORIZON_DAYS", "90", "between 1 and 31"),
     ("SESSION_SERVER_TOKEN_MAX_TTL_S", "172800", "between 60 and 86400"),
     ("SESSION_SERVER_SUSPENSION_CHECK_INTERVAL_S", "0", "between 1"),
+    ("SESSION_SERVER_RESCHEDULE_WINDOW_DAYS", "0", "between 1 and 31"),
+    ("SESSION_SERVER_RESCHEDULE_CHECK_INTERVAL_S", "0", "between 0.05"),
     ("SESSION_SERVER_PORTT", "8000", "one of the documented variables"),
 ])
 def test_a_bad_value_names_the_variable_and_what_it_accepts(variable: str, value: str, accepts: str) -> None:

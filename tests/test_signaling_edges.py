@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 
-from .rooms_support import CLIENT, PRACTITIONER, connect_peer, joined, room_server, write_booking
+from .rooms_support import (
+    CLIENT,
+    PRACTITIONER,
+    StallingPeer,
+    connect_peer,
+    joined,
+    room_server,
+    whole_history,
+    write_booking,
+)
 
 
 async def test_bad_messages_get_typed_errors_and_the_socket_stays_usable(
@@ -106,24 +117,49 @@ async def test_a_dropped_socket_is_reconnecting_and_then_gone_if_it_does_not_com
         await later.close()
 
 
-async def test_a_reader_that_stops_reading_is_disconnected_with_4008(
+@pytest.mark.served_loop  # when a write waits is the transport's to say: the served loop's
+async def test_a_reader_that_stops_reading_is_disconnected_with_4008_and_the_other_party_told(
         tmp_path: Path, redis_url: str, token: Callable[..., str]) -> None:
+    """At the protocol's own rates and queue, with heartbeats at their defaults: a participant whose page
+    stops reading (but still says it is alive) is found by the slow-reader rule, not by a heartbeat or the
+    HTTP server's keep-alive; the other party is told, the stalled page reads 4008 when it reads again, and
+    coming back with `last_seq` it gets every message it missed."""
     await write_booking(redis_url)
-    async with room_server(tmp_path, redis_url, ws_send_queue=4, chat_max_bytes=60_000,
-                           chat_rate_per_s=10_000.0, chat_burst=10_000) as server:
-        prac, _ = await joined(server, "b1", token("practitioner", PRACTITIONER))
-        slow = await connect_peer(server, "b1", token("client", CLIENT))
-        slow._reader.cancel()  # stop reading: the socket buffers fill, then the outbox
-        text = "y" * 50_000
-        for _ in range(400):
-            await prac.send({"type": "chat.send", "text": text})
+    async with room_server(tmp_path, redis_url, heartbeat_interval_s=10.0, heartbeat_timeout_s=30.0,
+                           ws_send_timeout_s=1.0) as server:
+        prac, welcome = await joined(server, "b1", token("practitioner", PRACTITIONER))
+        limits = welcome["limits"]
+        assert (limits["chat_max_bytes"], limits["chat_rate_per_s"], limits["chat_burst"]) == (4000, 5.0, 20)
+        stalled = await StallingPeer.connect(server, "b1", token("client", CLIENT))
+        await stalled.send({"type": "join", "v": 1})
+        await stalled.read_until("joined")
+        text = "y" * limits["chat_max_bytes"]
+        acknowledged: list[int] = []
+        # from here on the client reads nothing; the practitioner chats as fast as the server lets it
+        for n in range(1000):
             if prac.of_type("participant.reconnecting"):
                 break
-        gone = await prac.expect("participant.reconnecting", timeout=20)
+            await stalled.send({"type": "ping"})  # still alive: the heartbeat has no reason to act
+            while True:
+                mark = len(prac.received)
+                await prac.send({"type": "chat.send", "id": f"m{n}", "text": text})
+                answer = await prac.reply(f"m{n}", after=mark)
+                if answer["type"] == "chat.ack":
+                    break
+                assert answer["code"] == "rate_limited", answer
+                await asyncio.sleep(answer["retry_after_s"])  # the wait the server asks for
+            acknowledged.append(answer["seq"])
+        gone = await prac.expect("participant.reconnecting")
         assert gone["participant_id"] == CLIENT
-        await prac.send({"type": "ping"})
-        await prac.expect("pong")
-        slow.abort()
+        assert await stalled.read_until_closed() == 4008
+        stalled.close()
+        await prac.send({"type": "ping", "id": "still-served"})
+        assert (await prac.reply("still-served"))["type"] == "pong"
+
+        back, again = await joined(server, "b1", token("client", CLIENT), last_seq=0)
+        history = await whole_history(back, again)
+        assert [c["seq"] for c in history] == acknowledged
+        await back.close()
         await prac.close()
 
 

@@ -109,3 +109,49 @@ async def test_cancelling_over_http_closes_the_room_on_the_other_process(
     closing = await client.expect("room.closing")
     assert closing["code"] == "booking_cancelled"
     assert await client.closed() == 4410
+
+
+async def test_suspending_the_practitioner_on_one_process_closes_the_room_on_both(
+        two_nodes: tuple[ServerProcess, ServerProcess], redis_url: str, token: Callable[..., str]) -> None:
+    import httpx
+
+    from .bookings_support import make_practitioner
+    from .conftest import api_key_auth
+
+    a, b = two_nodes
+    async with httpx.AsyncClient(base_url=a.url) as http:
+        await make_practitioner(http, PRACTITIONER)
+        await write_booking(redis_url)
+        client, _ = await joined(b, "b1", token("client", CLIENT))  # type: ignore[arg-type]
+        prac, _ = await joined(a, "b1", token("practitioner", PRACTITIONER))  # type: ignore[arg-type]
+        r = await http.post(f"/v1/practitioners/{PRACTITIONER}/status", headers=api_key_auth(),
+                            json={"status": "suspended", "reason": "review"})
+        assert r.status_code == 200, r.text
+    for peer in (client, prac):
+        assert (await peer.expect("room.closing"))["code"] == "practitioner_suspended"
+        assert await peer.closed() == 4410
+    again = await connect_peer(b, "b1", token("client", CLIENT))  # type: ignore[arg-type]
+    refused = await again.expect("error")
+    assert (refused["code"], refused["reason"]) == ("room_closed", "practitioner_suspended")
+
+
+async def test_a_cancellation_the_other_process_missed_still_closes_its_room(
+        two_nodes: tuple[ServerProcess, ServerProcess], redis_url: str, token: Callable[..., str]) -> None:
+    """The booking is cancelled in Redis with no event (as if the event were lost): each process's presence
+    tick re-reads the bookings of its rooms and closes them, saying why."""
+    import redis.asyncio as aioredis
+
+    from session_server.bookings.model import BOOKING_KEY
+
+    a, b = two_nodes
+    await write_booking(redis_url)
+    client, _ = await joined(b, "b1", token("client", CLIENT))  # type: ignore[arg-type]
+    prac, _ = await joined(a, "b1", token("practitioner", PRACTITIONER))  # type: ignore[arg-type]
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        await r.hset(BOOKING_KEY.format("b1"), "status", "cancelled")  # type: ignore[misc]
+    finally:
+        await r.aclose()
+    for peer in (client, prac):
+        assert (await peer.expect("room.closing"))["code"] == "booking_cancelled"
+        assert await peer.closed() == 4410

@@ -79,10 +79,12 @@ class PractitionerIn(Body):
     id: Id
     display_name: Text = Field(min_length=1, max_length=200)
     specialty: Specialty
-    session_minutes: int = Field(default=50, ge=15, le=rules.MAX_SESSION_MINUTES)
+    session_minutes: int = Field(default=50, ge=15, le=rules.MAX_SESSION_MINUTES,
+                                 description="the length of one session, in minutes")
     price_minor: int = Field(ge=0, le=MAX_PRICE_MINOR)
-    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
-    timezone: str | None = None
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$",
+                                 description="absent: the platform's (SESSION_SERVER_CURRENCY)")
+    timezone: str | None = Field(default=None, description="absent: SESSION_SERVER_DEFAULT_TIMEZONE")
 
     _zone = field_validator("timezone")(lambda v: v if v is None else _check_zone(v))
 
@@ -100,7 +102,7 @@ class PractitionerPatch(Body):
 
 class StatusIn(Body):
     status: Literal["active", "suspended"]
-    reason: Text = Field(default="", max_length=500)
+    reason: Text = Field(default="", max_length=500, description="why, kept with the change")
 
 
 class PriceIn(Body):
@@ -156,8 +158,8 @@ def _respec(published: Mapping[str, Any], today: date) -> tuple[rules.Availabili
 
 
 class AvailabilityIn(Body):
-    weekly: list[WeeklyIn] = Field(default_factory=list, max_length=70)
-    exceptions: list[ExceptionIn] = Field(default_factory=list, max_length=200)
+    weekly: list[WeeklyIn] = Field(default_factory=list, max_length=70, description="absent: no weekly hours")
+    exceptions: list[ExceptionIn] = Field(default_factory=list, max_length=200, description="absent: no exceptions")
 
     def spec(self) -> rules.AvailabilitySpec:
         weekly = tuple(rules.WeeklyWindow(_WEEKDAYS.index(w.day), _hhmm(w.start, end=False) or time(0),
@@ -173,19 +175,20 @@ class AvailabilityIn(Body):
 class SlotsQuery(Body):
     start: IsoDatetime = Field(alias="from")
     end: IsoDatetime = Field(alias="to")
-    code: str | None = Field(default=None, pattern=CODE_PATTERN)
+    code: str | None = Field(default=None, pattern=CODE_PATTERN, description="absent: no discount code")
 
 
 class QuoteQuery(Body):
     practitioner_id: Id
-    code: str | None = Field(default=None, pattern=CODE_PATTERN)
+    code: str | None = Field(default=None, pattern=CODE_PATTERN, description="absent: no discount code")
 
 
 class BookingIn(Body):
     practitioner_id: Id
     starts_at: IsoDatetime
-    code: str | None = Field(default=None, pattern=CODE_PATTERN)
-    expected_total: int | None = Field(default=None, ge=0)
+    code: str | None = Field(default=None, pattern=CODE_PATTERN, description="absent: no discount code")
+    expected_total: int | None = Field(default=None, ge=0, description=(
+        "the quote's client_total; absent: the price is not checked (given and different: 409 price_changed)"))
 
 
 class CancelIn(Body):
@@ -202,10 +205,13 @@ class BookingsQuery(Body):
 
 class CodeIn(Body):
     code: str = Field(pattern=CODE_PATTERN)
-    amount_minor: int = Field(default=0, ge=0, le=MAX_PRICE_MINOR)
-    percent: int = Field(default=0, ge=0, le=100)
-    expires_at: IsoDatetime | None = None
-    max_uses: int = Field(default=0, ge=0, le=1_000_000)
+    amount_minor: int = Field(default=0, ge=0, le=MAX_PRICE_MINOR,
+                              description="a fixed discount in minor units (give this or percent)")
+    percent: int = Field(default=0, ge=0, le=100, description=(
+        "a discount in percent of the practitioner's price (a practitioner's code) or of the commission "
+        "(a platform code); give this or amount_minor"))
+    expires_at: IsoDatetime | None = Field(default=None, description="absent: the code never expires")
+    max_uses: int = Field(default=0, ge=0, le=1_000_000, description="0: no limit on the number of uses")
 
     @model_validator(mode="after")
     def _one_value(self) -> CodeIn:
@@ -216,8 +222,9 @@ class CodeIn(Body):
 
 class PlatformCodeIn(CodeIn):
     kind: Literal["promotion", "referral"]
-    referrer_id: Id | None = None
-    referrer_credit_minor: int = Field(default=0, ge=0, le=MAX_PRICE_MINOR)
+    referrer_id: Id | None = Field(default=None, description="a referral's referrer (none for a promotion)")
+    referrer_credit_minor: int = Field(default=0, ge=0, le=MAX_PRICE_MINOR,
+                                       description="a referral's credit to its referrer, in minor units")
 
     @model_validator(mode="after")
     def _referrer(self) -> PlatformCodeIn:
@@ -234,6 +241,7 @@ def booking_view(b: Booking, extra: dict[str, str], identity: Identity) -> dict[
                            "starts_at": iso(b.starts_at), "ends_at": iso(b.ends_at), "status": b.status.value,
                            "created_at": iso(b.created_at)}
     if identity.role is Role.SUPPORT:
+        out.update({k: extra[k] for k in ("rescheduled_from", "rescheduled_to") if k in extra})
         return out  # metadata only
     out.update({"timezone": b.timezone,
                 "price": {"currency": b.currency, "client_total": b.client_total,
@@ -241,6 +249,9 @@ def booking_view(b: Booking, extra: dict[str, str], identity: Identity) -> dict[
                           "discount": b.discount, "code": b.code or None}})
     if "cancel_reason" in extra:
         out["cancellation"] = {"reason": extra["cancel_reason"], "by": extra.get("cancelled_by")}
+    for link in ("rescheduled_from", "rescheduled_to"):
+        if link in extra:
+            out[link] = extra[link]
     return out
 
 
@@ -248,7 +259,7 @@ def _epoch(d: datetime) -> int:
     return int(d.timestamp())
 
 
-def _check_epoch_range(d: datetime) -> int:
+def check_epoch_range(d: datetime) -> int:
     value = _epoch(d)
     if not 0 < value < 4102444800:  # before 2100
         raise DateOutOfRange("that date is out of range")
@@ -356,11 +367,11 @@ def _windows(windows: list[tuple[int, int]]) -> list[dict[str, str]]:
 @documented("Publish a practitioner's availability", auth=("bearer", "api_key"), roles=("practitioner", "admin"),
             body=AvailabilityIn, responses={200: out.PublishedOut},
             errors=("wrong_role", "permission_denied", "not_your_profile", "practitioner_not_found", "bad_window",
-                    "date_in_past", "beyond_horizon", "conflicting_exception"), tags=("bookings",))
+                    "date_in_past", "beyond_horizon", "conflicting_exception", "invalid_input"), tags=("bookings",))
 async def put_availability(request: Request) -> Response:
     pid = request.path_params["pid"]
     _self_or_admin(request, pid, Permission.AVAILABILITY_WRITE)
-    body = await read_json(request, AvailabilityIn)
+    body = await read_json(request, AvailabilityIn, empty=False)  # an empty body never withdraws every window
     p, windows, waiting = await _service(request).put_availability(pid, body.spec(), body.model_dump(mode="json"))
     return JSONResponse({"practitioner_id": pid, "timezone": p.timezone, "availability": body.model_dump(mode="json"),
                          "windows": _windows(windows), "waiting_clients": waiting})
@@ -386,7 +397,7 @@ async def get_slots(request: Request) -> Response:
     identity = authenticate_any(request)
     pid = request.path_params["pid"]
     q = parse_query(request, SlotsQuery)
-    start, end = _check_epoch_range(q.start), _check_epoch_range(q.end)
+    start, end = check_epoch_range(q.start), check_epoch_range(q.end)
     p, found = await _service(request).slots(pid, start, end, q.code, identity.sub,
                                              lambda p: _require_visible(identity, p))
     return JSONResponse({"practitioner_id": pid, "timezone": p.timezone, "session_minutes": p.session_minutes,
@@ -434,7 +445,8 @@ async def create_practitioner_code(request: Request) -> Response:
 
 
 @documented("Create a promotion or referral code", auth=("bearer", "api_key"), roles=("admin",), body=PlatformCodeIn,
-            responses={201: out.CodeOut}, errors=("wrong_role", "exists", "expires_in_past"), tags=("bookings",))
+            responses={201: out.CodeOut},
+            errors=("wrong_role", "exists", "expires_in_past", "discount_exceeds_commission"), tags=("bookings",))
 async def create_platform_code(request: Request) -> Response:
     authenticate_admin(request)
     body = await read_json(request, PlatformCodeIn)
@@ -455,7 +467,7 @@ async def create_booking(request: Request) -> Response:
     identity.require(Permission.BOOKINGS_WRITE)
     identity.require_role(Role.CLIENT)
     body = await read_json(request, BookingIn)
-    starts_at = _check_epoch_range(body.starts_at)
+    starts_at = check_epoch_range(body.starts_at)
     booking = await _service(request).book(client_id=identity.sub, practitioner_id=body.practitioner_id,
                                            starts_at=starts_at, code=body.code, expected_total=body.expected_total)
     return FastJSONResponse(booking_view(booking, {}, identity), status_code=201,
@@ -483,8 +495,8 @@ async def list_bookings(request: Request) -> Response:
     identity = authenticate_any(request)
     identity.require(Permission.BOOKINGS_READ)
     q = parse_query(request, BookingsQuery)
-    start = _check_epoch_range(q.start) if q.start else None
-    end = _check_epoch_range(q.end) if q.end else None
+    start = check_epoch_range(q.start) if q.start else None
+    end = check_epoch_range(q.end) if q.end else None
     # a client or a practitioner sees their own bookings; staff anyone's
     if identity.role is Role.CLIENT:
         client_id, practitioner_id = identity.sub, None

@@ -6,9 +6,10 @@ Raised where the refusal is decided (rules, service, store); the booking scripts
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
-from ..errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from ..errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, WordedError
 
 
 class _Unprocessable(DomainError):
@@ -50,7 +51,7 @@ class NotYourProfile(Forbidden):
 class AlreadyExists(Conflict):
     """A practitioner or discount code with this id already exists."""
 
-    code = "exists"
+    code, title = "exists", "Already exists"
 
 
 class NotBookable(Conflict):
@@ -86,16 +87,34 @@ class IllegalTransition(Conflict):
 class Stale(Conflict):
     """The record changed while this request was deciding: read it again and retry."""
 
-    code = "stale"
+    code, title = "stale", "Stale record"
 
 
 # --- refusals titled by their code ---------------------------------------------------------------
 
 
-class PriceChanged(DomainError):
+class PriceChanged(WordedError):
     """The price or session length differs from `expected_total`: ask for a new quote."""
 
     status, code, title = 409, "price_changed", "Price changed"
+    texts: ClassVar[Mapping[str, str]] = {
+        "en": "the price is now {total}; ask for a new quote",
+        "fr": "le prix est maintenant de {total} ; demandez un nouveau devis",
+        "ar": "أصبح السعر {total}؛ اطلب عرض سعر جديدًا",
+    }
+
+
+class DiscountExceedsCommission(WordedError):
+    """A platform code (a promotion, or a referral's discount and credit) would give more than the
+    platform's commission on a session (`SESSION_SERVER_PLATFORM_COMMISSION_MINOR`)."""
+
+    status, code, title = 422, "discount_exceeds_commission", "Discount exceeds the commission"
+    texts: ClassVar[Mapping[str, str]] = {
+        "en": "a platform code gives at most the platform's commission, {commission}; this one would give {value}",
+        "fr": "un code de la plateforme donne au plus la commission de la plateforme, {commission} ; "
+              "celui-ci donnerait {value}",
+        "ar": "لا يتجاوز رمز المنصة عمولتها، {commission}؛ وهذا الرمز يعطي {value}",
+    }
 
 
 class TooLateToCancel(DomainError):
@@ -169,7 +188,7 @@ class BadWindow(AvailabilityError):
 class DateInPast(AvailabilityError):
     """An exception to availability names a date already past."""
 
-    code, title = "date_in_past", "Date in past"
+    code, title = "date_in_past", "Date in the past"
 
 
 class BeyondHorizon(AvailabilityError):
@@ -220,7 +239,7 @@ class DateOutOfRange(InvalidInput):
 class ExpiresInPast(InvalidInput):
     """The discount code's expiry date is already past."""
 
-    code = "expires_in_past"
+    code, title = "expires_in_past", "Expiry in the past"
 
 
 # The codes the booking scripts (and the pricing of a code) answer with, and the error each one is.

@@ -28,7 +28,14 @@ class BookingsFeature:
         suspension = SuspensionJob(store, settings.suspend_after_idle_days,
                                    interval_s=settings.suspension_check_interval_s, clock=ctx.clock)
         ctx.tasks.every("bookings.suspension", suspension.tick_s, suspension.step)
-        completion = CompletionJob(store, clock=ctx.clock)
+        service = ctx.bookings
+
+        async def judge(booking_id: str, now: int) -> bool:
+            # the outages feature sets the judge when it starts (after this one)
+            return False if service.judge is None else await service.judge(booking_id, now)
+
+        completion = CompletionJob(store, judge=judge, grace_s=settings.room_grace_after_s,
+                                   no_show_s=settings.outage_no_show_s, clock=ctx.clock)
         ctx.tasks.every("bookings.completion", completion.tick_s, completion.step)
         sessions = SessionStartedConsumer(store)
         ctx.tasks.spawn("bookings.sessions", lambda: sessions.run(

@@ -1,5 +1,5 @@
 """Scheduled jobs of bookings: the automatic suspension of practitioners with no availability, and the
-completion of sessions once their scheduled time (and a grace for overrunning) is over.
+verdict of sessions once their scheduled time (and a grace for overrunning) is over.
 
 Several server processes may share one Redis. A job runs in one process at a time: it takes a lock
 (SET NX PX with a random token) and releases it with a Lua compare-and-delete, so a process whose lock
@@ -11,16 +11,16 @@ published.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import redis.asyncio as aioredis
 
 from ..clock import Clock, SystemClock
-from ..errors import Conflict, NotFound
+from ..errors import Conflict
 from ..events import Event
 from .model import BookingStatus
 from .rules import DAY_S, PractitionerStatus
@@ -145,15 +145,28 @@ class SuspensionJob(_OneRunnerAtATime):
         return suspended
 
 
+# Asks the session's judge (the outages feature, through `BookingService.judge`) to decide and record a
+# verdict for a booking now: whether this call wrote one.
+Judge = Callable[[str, int], Awaitable[bool]]
+# A booking still `confirmed` this long after its start is judged too (a no-show, or parties who never met):
+# the sweep of the job's start covers the bookings of this period that the processes missed while down.
+NO_SHOW_LOOKBACK_S = 2 * DAY_S
+
+
 @dataclass
 class CompletionJob(_OneRunnerAtATime):
-    """Moves each booking in session to `completed` once its scheduled end and the grace are past, with its
-    `booking.completed` event (what the payouts follow). Each completion is a compare-and-set from
-    `in_session`, so a booking interrupted or completed meanwhile is left as it is."""
+    """Has the verdict of every session written once its time is up: each booking in session once its
+    scheduled end and the grace are past, and each booking still `confirmed` once its no-show time is
+    past. The verdict comes from the session's timeline (the judge); the job never completes a booking
+    by itself, and a booking whose verdict is written leaves the index in the same script. Live sessions
+    get their verdict earlier, from the outages feature's own watch; this job is the durable backstop,
+    which also writes a verdict missed while every process was down."""
 
     lock_name = COMPLETION_JOB
     store: BookingStore
+    judge: Judge | None = None
     grace_s: int = COMPLETION_GRACE_S
+    no_show_s: int = 15 * 60
     interval_s: float = 60.0
     lock_ttl_s: float = 300.0
     clock: Clock = field(default_factory=SystemClock)
@@ -166,13 +179,20 @@ class CompletionJob(_OneRunnerAtATime):
             if missing:
                 log.warning("indexed %d booking(s) in session that the completion index had missed", missing)
             self._indexed = True
-        completed = []
+        if self.judge is None:
+            return []  # without the outages feature nothing decides a verdict: nothing is completed blindly
+        decided = []
         for booking_id in await self.store.in_session_ended_by(now - self.grace_s):
-            with contextlib.suppress(Conflict, NotFound):  # no longer in session: nothing to complete
-                await self.store.transition(booking_id, BookingStatus.COMPLETED, "booking.completed",
-                                            {"automatic": True}, now)
-                completed.append(booking_id)
-            await self.store.forget_in_session(booking_id)
-        if completed:
-            log.info("completed %d session(s)", len(completed))
-        return completed
+            booking = await self.store.booking(booking_id)
+            if booking is None or booking.status is not BookingStatus.IN_SESSION:
+                await self.store.forget_in_session(booking_id)
+                continue
+            if await self.judge(booking_id, now):
+                decided.append(booking_id)
+        for booking_id in await self.store.confirmed_started_between(now - NO_SHOW_LOOKBACK_S,
+                                                                     now - self.no_show_s):
+            if await self.judge(booking_id, now):
+                decided.append(booking_id)
+        if decided:
+            log.info("wrote the verdict of %d session(s)", len(decided))
+        return decided

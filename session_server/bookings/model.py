@@ -4,7 +4,8 @@ Redis layout (the store owns the writes; other features only read through `load_
   ss:booking:{id}   hash: id, practitioner_id, client_id, starts_at, ends_at (epoch seconds, UTC),
                     status, currency, client_total, practitioner_share, platform_share, discount,
                     code, created_at, timezone; the store adds status_changed_at, cancel_reason,
-                    cancelled_by and rev (a change counter), which `Booking` does not carry
+                    cancelled_by, rev (a change counter), and with the session's verdict verdict,
+                    verdict_attribution, verdict_at, net_minutes, which `Booking` does not carry
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ class BookingStatus(enum.StrEnum):
     COMPLETED = "completed"
     INTERRUPTED = "interrupted"
     RESCHEDULED = "rescheduled"
+    # the session's verdict (session_server/outages): recorded, never rescheduled
+    CLIENT_NO_SHOW = "client_no_show"
+    PRACTITIONER_NO_SHOW = "practitioner_no_show"
+    BOTH_NO_SHOW = "both_no_show"
+    ENDED_EARLY = "ended_early"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,3 +96,21 @@ def _s(v: Any) -> str:
 async def load_booking(redis: aioredis.Redis, booking_id: str) -> Booking | None:
     raw = await redis.hgetall(BOOKING_KEY.format(booking_id))
     return Booking.from_hash(raw) if raw else None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionVerdict:
+    """What a session's timeline decided (session_server/outages), as the booking records it: the facts
+    the ledger needs (ids, times, minutes; the amounts come from the booking)."""
+
+    verdict: str  # completed | interrupted | client_no_show | practitioner_no_show | both_no_show | ended_early
+    attribution: str | None  # for interrupted: platform | client_connection | practitioner_connection | unknown
+    net_minutes: int
+    scheduled_minutes: int
+    client_present_minutes: int
+    practitioner_present_minutes: int
+    client_first_joined_at: int | None  # epoch seconds
+    practitioner_first_joined_at: int | None
+    ended_by: str | None  # for ended_early: client | practitioner
+    decided_at: int  # epoch seconds
+    trigger: str  # what made it final: no_show | gave_up | room_closed | practitioner | completion_job

@@ -143,6 +143,9 @@ class BookingOut(View):
     timezone: str = Field(default="", json_schema_extra={"description": "absent for support staff"})
     price: BookingPriceOut | None = Field(default=None, description="absent for support staff")
     cancellation: CancellationOut | None = Field(default=None, description="once cancelled")
+    rescheduled_from: str | None = Field(default=None, description="the interrupted booking this one replaces, "
+                                         "free of charge (its payment carries over)")
+    rescheduled_to: str | None = Field(default=None, description="the booking that replaced this interrupted one")
 
 
 class BookingsOut(View):

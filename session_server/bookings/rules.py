@@ -59,14 +59,24 @@ PRACTITIONER_TRANSITIONS: Mapping[PractitionerStatus, frozenset[PractitionerStat
 }
 
 _B = BookingStatus
+# A session's verdict (session_server/outages) moves the booking on from `confirmed` (no-shows; an
+# interruption or an early end when the parties never were in the room together) or from `in_session`.
 BOOKING_TRANSITIONS: Mapping[BookingStatus, frozenset[BookingStatus]] = {
-    _B.CONFIRMED: frozenset({_B.CANCELLED, _B.IN_SESSION}),
-    _B.IN_SESSION: frozenset({_B.COMPLETED, _B.INTERRUPTED}),
+    _B.CONFIRMED: frozenset({_B.CANCELLED, _B.IN_SESSION, _B.CLIENT_NO_SHOW, _B.PRACTITIONER_NO_SHOW,
+                             _B.BOTH_NO_SHOW, _B.INTERRUPTED, _B.ENDED_EARLY}),
+    _B.IN_SESSION: frozenset({_B.COMPLETED, _B.INTERRUPTED, _B.ENDED_EARLY}),
     _B.INTERRUPTED: frozenset({_B.RESCHEDULED}),
     _B.CANCELLED: frozenset(),
     _B.COMPLETED: frozenset(),
     _B.RESCHEDULED: frozenset(),
+    _B.CLIENT_NO_SHOW: frozenset(),
+    _B.PRACTITIONER_NO_SHOW: frozenset(),
+    _B.BOTH_NO_SHOW: frozenset(),
+    _B.ENDED_EARLY: frozenset(),
 }
+# The statuses a session's verdict moves a booking to: each is written once, with `session.verdict`.
+VERDICT_STATES: frozenset[BookingStatus] = frozenset({
+    _B.COMPLETED, _B.INTERRUPTED, _B.CLIENT_NO_SHOW, _B.PRACTITIONER_NO_SHOW, _B.BOTH_NO_SHOW, _B.ENDED_EARLY})
 
 # States whose booking no longer holds its time range: the slot is free again for everyone.
 RELEASING_STATES: frozenset[BookingStatus] = frozenset({_B.CANCELLED, _B.RESCHEDULED})

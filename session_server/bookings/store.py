@@ -13,12 +13,14 @@ Redis layout (all times epoch seconds, UTC):
   ss:client:{id}:holds            zset: like the practitioner's, for one client's overlapping bookings
   ss:client:{id}:bookings         zset: booking id -> starts_at
   ss:bookings                     zset: booking id -> starts_at (all bookings, for admins)
-  ss:booking:{id}                 hash: see model.py; plus status_changed_at, cancel_reason, cancelled_by
+  ss:booking:{id}                 hash: see model.py; plus status_changed_at, cancel_reason, cancelled_by,
+                                  rescheduled_from / rescheduled_to (the links of a free reschedule)
   ss:code:{CODE}                  hash: code, kind, owner_id, amount_minor, percent, referrer_credit_minor,
                                   expires_at, max_uses, uses, currency, once_per_client, created_at
   ss:code:{CODE}:clients          set: clients who used a once-per-client (referral) code
   ss:interest:{practitioner_id}   zset: client id -> time they asked to be told about new slots
-  ss:bookings:in_session          zset: booking id -> ends_at, for bookings in session (see jobs.py)
+  ss:bookings:in_session          zset: booking id -> ends_at, for bookings in session (see jobs.py); a
+                                  booking leaves it with its verdict (VERDICT_LUA)
   ss:lock:{name}                  string: the token of the process running a scheduled job (see jobs.py)
 """
 
@@ -60,6 +62,9 @@ CODE_KEY = "ss:code:{}"
 CODE_CLIENTS_KEY = "ss:code:{}:clients"
 INTEREST_KEY = "ss:interest:{}"
 IN_SESSION_KEY = "ss:bookings:in_session"
+# What a booking's hash keeps beside the `Booking` fields, read with it for the views. The links of a
+# reschedule are written by session_server/reschedule/store.py.
+EXTRA_FIELDS = ("status_changed_at", "cancel_reason", "cancelled_by", "rescheduled_from", "rescheduled_to")
 
 
 _JSON = msgspec.json.Encoder()
@@ -198,6 +203,41 @@ xadd_event(KEYS[3], 1)
 return {'ok', tostring(redis.call('ZCARD', KEYS[4]))}
 """
 
+# The slot-locking logic every script that creates a booking shares (BOOK_LUA here, the reschedule's
+# script in session_server/reschedule/store.py): is a start on a published window's grid, is a time range
+# free in a holds zset, and the writes that make a booking hold its range and appear in the indexes.
+# A holds member is "start:end:booking_id"; `longest` (s) bounds how far back an overlapping hold may start.
+LUA_BOOKING_LIB = """
+local function on_grid(windows_key, s, e)
+  local w = redis.call('ZREVRANGEBYSCORE', windows_key, s, '-inf', 'LIMIT', 0, 1)
+  if #w == 0 then return false end
+  local ws, we = string.match(w[1], '^(%d+):(%d+)$')
+  return tonumber(we) >= e and (s - tonumber(ws)) % (e - s) == 0
+end
+local function busy(key, s, e, longest)
+  local items = redis.call('ZRANGEBYSCORE', key, s - longest, '(' .. e)
+  for _, m in ipairs(items) do
+    local ms, me = string.match(m, '^(%d+):(%d+):')
+    if tonumber(ms) < e and tonumber(me) > s then return true end
+  end
+  return false
+end
+-- b: the booking's hash as a table of strings; keys: booking, practitioner holds, client holds,
+-- practitioner bookings, client bookings, all bookings
+local function hold_booking(b, booking_key, p_holds, c_holds, p_bookings, c_bookings, all_bookings)
+  local fields = {}
+  for k, v in pairs(b) do fields[#fields + 1] = k; fields[#fields + 1] = v end
+  redis.call('HSET', booking_key, unpack(fields))
+  local s = tonumber(b.starts_at)
+  local member = b.starts_at .. ':' .. b.ends_at .. ':' .. b.id
+  redis.call('ZADD', p_holds, s, member)
+  redis.call('ZADD', c_holds, s, member)
+  redis.call('ZADD', p_bookings, s, b.id)
+  redis.call('ZADD', c_bookings, s, b.id)
+  redis.call('ZADD', all_bookings, s, b.id)
+end
+"""
+
 # KEYS: 1 practitioner, 2 practitioner holds, 3 client holds, 4 booking, 5 practitioner bookings,
 #       6 client bookings, 7 all bookings, 8 stream, 9 code, 10 code clients, 11 windows.
 # ARGV: 1 the booking's hash as one JSON object of strings (see Booking.to_hash), 2 practitioner rev seen,
@@ -206,7 +246,7 @@ return {'ok', tostring(redis.call('ZCARD', KEYS[4]))}
 # The booking's id is new for every attempt, so finding its key means this very call ran already (a resend
 # after a lost reply): it answers ok again, where checking the slot would refuse the client its own booking.
 # Calls travel in batches (script_batch.py).
-BOOK_LUA = LUA_XADD_EVENT + """
+BOOK_LUA = LUA_XADD_EVENT + LUA_BOOKING_LIB + """
 if redis.call('EXISTS', KEYS[4]) == 1 then return {'ok'} end
 local b = cjson.decode(ARGV[1])
 local p = redis.call('HMGET', KEYS[1], 'status', 'rev')
@@ -214,20 +254,10 @@ if not p[1] then return {'practitioner_not_found'} end
 if (p[2] or '0') ~= ARGV[2] then return {'practitioner_changed'} end
 if p[1] ~= 'active' then return {'not_bookable'} end
 local s, e = tonumber(b.starts_at), tonumber(b.ends_at)
-local w = redis.call('ZREVRANGEBYSCORE', KEYS[11], s, '-inf', 'LIMIT', 0, 1)
-if #w == 0 then return {'not_a_slot'} end
-local ws, we = string.match(w[1], '^(%d+):(%d+)$')
-if tonumber(we) < e or (s - tonumber(ws)) % (e - s) ~= 0 then return {'not_a_slot'} end
-local function busy(key)
-  local items = redis.call('ZRANGEBYSCORE', key, s - tonumber(ARGV[3]), '(' .. e)
-  for _, m in ipairs(items) do
-    local ms, me = string.match(m, '^(%d+):(%d+):')
-    if tonumber(ms) < e and tonumber(me) > s then return true end
-  end
-  return false
-end
-if busy(KEYS[2]) then return {'slot_taken'} end
-if busy(KEYS[3]) then return {'client_overlap'} end
+if not on_grid(KEYS[11], s, e) then return {'not_a_slot'} end
+local longest = tonumber(ARGV[3])
+if busy(KEYS[2], s, e, longest) then return {'slot_taken'} end
+if busy(KEYS[3], s, e, longest) then return {'client_overlap'} end
 if b.code ~= '' then
   local c = redis.call('HMGET', KEYS[9], 'uses', 'max_uses', 'expires_at', 'once_per_client')
   if not c[2] then return {'code_unknown'} end
@@ -238,15 +268,7 @@ if b.code ~= '' then
   end
   redis.call('HINCRBY', KEYS[9], 'uses', 1)
 end
-local fields = {}
-for k, v in pairs(b) do fields[#fields + 1] = k; fields[#fields + 1] = v end
-redis.call('HSET', KEYS[4], unpack(fields))
-local member = b.starts_at .. ':' .. b.ends_at .. ':' .. b.id
-redis.call('ZADD', KEYS[2], s, member)
-redis.call('ZADD', KEYS[3], s, member)
-redis.call('ZADD', KEYS[5], s, b.id)
-redis.call('ZADD', KEYS[6], s, b.id)
-redis.call('ZADD', KEYS[7], s, b.id)
+hold_booking(b, KEYS[4], KEYS[2], KEYS[3], KEYS[5], KEYS[6], KEYS[7])
 xadd_event(KEYS[8], 5)
 return {'ok'}
 """
@@ -257,6 +279,27 @@ if redis.call('ZADD', KEYS[1], 'NX', ARGV[7], ARGV[6]) == 0 then return {'alread
 xadd_event(KEYS[2], 1)
 return {'ok', tostring(redis.call('ZCARD', KEYS[1]))}
 """
+
+# A session's verdict, written once: the booking's status (compare-and-set on the status read), the verdict
+# fields, `session.verdict` and the booking's transition event, in one script. A booking that already has a
+# verdict refuses a second one, so several processes deciding at once write it once.
+# KEYS: booking hash, stream, in-session index. ARGV: 1 expected current status, 2 new status, 3 now,
+# 4 verdict, 5 attribution ('' none), 6 net minutes, 7 booking id, 8-12 session.verdict, 13-17 transition.
+VERDICT_LUA = LUA_XADD_EVENT + """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur then return {'not_found'} end
+local done = redis.call('HGET', KEYS[1], 'verdict')
+if done then return {'already', cur, done} end
+if cur ~= ARGV[1] then return {'changed', cur} end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'status_changed_at', ARGV[3], 'verdict', ARGV[4],
+  'verdict_attribution', ARGV[5], 'verdict_at', ARGV[3], 'net_minutes', ARGV[6])
+redis.call('HINCRBY', KEYS[1], 'rev', 1)
+redis.call('ZREM', KEYS[3], ARGV[7])
+xadd_event(KEYS[2], 8)
+xadd_event(KEYS[2], 13)
+return {'ok', cur}
+"""
+
 
 def _result(raw: Sequence[Any]) -> tuple[str, list[str]]:
     items = [_d(x) for x in raw]
@@ -275,6 +318,7 @@ class BookingStore:
         self._publish = redis.register_script(PUBLISH_LUA)
         self._book = BatchedScript(redis, BOOK_LUA)
         self._interest = redis.register_script(INTEREST_LUA)
+        self._verdict = redis.register_script(VERDICT_LUA)
 
     # --- practitioners ---
 
@@ -433,10 +477,8 @@ class BookingStore:
         return await load_booking(self.redis, booking_id)
 
     async def booking_extra(self, booking_id: str) -> dict[str, str]:
-        raw = await self.redis.hmget(BOOKING_KEY.format(booking_id),
-                                     ["status_changed_at", "cancel_reason", "cancelled_by"])
-        return {k: _d(v) for k, v in zip(("status_changed_at", "cancel_reason", "cancelled_by"), raw,
-                                          strict=True) if v is not None}
+        raw = await self.redis.hmget(BOOKING_KEY.format(booking_id), list(EXTRA_FIELDS))
+        return {k: _d(v) for k, v in zip(EXTRA_FIELDS, raw, strict=True) if v is not None}
 
     async def transition(self, booking_id: str, to_status: BookingStatus, event_type: str,
                          body: dict[str, Any], now: int, *, extra: dict[str, str] | None = None,
@@ -479,6 +521,38 @@ class BookingStore:
         elif booking.status is BookingStatus.IN_SESSION:
             await self.forget_in_session(booking.id)
         return booking
+
+    async def record_verdict(self, booking: Booking, to_status: BookingStatus, verdict_event: Event,
+                             transition_event: Event, *, verdict: str, attribution: str, net_minutes: int,
+                             now: int) -> tuple[str, str]:
+        """Write the session's verdict once (see VERDICT_LUA): ("ok", previous status), ("already", status)
+        when a verdict exists, ("changed", status) when the status moved since `booking` was read."""
+        status, rest = _result(await self._verdict(
+            keys=[BOOKING_KEY.format(booking.id), self.stream, IN_SESSION_KEY],
+            args=[booking.status.value, to_status.value, now, verdict, attribution, net_minutes, booking.id,
+                  *lua_args(verdict_event), *lua_args(transition_event)]))
+        if status == "not_found":
+            raise BookingNotFound()
+        return status, rest[0] if rest else ""
+
+    async def verdict_of(self, booking_id: str) -> dict[str, str]:
+        """The verdict fields of a booking ({} before its verdict)."""
+        names = ["verdict", "verdict_attribution", "verdict_at", "net_minutes"]
+        raw = await self.redis.hmget(BOOKING_KEY.format(booking_id), names)
+        return {k: _d(v) for k, v in zip(names, raw, strict=True) if v is not None}
+
+    async def confirmed_started_between(self, since: int, until: int, limit: int = 10_000) -> list[str]:
+        """Bookings still `confirmed` whose start is in [since, until], earliest first: the ones whose
+        verdict (a no-show, most often) may be due."""
+        ids = await self.booking_ids(ALL_BOOKINGS_KEY, since, until, limit)
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for bid in ids:
+                pipe.hget(BOOKING_KEY.format(bid), "status")
+            statuses = await pipe.execute()
+        return [bid for bid, st in zip(ids, statuses, strict=True)
+                if st is not None and _d(st) == BookingStatus.CONFIRMED.value]
 
     async def mark_in_session(self, booking: Booking) -> None:
         """Remember a booking in session until it is completed (idempotent)."""
@@ -528,7 +602,7 @@ class BookingStore:
             if raw:
                 h = {_d(k): _d(v) for k, v in raw.items()}
                 out.append((Booking.from_hash(raw),
-                            {k: h[k] for k in ("status_changed_at", "cancel_reason", "cancelled_by") if k in h}))
+                            {k: h[k] for k in EXTRA_FIELDS if k in h}))
         return out
 
     # --- interest ---

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from pydantic import Field, model_validator
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -10,12 +12,14 @@ from starlette.routing import BaseRoute, Route
 from files.names import content_disposition
 from session_server.auth import Identity, PermissionDenied, Role, authenticate, authenticate_admin
 from session_server.context import AppContext
+from session_server.errors import DomainError
 from session_server.http import Body, documented, parse_query, read_json
+from session_server.metrics import Metrics
 
 from ..auth import USER_ID
 from . import responses as out
 from . import rules
-from .rules import MAX_CLIENTS_PER_SHARE
+from .rules import MAX_CLIENTS_PER_SHARE, DocumentMeta
 from .service import DocumentService
 
 NO_STORE = {"Cache-Control": "no-store"}
@@ -25,6 +29,23 @@ def _service(request: Request) -> DocumentService:
     ctx: AppContext = request.app.state.ctx
     service: DocumentService = ctx.documents
     return service
+
+
+def _metrics(request: Request) -> Metrics:
+    ctx: AppContext = request.app.state.ctx
+    return ctx.metrics
+
+
+def _outcome(exc: Exception) -> str:
+    return exc.code if isinstance(exc, DomainError) else "error"
+
+
+async def _counted(body: AsyncIterator[bytes | memoryview], request: Request) -> AsyncIterator[bytes | memoryview]:
+    """The download's body, its bytes counted as they are sent (a cut-off download counts what went out)."""
+    sent = _metrics(request).document_bytes.labels("downloaded")
+    async for block in body:
+        sent.inc(len(block))
+        yield block
 
 
 def _name(request: Request) -> str:
@@ -49,6 +70,19 @@ def _name(request: Request) -> str:
                     "empty_document", "invalid_document_name", "document_name_missing", "upload_idle_timeout",
                     "storage_full", "upload_interrupted"), tags=("documents",))
 async def upload(request: Request) -> Response:
+    metrics = _metrics(request)
+    try:
+        meta = await _upload(request)
+    except Exception as exc:
+        metrics.document_uploads.labels(_outcome(exc)).inc()
+        raise
+    metrics.document_uploads.labels("stored").inc()
+    metrics.document_bytes.labels("uploaded").inc(meta.size)
+    return JSONResponse(meta.public(), status_code=201,
+                        headers={"Location": f"/v1/documents/{meta.id}", **NO_STORE})
+
+
+async def _upload(request: Request) -> DocumentMeta:
     identity = authenticate(request)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
@@ -63,8 +97,7 @@ async def upload(request: Request) -> Response:
     except ClientDisconnect:
         # Nothing was kept (the service cleans up); the answer only matters for the access log.
         raise rules.UploadInterrupted("the client went away before the upload finished") from None
-    return JSONResponse(meta.public(), status_code=201,
-                        headers={"Location": f"/v1/documents/{meta.id}", **NO_STORE})
+    return meta
 
 
 @documented("Documents: a practitioner's own, or those shared with a client", roles=("practitioner", "client"),
@@ -103,9 +136,15 @@ async def delete_document(request: Request) -> Response:
                     "range_not_satisfiable", "document_integrity_failed", "document_tampered",
                     "document_key_unavailable", "document_missing"), tags=("documents",))
 async def download(request: Request) -> Response:
-    identity = authenticate(request)
-    dl = await _service(request).open_download(identity, request.path_params["document_id"],
-                                               request.headers.get("range"))
+    metrics = _metrics(request)
+    try:
+        identity = authenticate(request)
+        dl = await _service(request).open_download(identity, request.path_params["document_id"],
+                                                   request.headers.get("range"))
+    except Exception as exc:
+        metrics.document_downloads.labels(_outcome(exc)).inc()
+        raise
+    metrics.document_downloads.labels("served").inc()
     media_type = dl.doc.media_type + ("; charset=utf-8" if dl.doc.media_type == "text/plain" else "")
     headers = {
         "Content-Length": str(dl.length),
@@ -117,12 +156,15 @@ async def download(request: Request) -> Response:
     }
     if dl.status == 206:
         headers["Content-Range"] = f"bytes {dl.start}-{dl.start + dl.length - 1}/{dl.doc.size}"
-    return StreamingResponse(dl.body, status_code=dl.status, media_type=media_type, headers=headers)
+    return StreamingResponse(_counted(dl.body, request), status_code=dl.status, media_type=media_type,
+                             headers=headers)
 
 
 class ShareRequest(Body):
-    booking_id: str | None = Field(default=None, pattern=USER_ID.pattern)
-    client_ids: list[str] = Field(default_factory=list, max_length=MAX_CLIENTS_PER_SHARE)
+    booking_id: str | None = Field(default=None, pattern=USER_ID.pattern,
+                                   description="share with this booking's client (give this, client_ids or both)")
+    client_ids: list[str] = Field(default_factory=list, max_length=MAX_CLIENTS_PER_SHARE,
+                                  description="share with these clients")
 
     @model_validator(mode="after")
     def _one_target(self) -> ShareRequest:

@@ -42,13 +42,13 @@ def _service(conn: Request | WebSocket) -> NotificationService:
 
 
 class ListQuery(Body):
-    unread: bool = False
+    unread: bool = Field(default=False, description="true: the unread ones only")
     limit: int = Field(default=50, ge=1, le=500)
 
 
 class ReadIn(Body):
-    ids: list[str] | None = Field(default=None, max_length=500)
-    all: bool = False
+    ids: list[str] | None = Field(default=None, max_length=500, description="the notifications to mark read")
+    all: bool = Field(default=False, description="true: mark every one read (give this or ids)")
 
 
 @documented("The caller's notifications", query=ListQuery, responses={200: out.NotificationsOut},
@@ -96,12 +96,15 @@ async def _identify(ws: WebSocket) -> tuple[Identity, str | None] | None:
     offered = _offered(ws)
     bearer = next((p for p in offered if p.startswith("bearer.")), None)
     if bearer is not None:
+        subprotocol = PROTOCOL if PROTOCOL in offered else bearer
         try:
             identity = ctx.tokens.verify(bearer.removeprefix("bearer."))
-        except DomainError:
-            await ws.close(CLOSE_UNAUTHENTICATED)
+        except DomainError as exc:
+            # accepted first, so that the client reads why (a refused handshake is a bare HTTP 403)
+            await ws.accept(subprotocol=subprotocol)
+            await _refuse(ws, exc.code, exc.message)
             return None
-        return identity, (PROTOCOL if PROTOCOL in offered else bearer)
+        return identity, subprotocol
     await ws.accept(subprotocol=PROTOCOL if PROTOCOL in offered else None)
     try:
         raw = await asyncio.wait_for(ws.receive_text(), AUTH_TIMEOUT_S)
@@ -110,11 +113,18 @@ async def _identify(ws: WebSocket) -> tuple[Identity, str | None] | None:
         if not isinstance(msg, AuthMessage):
             raise ValueError("auth first")
         return ctx.tokens.verify(msg.token), None
-    except (TimeoutError, ValueError, msgspec.DecodeError, DomainError, KeyError):
-        await _send(ws, {"type": "error", "code": "unauthenticated",
-                         "message": "send {\"type\": \"auth\", \"token\": ...} first"})
-        await ws.close(CLOSE_UNAUTHENTICATED)
+    except DomainError as exc:  # the token itself was refused: say why, as the HTTP routes do
+        await _refuse(ws, exc.code, exc.message)
         return None
+    except (TimeoutError, ValueError, msgspec.DecodeError, KeyError):
+        await _refuse(ws, "unauthenticated", "send {\"type\": \"auth\", \"token\": ...} first")
+        return None
+
+
+async def _refuse(ws: WebSocket, code: str, message: str) -> None:
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        await _send(ws, {"type": "error", "code": code, "message": message})
+        await ws.close(CLOSE_UNAUTHENTICATED, code)
 
 
 async def _send(ws: WebSocket, payload: dict[str, Any]) -> None:

@@ -50,6 +50,16 @@ def needs_waiting_clients(event: Event) -> bool:
 
 _PARTIES = ("client", "practitioner")
 
+# The steps of a free reschedule, each told to both parties (proposals to the client, who chooses):
+# event type -> (notification kind, the body fields it carries besides booking_id).
+_RESCHEDULE_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "booking.reschedule_offered": ("reschedule.offered", ("expires_at",)),
+    "booking.reschedule_proposed": ("reschedule.proposed", ("expires_at",)),
+    "booking.rescheduled": ("reschedule.accepted", ("new_booking_id", "starts_at", "ends_at")),
+    "booking.reschedule_offer_expiring": ("reschedule.expiring", ("expires_at",)),
+    "booking.reschedule_offer_expired": ("reschedule.expired", ("expires_at",)),
+}
+
 
 def needs_room_presence(event: Event) -> bool:
     """Does deciding on this event need to know who is in the room now?"""
@@ -75,6 +85,13 @@ def notifications_for(event: Event, waiting_clients: Sequence[str] = (),
             return []
         return [Notification(notification_id(f"room.waiting:{b['booking_id']}", other), other, "room.waiting",
                              when, {"booking_id": b["booking_id"], "waiting": b["role"]})]
+    if t in _RESCHEDULE_KINDS:
+        kind, fields = _RESCHEDULE_KINDS[t]
+        data = {"booking_id": b["booking_id"], **{f: b.get(f) for f in fields}}
+        users = [b["client_id"]] if t == "booking.reschedule_proposed" else [b["client_id"], b["practitioner_id"]]
+        return [note(u, kind, data) for u in users]
+    if t == "booking.created" and b.get("rescheduled_from"):
+        return []  # a free reschedule: both parties are told by its `booking.rescheduled`
     if t == "booking.created":
         return [note(b["practitioner_id"], "booking.created",
                      {"booking_id": b["booking_id"], "starts_at": b["starts_at"], "ends_at": b["ends_at"],
@@ -93,4 +110,13 @@ def notifications_for(event: Event, waiting_clients: Sequence[str] = (),
                      {"reason": b.get("reason"), "automatic": bool(b.get("automatic"))})]
     if t == "practitioner.activated":
         return [note(b["practitioner_id"], "account.activated", {})]
+    if t == "complaint.filed":
+        # the practitioner learns that a hold exists, never the client's words
+        data = {"complaint_id": b["complaint_id"], "booking_id": b["booking_id"]}
+        return [note(b["client_id"], "complaint.filed", data), note(b["practitioner_id"], "complaint.filed", data)]
+    if t == "complaint.resolved":
+        data = {"complaint_id": b["complaint_id"], "booking_id": b["booking_id"], "decision": b.get("decision"),
+                "refund_minor": b.get("refund_minor")}
+        return [note(b["client_id"], "complaint.resolved", data),
+                note(b["practitioner_id"], "complaint.resolved", data)]
     return []

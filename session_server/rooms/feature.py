@@ -113,7 +113,8 @@ class RoomsFeature:
             bridge = RelayBridge(store.publish, ids)
         service = RoomService(settings=ctx.settings, store=store, bus=bus, bridge=bridge, ids=ids,
                               node_id=node_id, clock=ctx.clock,
-                              connections_gauge=ctx.metrics.ws_connections.labels("room"))
+                              connections_gauge=ctx.metrics.ws_connections.labels("room"),
+                              chat_messages=ctx.metrics.chat_messages)
         for observer in self.observers:
             service.observe(observer)
 
@@ -131,7 +132,7 @@ class RoomsFeature:
 
         def renew_token(identity: Identity, ttl_s: int) -> tuple[str, Identity]:
             token, _ = ctx.tokens.mint(sub=identity.sub, name=identity.name, role=identity.role,
-                                       ttl_s=min(ttl_s, ctx.tokens.max_ttl_s), grants=identity.grants)
+                                       ttl_s=min(ttl_s, ctx.tokens.max_ttl_for(identity.role)), grants=identity.grants)
             return token, ctx.tokens.verify(token)
 
         service.renew_token = renew_token
@@ -161,7 +162,9 @@ class RoomsFeature:
         ctx.tasks.spawn("rooms-endings", follow_endings)
         ctx.tasks.spawn("rooms-bus", listen)
         ctx.tasks.spawn("rooms-chat", store.run_appender)
-        ctx.tasks.every("rooms-clock", service.timings.tick_s, service.tick)
+        # apart: the heartbeat needs no Redis, and must not wait for the housekeeping's Redis timeouts
+        ctx.tasks.every("rooms-heartbeat", service.timings.tick_s, service.heartbeat)
+        ctx.tasks.every("rooms-clock", service.timings.tick_s, service.housekeeping)
         ctx.tasks.on_drain(self._drain)
         try:
             await asyncio.wait_for(ready.wait(), BUS_READY_WAIT_S)
@@ -190,5 +193,6 @@ class RoomsFeature:
         if service is not None:
             try:
                 await service.store.node_gone(service.node_id)
-            except Exception:
-                log.warning("could not withdraw this node's liveness key; it expires by itself")
+            except Exception as exc:
+                log.warning("could not withdraw this node's liveness key (%s); it expires by itself",
+                            type(exc).__name__)

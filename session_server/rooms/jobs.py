@@ -24,6 +24,9 @@ BATCH = 200
 ENDINGS = {
     "booking.cancelled": ("booking_cancelled", "the booking was cancelled"),
     "practitioner.suspended": ("practitioner_suspended", "the practitioner's account is suspended"),
+    "booking.rescheduled": ("booking_rescheduled", "the session was moved to another time"),
+    # the session's verdict is final (session_server/outages): its room has nothing more to wait for
+    "session.verdict": ("session_ended", "the session is over"),
 }
 
 
@@ -61,7 +64,11 @@ class RoomEndings:
             log.warning("ignored a malformed %s event", kind)
             return
         code, reason = ENDINGS[kind]
-        if kind == "booking.cancelled":
+        if kind == "session.verdict":
+            b = event.body
+            ended = self.service.end_session(str(b.get("booking_id", "")), str(b.get("verdict", "")),
+                                             b.get("attribution"))
+        elif kind in ("booking.cancelled", "booking.rescheduled"):
             booking_id = str(event.body.get("booking_id", ""))
             ended = self.service.end_booking(booking_id, code, reason)
         else:

@@ -20,7 +20,8 @@ Redis layout (room id = booking id):
                                                media.quality_changed when a participant's verdict
                                                differs from the one stored (docs/events.md)
   ss:node:{node}:media      pub/sub channel    work forwarded to the node that runs a room's media:
-                                               JSON {k: offer|candidate|left, room, sender, ...}
+                                               JSON {k: offer|candidate|left|audio_only, room,
+                                               sender, ...}
                             (ss:db{n}:node:{node}:media when the data lives in Redis database n > 0)
 """
 
@@ -61,6 +62,9 @@ MEDIA_NODE = "ss:room:{}:media_node"
 QUALITY = "ss:room:{}:quality"
 MEDIA_NODE_TTL_S = 24 * 3600
 QUALITY_TTL_S = 7 * 24 * 3600
+# Every quality report, for the support board's charts of the last minutes (network figures only).
+QUALITY_SAMPLES = "ss:quality"
+QUALITY_SAMPLES_MAXLEN = 200_000
 EVENT_QUEUE = 10_000
 MEDIA_ELSEWHERE = "media_elsewhere"
 INBOX = "ss:{}node:{}:media"  # namespace ("" or "db<n>:"), node id
@@ -74,13 +78,16 @@ if (not owner) or owner == ARGV[1] or redis.call('EXISTS', ARGV[3] .. owner) == 
 end
 return owner
 """
-# Store a participant's latest quality report; record the verdict as an event when it differs from the
-# stored one (or none was stored). KEYS: quality hash, stream. ARGV: 1 participant, 2 record JSON,
-# 3 TTL (s), 4 verdict, 5-9 the event (whose body names no previous verdict: the script adds it).
-_QUALITY = LUA_XADD_EVENT + """
+# Store a participant's latest quality report and append it to the samples stream (support's charts);
+# record the verdict as an event when it differs from the stored one (or none was stored). KEYS: quality
+# hash, stream, samples stream. ARGV: 1 participant, 2 record JSON, 3 TTL (s), 4 verdict, 5-9 the event
+# (whose body names no previous verdict: the script adds it), 10 the room, 11 the report's time (ms).
+_QUALITY = LUA_XADD_EVENT + f"""
 local prev = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', '{QUALITY_SAMPLES_MAXLEN}', '*', 'b', ARGV[10], 'p', ARGV[1],
+  'r', ARGV[2], 'at', ARGV[11])
 local before = prev and cjson.decode(prev).quality or nil
 if before == ARGV[4] then return 0 end
 local body = cjson.decode(ARGV[9])
@@ -222,6 +229,21 @@ class SfuBridge:
                 return
         await self._left(room_id, participant_id)
 
+    async def audio_only(self, room_id: str, participant_id: str, on: bool) -> None:
+        if not self._local(room_id, participant_id):
+            owner = await self._owner(room_id)
+            if owner is not None and owner != self.node_id:
+                await self._forward(owner, {"k": "audio_only", "room": room_id, "sender": participant_id,
+                                            "on": on})
+                return
+        self._audio_only(room_id, participant_id, on)
+
+    def _audio_only(self, room_id: str, participant_id: str, on: bool) -> None:
+        if not self._local(room_id, participant_id):
+            return  # no media yet: the rooms service applies the choice again after the participant's offer
+        self.media.set_audio_only(room_id, participant_id, on)
+        self.media.hold_video(room_id, participant_id, on)
+
     async def _left(self, room_id: str, participant_id: str) -> None:
         await self.media.remove_participant(room_id, participant_id)
         if room_id not in self.media.rooms():
@@ -277,6 +299,8 @@ class SfuBridge:
                 await self._candidate(room_id, sender, work.get("c"))
             elif kind == "left":
                 await self._left(room_id, sender)
+            elif kind == "audio_only":
+                self._audio_only(room_id, sender, bool(work.get("on")))
         except MediaError as exc:
             log.info("room %s: media refused a forwarded %s (%s)", room_id, kind, exc.code)
             await self._error(room_id, sender, exc.code, f"the media server refused this ({exc.code})", ref)
@@ -351,8 +375,10 @@ class SfuBridge:
         verdict = Event("media.quality_changed",
                         {"booking_id": event.room_id, "participant_id": event.participant_id,
                          "quality": q.quality, "suggest_audio_only": q.suggest_audio_only,
-                         "up": _summary(event.up), "down": _summary(event.down), "at": int(event.at * 1000)},
+                         "up": _summary(event.up), "down": _summary(event.down),
+                         "at": int(self._clock.now() * 1000)},
                         time=self._event_time())
-        await self._quality(keys=[QUALITY.format(event.room_id), EVENTS_STREAM],
-                            args=[event.participant_id, record, QUALITY_TTL_S, q.quality, *lua_args(verdict)])
+        await self._quality(keys=[QUALITY.format(event.room_id), EVENTS_STREAM, QUALITY_SAMPLES],
+                            args=[event.participant_id, record, QUALITY_TTL_S, q.quality, *lua_args(verdict),
+                                  event.room_id, int(event.at * 1000)])
         await self._publish(event.room_id, envelope(msgspec.to_builtins(q)))

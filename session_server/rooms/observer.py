@@ -11,12 +11,16 @@ Observers run on the node where the change happened, so each change is observed 
 (a participant swept after its node died is observed by the node that swept it). The events stream
 (docs/events.md) remains the durable record; observers are for reacting while a session runs.
 No chat text reaches an observer.
+
+One question goes the other way: `ongoing` asks each observer what a participant entering the room (or
+coming back to it) must be told of what is going on, since what the others were told earlier on the room's
+push channel did not reach that page. Its answer is sent right after `joined`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..bookings.model import Booking
 
@@ -47,6 +51,22 @@ class ProblemReported:
     kind: str  # what the participant chose: audio | video | connection | other
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionChanged:
+    room_id: str  # the booking id
+    participant_id: str
+    role: str
+    lost: bool  # True: heartbeats stopped (shown reconnecting); False: heard again
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TechnicalEnd:
+    booking: Booking
+    participant_id: str  # the practitioner
+    at_ms: int
+
+
 class RoomObserver(Protocol):
     async def session_started(self, booking: Booking, at_ms: int) -> None:
         """Both parties were present for the first time (after `session.started` is written)."""
@@ -70,6 +90,21 @@ class RoomObserver(Protocol):
         the room runs again (and ends again)."""
         ...
 
+    async def connection_changed(self, changed: ConnectionChanged) -> None:
+        """A participant's heartbeats stopped (shown reconnecting) or were heard again."""
+        ...
+
+    async def technical_end(self, end: TechnicalEnd) -> None:
+        """The practitioner ended the session with "technical problem, reschedule"."""
+        ...
+
+    async def ongoing(self, booking: Booking, participant_id: str, role: str) -> list[dict[str, Any]]:
+        """What a participant entering the room now (fresh or resumed) is told, right after `joined`, of
+        what the room's push channel told the others and still holds: messages as that channel carries
+        them (a JSON object with a `type`; the room adds the `id`). Asked only for participants who get the
+        room's pushes (not support staff)."""
+        ...
+
 
 class BaseRoomObserver:
     """Every notification ignored: subclass it and override what the feature needs."""
@@ -88,3 +123,12 @@ class BaseRoomObserver:
 
     async def room_ended(self, room_id: str, reason: str, at_ms: int) -> None:
         return None
+
+    async def connection_changed(self, changed: ConnectionChanged) -> None:
+        return None
+
+    async def technical_end(self, end: TechnicalEnd) -> None:
+        return None
+
+    async def ongoing(self, booking: Booking, participant_id: str, role: str) -> list[dict[str, Any]]:
+        return []

@@ -46,7 +46,8 @@ class RoomNotOpenYet(DomainError):
 
 
 class RoomClosed(Gone):
-    """The booking is cancelled or done, or `room_grace_after_s` after the session's end has passed."""
+    """The booking is cancelled or done, or `room_grace_after_s` after the session's end has passed; its
+    `reason` is why, with the codes of `room.closing` (`ENDED_BY`), so that a page says which."""
 
     code, title = "room_closed", "Room closed"
 
@@ -61,6 +62,12 @@ class TokenMismatch(Forbidden):
     """A `token.refresh` whose token is for another user or role than the connection's."""
 
     code, title = "token_mismatch", "Token for someone else"
+
+
+class NotThePractitioner(Forbidden):
+    """`session.end_technical` from someone other than the booking's practitioner."""
+
+    code, title = "not_the_practitioner", "Only the practitioner"
 
 
 class NotYourPeer(Forbidden):
@@ -122,7 +129,36 @@ def window(booking: Booking, open_before_s: int, grace_after_s: int) -> Window:
     return Window(booking.starts_at - open_before_s, booking.ends_at + grace_after_s)
 
 
-def admit(identity: Identity, booking: Booking | None, win: Window | None, now: float) -> Role:
+# Why a booking has no right to its room: the code `room.closing` and a refused join's `error` (`reason`)
+# carry, and what a person reads. A status out of JOINABLE that is not named here is a session whose
+# verdict is written (completed, interrupted, a no-show, ended early).
+SESSION_OVER = ("session_over", "the session is over and its room is closed")
+SESSION_ENDED = ("session_ended", "the session is over")
+PRACTITIONER_SUSPENDED = ("practitioner_suspended", "the practitioner's account is suspended; the room is closed")
+ENDED_BY = {
+    BookingStatus.CANCELLED: ("booking_cancelled", "the booking was cancelled"),
+    BookingStatus.RESCHEDULED: ("booking_rescheduled", "the session was moved to another time; its new "
+                                                        "booking has a room of its own"),
+}
+NO_BOOKING = ("booking_ended", "the booking no longer exists")
+
+
+def ended(booking: Booking | None, win: Window | None, now: float, *,
+          practitioner_suspended: bool = False) -> tuple[str, str] | None:
+    """Why `booking` has no right to its room at `now` (code, words), or None while it has one."""
+    if booking is None or win is None:
+        return NO_BOOKING
+    if practitioner_suspended:  # first: a room it closed has a verdict written since, for this reason
+        return PRACTITIONER_SUSPENDED
+    if booking.status not in JOINABLE:
+        return ENDED_BY.get(booking.status, SESSION_ENDED)
+    if now >= win.closes_at:
+        return SESSION_OVER
+    return None
+
+
+def admit(identity: Identity, booking: Booking | None, win: Window | None, now: float, *,
+          practitioner_suspended: bool = False) -> Role:
     """The role the caller enters with, or the refusal. Checks run cheapest and least revealing first:
     a stranger learns nothing about the booking's times or status."""
     identity.require(Permission.ROOMS_JOIN)
@@ -133,13 +169,17 @@ def admit(identity: Identity, booking: Booking | None, win: Window | None, now: 
         raise NotAParty("this room belongs to another booking's client")
     if role is Role.PRACTITIONER and identity.sub != booking.practitioner_id:
         raise NotAParty("this room belongs to another practitioner's booking")
+    if practitioner_suspended:
+        code, words = PRACTITIONER_SUSPENDED
+        raise RoomClosed(words, reason=code)
     if booking.status not in JOINABLE:
-        raise RoomClosed(f"the booking is {booking.status.value}; its room is closed")
+        code, words = ENDED_BY.get(booking.status, SESSION_ENDED)
+        raise RoomClosed(f"{words} (the booking is {booking.status.value}); its room is closed", reason=code)
     if now < win.opens_at:
         raise RoomNotOpenYet("the room opens shortly before the session starts",
                              opens_at=win.opens_at)
     if now >= win.closes_at:
-        raise RoomClosed("the session is over and its room is closed")
+        raise RoomClosed(SESSION_OVER[1], reason=SESSION_OVER[0])
     return role
 
 

@@ -8,12 +8,16 @@ instant. Other features follow rooms through `RoomObserver`s (`observer.py`).
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
+
+import msgspec
+import redis.exceptions
 
 from signaling import messages as m
 from signaling.bus import RoomBus, envelope
@@ -26,9 +30,18 @@ from ..bookings.model import Booking, load_booking
 from ..clock import Clock
 from ..errors import DomainError, RateLimited
 from ..events import Event
-from ..settings import Settings
+from ..settings import IceServer, Settings
+from ..turn import turn_server
 from . import rules
-from .observer import ParticipantJoined, ParticipantLeft, ProblemReported, RoomObserver
+from .media_bridge import MEDIA_NODE
+from .observer import (
+    ConnectionChanged,
+    ParticipantJoined,
+    ParticipantLeft,
+    ProblemReported,
+    RoomObserver,
+    TechnicalEnd,
+)
 from .store import ChatRecord, RoomStore
 
 log = logging.getLogger(__name__)
@@ -175,6 +188,7 @@ def participant_of(pid: str, e: dict[str, Any]) -> m.Participant:
     return m.Participant(id=pid, name=str(e.get("name", "")), role=str(e.get("role", "")),
                          state=str(e.get("state", "connected")), audio=bool(e.get("audio", True)),
                          video=bool(e.get("video", True)), audio_only=bool(e.get("audio_only", False)),
+                         camera=bool(e.get("camera", True)), microphone=bool(e.get("microphone", True)),
                          joined_at=int(e.get("joined_at", 0)))
 
 
@@ -184,7 +198,8 @@ def _b(message: m.ServerMessage) -> dict[str, Any]:
 
 class RoomService:
     def __init__(self, *, settings: Settings, store: RoomStore, bus: RoomBus, bridge: MediaBridge,
-                 ids: m.IdSource, node_id: str, clock: Clock, connections_gauge: Any = None) -> None:
+                 ids: m.IdSource, node_id: str, clock: Clock, connections_gauge: Any = None,
+                 chat_messages: Any = None) -> None:
         self.settings = settings
         self.store = store
         self.bus = bus
@@ -194,7 +209,13 @@ class RoomService:
         self.clock = clock
         self.timings = Timings(settings.heartbeat_interval_s, settings.heartbeat_timeout_s)
         self._gauge = connections_gauge
+        self._chat_messages = chat_messages  # a counter by outcome: stored, duplicate, or the refusal's code
         self._observers: list[RoomObserver] = []
+        # After a Redis outage no process could prove itself alive: none is judged lost before this
+        # (monotonic seconds), one liveness period after this process could write again.
+        self._store_lost = False
+        self._judge_nodes_from = 0.0
+        self._unrecorded: list[Member] = []  # connections that closed while Redis could not record it
         # whether a practitioner is suspended now (the bookings feature knows; the app wires it in)
         self.practitioner_suspended: Callable[[str], Awaitable[bool]] | None = None
         # a new token for the same identity, for `ttl_s` seconds (the app's token authority; wired in)
@@ -203,6 +224,10 @@ class RoomService:
     def observe(self, observer: RoomObserver) -> None:
         """Tell `observer` what happens in this node's rooms from now on (see observer.py)."""
         self._observers.append(observer)
+
+    async def tell(self, room_id: str, participant_id: str, message: m.ServerMessage) -> None:
+        """Send `message` to one participant of the room, on whichever node their socket is."""
+        await self.store.publish(room_id, envelope(_b(message), to=participant_id))
 
     def now_ms(self) -> int:
         return int(self.clock.now() * 1000)
@@ -226,10 +251,10 @@ class RoomService:
         booking = await load_booking(self.store.redis, booking_id)
         win = (rules.window(booking, self.settings.room_open_before_s, self.settings.room_grace_after_s)
                if booking is not None else None)
-        rules.admit(identity, booking, win, self.clock.now())
+        suspended = (booking is not None and self.practitioner_suspended is not None
+                     and await self.practitioner_suspended(booking.practitioner_id))
+        rules.admit(identity, booking, win, self.clock.now(), practitioner_suspended=suspended)
         assert booking is not None and win is not None
-        if self.practitioner_suspended is not None and await self.practitioner_suspended(booking.practitioner_id):
-            raise rules.RoomClosed("the practitioner's account is suspended; the room is closed")
         conn_id = uuid.uuid4().hex
         cap = self.settings.ws_max_connections_per_user
         if not await self.store.claim_socket(identity.sub, booking_id, conn_id, cap, self._slot_ttl_ms):
@@ -282,6 +307,9 @@ class RoomService:
     async def _welcome(self, conn: Member, join: m.Join, started_at: int | None) -> None:
         presence = await self.store.presence(conn.room_id)
         participants = [participant_of(p, e) for p, e in sorted(presence.items(), key=lambda i: i[0])]
+        if not conn.receives_health_data:  # support and admins: a client's name is not theirs to see
+            participants = [msgspec.structs.replace(p, name="") if p.role == "client" else p
+                            for p in participants]
         history: list[ChatRecord] = []
         cursor = 0
         seq_now = 0
@@ -302,7 +330,7 @@ class RoomService:
                             opens_at=conn.window.opens_at, closes_at=conn.window.closes_at,
                             starts_at=booking.starts_at, ends_at=booking.ends_at, started_at=started_at),
             you=conn.participant(), participants=participants,
-            ice_servers=[i.as_json() for i in s.ice_servers],
+            ice_servers=[i.as_json() for i in self._ice_servers(conn)],
             chat=[], chat_seq=seq_now, media_mode=self.bridge.mode,
             heartbeat_interval_s=s.heartbeat_interval_s,
             limits={"chat_max_bytes": s.chat_max_bytes, "chat_rate_per_s": s.chat_rate_per_s,
@@ -312,7 +340,36 @@ class RoomService:
         frames = [m.encode(joined)]
         frames += [m.encode(m.ChatHistory(id=self.ids(), chat=page, more=n < len(pages) - 1))
                    for n, page in enumerate(pages) if n > 0]
+        frames += await self._ongoing(conn)
         conn.go_live(frames, cursor)
+
+    async def _ongoing(self, conn: Member) -> list[str]:
+        """What the observers say is going on in the room (an outage the others were told of), for a member
+        coming in: only what the room's push channel would have brought them, and nothing an observer that
+        fails cannot say."""
+        if not conn.receives_health_data:
+            return []
+        frames: list[str] = []
+        for observer in list(self._observers):
+            try:
+                said = await observer.ongoing(conn.booking, conn.participant_id, conn.role.value)
+            except Exception:
+                log.exception("room %s: an observer failed on ongoing", conn.room_id)
+                continue
+            for message in said:
+                if isinstance(message, dict) and isinstance(message.get("type"), str):
+                    frames.append(json.dumps({**message, "id": self.ids()}, separators=(",", ":"),
+                                             ensure_ascii=False))
+        return frames
+
+    def _ice_servers(self, conn: Member) -> tuple[IceServer, ...]:
+        """The configured STUN/TURN servers, plus this participant's own time-limited TURN credentials."""
+        s = self.settings
+        if not s.turn_secret:
+            return s.ice_servers
+        return (*s.ice_servers, turn_server(s.turn_urls, s.turn_secret, conn.participant_id,
+                                            now=int(self.clock.now()), valid_until=conn.window.closes_at,
+                                            ttl_s=s.turn_ttl_s))
 
     def _chat_message(self, r: ChatRecord) -> m.ChatMessage:
         return m.ChatMessage(id=f"c{r.seq}", seq=r.seq, time=r.time,
@@ -362,9 +419,14 @@ class RoomService:
                 if peer is None or (msg.to is not None and msg.to != peer):
                     raise rules.NotYourPeer("media goes only to the other party of this booking")
                 await self.bridge.signal(room, pid, peer, msg)
+                if isinstance(msg, m.Offer) and conn.entry.get("audio_only"):
+                    # a new media connection starts with video both ways: keep the participant's choice
+                    await self.bridge.audio_only(room, pid, True)
             case m.MediaState():
+                if bool(conn.entry.get("audio_only")) != msg.audio_only and conn.receives_health_data:
+                    await self.bridge.audio_only(room, pid, msg.audio_only)
                 conn.entry = {**conn.entry, "audio": msg.audio, "video": msg.video,
-                              "audio_only": msg.audio_only}
+                              "audio_only": msg.audio_only, "camera": msg.camera, "microphone": msg.microphone}
                 await self.store.update(room, pid, conn.conn_id, conn.entry, envelope(
                     _b(m.ParticipantUpdated(id=self.ids(), participant=conn.participant())), skip=pid))
             case m.Quality():
@@ -374,6 +436,13 @@ class RoomService:
                 await self._tell("problem_reported", lambda o: o.problem_reported(report), room)
                 log.info("room %s: the %s reported a %s problem", room, conn.role.value, msg.kind)
                 conn.send(m.Ack(id=self.ids(), ref=msg.id))
+            case m.EndTechnical():
+                if conn.role.value != "practitioner":
+                    raise rules.NotThePractitioner("only the practitioner can end the session this way")
+                end = TechnicalEnd(conn.booking, pid, self.now_ms())
+                log.info("room %s: the practitioner ended the session for a technical problem", room)
+                conn.send(m.Ack(id=self.ids(), ref=msg.id))  # before the room closes on the verdict
+                await self._tell("technical_end", lambda o: o.technical_end(end), room)
             case m.Leave():
                 conn.exit_reason = "leave"
                 conn.close_soon(m.CLOSE_NORMAL, "left")
@@ -393,6 +462,21 @@ class RoomService:
             raise rules.NotAParty("only the booking's client and practitioner may do this")
 
     async def _chat(self, conn: Member, msg: m.ChatSend) -> None:
+        try:
+            duplicate = await self._store_chat(conn, msg)
+        except DomainError as exc:
+            self._count_chat(exc.code)
+            raise
+        except Exception:
+            self._count_chat("error")  # the data store did not answer, or a defect: the edge says which
+            raise
+        self._count_chat("duplicate" if duplicate else "stored")
+
+    def _count_chat(self, outcome: str) -> None:
+        if self._chat_messages is not None:
+            self._chat_messages.labels(outcome).inc()
+
+    async def _store_chat(self, conn: Member, msg: m.ChatSend) -> bool:
         self._require_party(conn)
         conn.identity.require(Permission.CHAT_SEND)
         size = len(msg.text.encode())
@@ -406,23 +490,29 @@ class RoomService:
             conn.room_id, sender=conn.participant_id, role=conn.role.value, name=conn.identity.name,
             ref=msg.id, text=msg.text, expire_at_ms=expire_at)
         conn.send(m.ChatAck(id=self.ids(), ref=msg.id, seq=seq, duplicate=duplicate))
+        return duplicate
 
     # --- presence ---------------------------------------------------------------------------------
 
     async def _back(self, conn: Member) -> None:
-        conn.state = "connected"
-        conn.entry = {**conn.entry, "state": "connected", "deadline": 0}
-        await self.store.update(conn.room_id, conn.participant_id, conn.conn_id, conn.entry, envelope(
-            _b(m.ParticipantJoined(id=self.ids(), participant=conn.participant(), resumed=True)),
+        # written first: a write that fails (Redis away) leaves the member as it was, to try again later
+        entry = {**conn.entry, "state": "connected", "deadline": 0}
+        await self.store.update(conn.room_id, conn.participant_id, conn.conn_id, entry, envelope(
+            _b(m.ParticipantJoined(id=self.ids(), participant=participant_of(conn.participant_id, entry),
+                                   resumed=True)),
             skip=conn.participant_id))
+        conn.state, conn.entry = "connected", entry
+        back = ConnectionChanged(conn.room_id, conn.participant_id, conn.role.value, False, self.now_ms())
+        await self._tell("connection_changed", lambda o: o.connection_changed(back), conn.room_id)
 
     async def _reconnecting(self, conn: Member, deadline_ms: int) -> None:
-        conn.state = "reconnecting"
-        conn.entry = {**conn.entry, "state": "reconnecting", "deadline": deadline_ms,
-                      "since": self.now_ms()}
-        await self.store.update(conn.room_id, conn.participant_id, conn.conn_id, conn.entry, envelope(
+        entry = {**conn.entry, "state": "reconnecting", "deadline": deadline_ms, "since": self.now_ms()}
+        await self.store.update(conn.room_id, conn.participant_id, conn.conn_id, entry, envelope(
             _b(m.ParticipantReconnecting(id=self.ids(), participant_id=conn.participant_id)),
             skip=conn.participant_id))
+        conn.state, conn.entry = "reconnecting", entry
+        lost = ConnectionChanged(conn.room_id, conn.participant_id, conn.role.value, True, self.now_ms())
+        await self._tell("connection_changed", lambda o: o.connection_changed(lost), conn.room_id)
 
     async def leave(self, room_id: str, pid: str, conn_id: str, role: str, reason: str, *,
                     expect_state: str = "", last_seen_ms: int | None = None) -> bool:
@@ -449,16 +539,37 @@ class RoomService:
             self.store.forget(conn.room_id)
         if self._gauge is not None:
             self._gauge.dec()
+        if not self.bus.ready:
+            # this node does not hear its rooms (Redis lost the subscription): what it would publish now
+            # reaches nobody, so it is written once the node listens again (the housekeeping)
+            self._unrecorded.append(conn)
+            return
         try:
-            await self.store.release_socket(conn.participant_id, conn.room_id, conn.conn_id)
-            if conn.exit_reason in ("leave", "timeout", "room_closed"):
-                await self.leave(conn.room_id, conn.participant_id, conn.conn_id, conn.role.value,
-                                 conn.exit_reason)
-            elif conn.exit_reason != "replaced":
-                await self._reconnecting(
-                    conn, self.now_ms() + int(self.settings.heartbeat_timeout_s * 1000))
+            await self._record_closed(conn)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            # Redis is away (the outage is logged once, elsewhere): the others learn it once it is back,
+            # from the housekeeping, rather than seeing a participant present for ever
+            self._unrecorded.append(conn)
         except Exception:
             log.exception("room %s: could not record that a socket closed", conn.room_id)
+
+    async def _record_closed(self, conn: Member) -> None:
+        await self.store.release_socket(conn.participant_id, conn.room_id, conn.conn_id)
+        if conn.exit_reason in ("leave", "timeout", "room_closed"):
+            await self.leave(conn.room_id, conn.participant_id, conn.conn_id, conn.role.value, conn.exit_reason)
+        elif conn.exit_reason != "replaced":
+            await self._reconnecting(conn, self.now_ms() + int(self.settings.heartbeat_timeout_s * 1000))
+
+    async def _record_unrecorded(self) -> None:
+        pending, self._unrecorded = self._unrecorded, []
+        for n, conn in enumerate(pending):
+            try:
+                await self._record_closed(conn)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                self._unrecorded = pending[n:] + self._unrecorded
+                raise
+            except Exception:
+                log.exception("room %s: could not record that a socket closed", conn.room_id)
 
     # --- the node's clock -------------------------------------------------------------------------
 
@@ -470,11 +581,19 @@ class RoomService:
         return out
 
     async def tick(self) -> None:
-        """Once per tick: prove this node alive, ping and judge its members, sweep the dead."""
-        await self.store.node_alive(self.node_id, self._slot_ttl_ms)
-        await self.store.refresh_sockets(
-            [(c.participant_id, c.room_id, c.conn_id) for c in self.bus.connections()], self._slot_ttl_ms)
+        """One turn of the node's clock: its heartbeat, then its housekeeping (the app runs them apart)."""
+        await self.heartbeat()
+        await self.housekeeping()
+
+    async def heartbeat(self) -> None:
+        """Once per tick: ping and judge this node's members, renew their tokens, end their windows.
+
+        It needs no Redis to go on: a Redis outage is the server's, not its clients', so its pings keep
+        going out and the answers keep counting while Redis is away (the presence writes it cannot make,
+        such as a member now silent, are made at a later tick). It runs apart from `housekeeping`, whose
+        Redis calls would otherwise hold it up for their timeouts."""
         mono, wall = self.clock.monotonic(), self.clock.now()
+        silent: list[tuple[Member, int]] = []
         for c in self.members():
             if c.close_code is not None:
                 continue
@@ -506,8 +625,28 @@ class RoomService:
                 c.exit_reason = "timeout"
                 c.close_soon(m.CLOSE_HEARTBEAT_TIMEOUT, "no heartbeat")
             elif live is Liveness.RECONNECTING and c.state == "connected":
-                deadline = self.now_ms() + int((self.timings.timeout_s - (mono - c.last_heard)) * 1000)
+                silent.append((c, self.now_ms() + int((self.timings.timeout_s - (mono - c.last_heard)) * 1000)))
+        for c, deadline in silent:
+            try:
                 await self._reconnecting(c, deadline)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                return  # Redis is away (the outage is logged once, elsewhere): shown at a later tick
+
+    async def housekeeping(self) -> None:
+        """Once per tick: prove this node alive, keep its sockets counted, re-check its rooms' bookings,
+        sweep the participants of dead nodes and the silent ones."""
+        try:
+            await self.store.node_alive(self.node_id, self._slot_ttl_ms)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            self._store_lost = True
+            raise
+        if self._store_lost:
+            self._store_lost = False
+            self._judge_nodes_from = self.clock.monotonic() + self.timings.node_ttl_s
+        if self.bus.ready:  # told once this node hears its rooms again: a notice before that is lost
+            await self._record_unrecorded()
+        await self.store.refresh_sockets(
+            [(c.participant_id, c.room_id, c.conn_id) for c in self.bus.connections()], self._slot_ttl_ms)
         await self.recheck_bookings()
         await self.sweep()
 
@@ -517,10 +656,23 @@ class RoomService:
             entries = [Entry(pid, str(e.get("conn")), str(e.get("node")), str(e.get("state")),
                              int(e.get("deadline") or 0)) for pid, e in presence.items()]
             alive = await self.store.live_nodes({e.node for e in entries})
+            if self.clock.monotonic() < self._judge_nodes_from:
+                # Redis is just back: the other processes' liveness keys may have run out while none could
+                # write; they get one period to write them again before their participants are lost
+                alive = alive | {e.node for e in entries}
             for e, reason in expired(entries, alive, self.now_ms()):
                 await self.leave(room_id, e.participant_id, e.conn, str(presence[e.participant_id]["role"]),
                                  reason, expect_state=e.state,
                                  last_seen_ms=int(presence[e.participant_id].get("since") or 0) or None)
+
+    async def media_node_lost(self, room_id: str) -> str | None:
+        """The server node that ran the room's media, if it stopped proving itself alive (its liveness
+        key expired) and no other node has taken the media over since."""
+        raw = await self.store.redis.get(MEDIA_NODE.format(room_id))
+        if raw is None:
+            return None
+        node = raw.decode() if isinstance(raw, bytes) else str(raw)
+        return None if await self.store.live_nodes({node}) else node
 
     # --- the end of a booking's right to its room ------------------------------------------------
 
@@ -538,6 +690,18 @@ class RoomService:
                 ended += 1
         return ended
 
+    def end_session(self, booking_id: str, verdict: str, attribution: str | None) -> int:
+        """The session's verdict is written: tell this node's members of it (`outage`, state `ended`,
+        before `room.closing`), then close them; how many."""
+        ended = 0
+        notice = m.encode(m.Outage(id=self.ids(), state="ended", verdict=verdict, side=attribution))
+        for c in self.members():
+            if c.room_id == booking_id and c.close_code is None:
+                c.deliver(notice)
+                self._close_room(c, "session_ended", "the session is over")
+                ended += 1
+        return ended
+
     def end_practitioner(self, practitioner_id: str, code: str, reason: str) -> int:
         """Every booking of the practitioner lost its room (suspended): close this node's members."""
         ended = 0
@@ -548,14 +712,23 @@ class RoomService:
         return ended
 
     async def recheck_bookings(self) -> None:
-        """The backstop for a missed event or a join that raced a cancellation: a room whose booking is
-        no longer joinable is closed at the next tick."""
+        """The backstop for a missed event or a join that raced a change: every room of this node whose
+        booking lost its right to it (its status, its practitioner's suspension, its window) is closed at
+        the next tick, with the code that says why."""
+        suspended: dict[str, bool] = {}
+        now = self.clock.now()
         for room_id in list(self.bus.rooms):
             booking = await load_booking(self.store.redis, room_id)
-            if booking is None or booking.status not in rules.JOINABLE:
-                status = booking.status.value if booking is not None else "gone"
-                code = "booking_cancelled" if status == "cancelled" else "booking_ended"
-                self.end_booking(room_id, code, f"the booking is {status}")
+            win = (rules.window(booking, self.settings.room_open_before_s, self.settings.room_grace_after_s)
+                   if booking is not None else None)
+            if booking is not None and self.practitioner_suspended is not None:
+                pid = booking.practitioner_id
+                if pid not in suspended:
+                    suspended[pid] = await self.practitioner_suspended(pid)
+            held = booking is not None and suspended.get(booking.practitioner_id, False)
+            why = rules.ended(booking, win, now, practitioner_suspended=held)
+            if why is not None:
+                self.end_booking(room_id, *why)
 
     def close_all(self) -> None:
         """Stopping: close every member (1001); their participants may come back on another node."""

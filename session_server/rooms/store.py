@@ -6,7 +6,7 @@ its change happened, and notices leave Redis in the order the changes were made.
 
 Redis layout (room id = booking id):
   ss:room:{id}:presence     hash  participant id -> JSON {conn, node, role, name, state, deadline,
-                                  since, joined_at, audio, video, audio_only}
+                                  since, joined_at, audio, video, audio_only, camera, microphone}
   ss:room:{id}:attendance   list  JSON {pid, role, kind: join|resume|leave, at (ms), reason}
   ss:room:{id}:started      string  epoch ms when both parties were first present
   ss:room:{id}:chat         zset  score seq -> JSON {seq, t, from, role, ref, ct (base64 AES-GCM)}

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT_S = 10.0
 CLOSE_WAIT_S = 1.0
+# how long a slow reader's close (4008) waits behind what it has not read yet before it is let go
+SLOW_CLOSE_WAIT_S = 10.0
 FLOOD_FACTOR = 10  # all messages together may come this many times faster than chat alone
 
 
@@ -55,15 +57,25 @@ def close_code_for(exc: DomainError) -> int:
 
 
 class SocketLink:
-    """A `Link` over one WebSocket: a bounded outbox, one writer, and a close that waits for neither."""
+    """A `Link` over one WebSocket: a bounded outbox, one writer, and a close that waits for neither.
+
+    The slow-reader rule (docs/protocol.md): a reader is too slow when its outbox fills
+    (`ws_send_queue` messages) or when one write waits `ws_send_timeout_s` for the transport to take it,
+    which it does only while the reader takes what was sent before. At the rates the protocol allows the
+    second comes first: a reader that stalls is found within seconds, long before the heartbeat or the
+    HTTP server's keep-alive would notice. It is then served no more (what is queued is dropped, the
+    others are told at once) and its close, 4008, waits behind what is already in flight, so that a
+    reader that comes back to life reads why it was closed; one that never does is let go."""
 
     def __init__(self, ws: WebSocket, *, room_id: str, conn_id: str, queue_size: int,
-                 tasks: TaskSupervisor) -> None:
+                 tasks: TaskSupervisor, send_timeout_s: float = 10.0) -> None:
         self.ws = ws
         self.room_id = room_id
         self.conn_id = conn_id
         self._tasks = tasks
+        self._send_timeout_s = send_timeout_s
         self._close_code: int | None = None
+        self._close_wait_s = CLOSE_WAIT_S
         self._queue: asyncio.Queue[str | None] = asyncio.Queue(queue_size)
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
@@ -83,14 +95,37 @@ class SocketLink:
                 item = await self._queue.get()
                 if item is None:
                     break
-                await self.ws.send_text(item)
+                # The transport takes a frame at once unless its buffer is over the high-water mark, which
+                # it leaves only when the reader takes what the kernel holds for it: a write that waits
+                # this long is a reader that stalled.
+                async with asyncio.timeout(self._send_timeout_s):
+                    await self.ws.send_text(item)
+        except TimeoutError:
+            self._stalled()
+            return
         except (WebSocketDisconnect, OSError, RuntimeError, ClientDisconnected):
             return  # the peer is gone; the reader sees the disconnect and cleans up
         await self._close_socket()
 
+    def _stalled(self) -> None:
+        log.warning("room %s: a participant took nothing for %.0f s; disconnecting (4008)", self.room_id,
+                    self._send_timeout_s)
+        if self._close_code is None:
+            self.abort(m.CLOSE_SLOW_CONSUMER)
+            return
+        # it was closing already (a timeout, the room's end) and its close waits behind what it does not
+        # read: close it as a slow one, and stop waiting for a close handshake it cannot answer
+        self._close_wait_s = SLOW_CLOSE_WAIT_S
+        if self._closer is None:
+            self._start_closer()
+        if self.handler is not None and not self.handler.done():
+            self.kicked = True
+            self.handler.cancel()
+
     async def _close_socket(self) -> None:
+        # A close waits for the transport like any write: behind what a stalled reader has not taken.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(self._close_code or m.CLOSE_NORMAL), CLOSE_WAIT_S)
+            await asyncio.wait_for(self.ws.close(self._close_code or m.CLOSE_NORMAL), self._close_wait_s)
 
     def _start_closer(self) -> None:
         coro: Coroutine[Any, Any, None] = self._close_socket()
@@ -107,18 +142,20 @@ class SocketLink:
         try:
             self._queue.put_nowait(text)
         except asyncio.QueueFull:
-            log.warning("room %s: a participant reads too slowly; disconnecting", self.room_id)
+            log.warning("room %s: a participant reads too slowly; disconnecting (4008)", self.room_id)
             self.abort(m.CLOSE_SLOW_CONSUMER)
 
     def abort(self, code: int) -> None:
         if self._close_code is not None:
             return
         self._close_code = code
-        if self._writer is not None:
-            self._writer.cancel()
+        if code == m.CLOSE_SLOW_CONSUMER:
+            self._close_wait_s = SLOW_CLOSE_WAIT_S
+        if self._writer is not None and self._writer is not asyncio.current_task():
+            self._writer.cancel()  # what is queued is dropped; a write in flight waits for writability
         self._start_closer()
-        # A reader this slow will not read our close frame either: stop serving it now rather than
-        # wait for a close handshake that its full buffers cannot carry.
+        # A reader this slow is served no more: its handler stops now (the others are told), rather than
+        # after a close handshake that its full buffers cannot carry yet.
         if self.handler is not None and not self.handler.done():
             self.kicked = True
             self.handler.cancel()
@@ -139,8 +176,14 @@ class SocketLink:
             if task is not None and not task.done():
                 if task is self._writer and self._close_code is None:
                     task.cancel()
+                # the writer may still stall and start the closer: wait for as long as either may take
+                wait = self._send_timeout_s + self._close_wait_s if task is self._writer else self._close_wait_s
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(task, CLOSE_WAIT_S)
+                    await asyncio.wait_for(task, wait + CLOSE_WAIT_S)
+        closer = self._closer
+        if closer is not None and not closer.done():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(closer, self._close_wait_s + CLOSE_WAIT_S)
 
 
 class RoomSockets:
@@ -209,10 +252,13 @@ class RoomSockets:
             if link is not None:
                 await link.finish()
 
-    async def _refuse(self, ws: WebSocket, code: str, message: str, close: int, ref: str | None) -> None:
+    async def _refuse(self, ws: WebSocket, code: str, message: str, close: int, ref: str | None,
+                      retry_after_s: float | None = None, reason: str | None = None) -> None:
         with contextlib.suppress(Exception):
-            await ws.send_text(m.encode(m.Error(id=self.ids(), code=code, message=message, ref=ref)))
-            await asyncio.wait_for(ws.close(close), CLOSE_WAIT_S)
+            await ws.send_text(m.encode(m.Error(id=self.ids(), code=code, message=message, ref=ref,
+                                                retry_after_s=retry_after_s, reason=reason)))
+            # the close frame's reason says it too, for a client that reads only the close
+            await asyncio.wait_for(ws.close(close, reason or code), CLOSE_WAIT_S)
 
     def _error(self, exc: DomainError, ref: str | None = None) -> m.Error:
         return m.Error(id=self.ids(), code=exc.code, message=exc.message, ref=ref)
@@ -249,10 +295,22 @@ class RoomSockets:
             admission = await self.service.admit(identity, booking_id)
         except DomainError as exc:
             log.info("room %s: join refused (%s)", booking_id[:128], exc.code)
-            await self._refuse(ws, exc.code, exc.message, close_code_for(exc), ref)
+            retry = None
+            if isinstance(exc, rules.RoomNotOpenYet):
+                # by the server's clock, so that a page whose clock is off still comes back on time
+                retry = max(0.0, round(float(exc.extra["opens_at"]) - self.service.clock.now(), 3))
+            why = exc.extra.get("reason") if isinstance(exc, rules.RoomClosed) else None
+            await self._refuse(ws, exc.code, exc.message, close_code_for(exc), ref, retry,
+                               str(why) if why is not None else None)
+            return None
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            # Redis is away (the outage is logged once, elsewhere): nothing was held; join again later
+            down = Unavailable("the server's data store did not answer; join again shortly")
+            await self._refuse(ws, down.code, down.message, m.CLOSE_TRY_AGAIN_LATER, ref, 1.0)
             return None
         link = SocketLink(ws, room_id=booking_id, conn_id=admission.conn_id,
-                          queue_size=self.settings.ws_send_queue, tasks=self.tasks)
+                          queue_size=self.settings.ws_send_queue, tasks=self.tasks,
+                          send_timeout_s=self.settings.ws_send_timeout_s)
         link.start()
         try:
             member = await self.service.join(link, admission, msg)

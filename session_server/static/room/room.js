@@ -8,11 +8,19 @@
   const I18N = window.ROOM_I18N;
   const bookingId = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "");
   const storeKey = "room:" + bookingId;
-  // Close codes after which reconnecting cannot help (see docs/protocol.md).
+  // Close codes after which reconnecting cannot help (see docs/protocol.md). 4425 (not open yet) is not
+  // one of them: the page comes back by itself when the room opens.
   const CLOSE_FINAL = { 4401: "err_token", 4403: "err_not_a_party", 4404: "err_room_not_found",
-    4409: "err_replaced", 4410: "err_room_closed", 4425: "err_room_not_open", 4429: "err_too_many" };
-  const CLOSING_FINAL = { booking_cancelled: "err_booking_cancelled",
-    practitioner_suspended: "err_practitioner_suspended" };
+    4409: "err_replaced", 4410: "err_room_closed", 4429: "err_too_many" };
+  const CLOSE_NOT_OPEN = 4425;
+  // The server's data store did not answer (a Redis outage): the page says so and tries again after the
+  // pause the refusal's `retry_after_s` gives.
+  const CLOSE_TRY_AGAIN_LATER = 1013;
+  const CLOSING_FINAL = { session_over: "err_session_over", booking_cancelled: "err_booking_cancelled",
+    practitioner_suspended: "err_practitioner_suspended", booking_ended: "err_booking_ended",
+    booking_rescheduled: "err_booking_rescheduled", session_ended: "err_session_over" };
+  // A long wait for the room to open is checked again now and then (the booking may move meanwhile).
+  const NOT_OPEN_RECHECK_MS = 5 * 60 * 1000;
 
   // --- the token: read once from the fragment, then kept off the address bar -------------------
   let token = null;
@@ -25,34 +33,21 @@
     token = sessionStorage.getItem(storeKey + ":token");
   }
 
+  // The role the token states (read, not trusted: the server decides what the role may do).
+  const STAFF = (() => {
+    try {
+      const claims = JSON.parse(atob((token || "").split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+      return claims.role === "support" || claims.role === "admin";
+    } catch (_) { return false; }
+  })();
+
   // --- language --------------------------------------------------------------------------------
   const query = new URLSearchParams(location.search);
   let lang = query.get("lang") || localStorage.getItem("room:lang") || (navigator.language || "ar").slice(0, 2);
   if (!I18N[lang]) lang = "ar";
 
-  // Texts of the media-through-the-server view, until the shared catalogue carries them.
-  const MEDIA_TEXT = {
-    ar: { quality_excellent: "الاتصال ممتاز", quality_good: "الاتصال جيد", quality_poor: "الاتصال ضعيف",
-      quality_lost: "انقطع الاتصال", peer_media_stopped: "توقف وصول صوت وصورة الطرف الآخر",
-      own_media_stopped: "لا يصل صوتك وصورتك إلى الخادم", media_reconnecting: "إعادة الاتصال بالصوت والصورة…",
-      err_media_elsewhere: "تعذر الاتصال بخادم الوسائط. أعد تحميل الصفحة." },
-    fr: { quality_excellent: "Connexion excellente", quality_good: "Bonne connexion",
-      quality_poor: "Connexion faible", quality_lost: "Connexion perdue",
-      peer_media_stopped: "Le son et l'image de l'autre personne ne nous parviennent plus",
-      own_media_stopped: "Votre son et votre image ne parviennent plus au serveur",
-      media_reconnecting: "Reconnexion audio et vidéo…",
-      err_media_elsewhere: "Le serveur média est injoignable. Rechargez la page." },
-    en: { quality_excellent: "Excellent connection", quality_good: "Good connection",
-      quality_poor: "Poor connection", quality_lost: "Connection lost",
-      peer_media_stopped: "The other person's sound and picture stopped arriving",
-      own_media_stopped: "Your sound and picture are not reaching the server",
-      media_reconnecting: "Reconnecting sound and picture…",
-      err_media_elsewhere: "The media server cannot be reached. Reload the page." },
-  };
-
   function t(key, vars) {
-    const text = (I18N[lang] && I18N[lang][key]) || I18N.en[key]
-      || (MEDIA_TEXT[lang] && MEDIA_TEXT[lang][key]) || MEDIA_TEXT.en[key] || key;
+    const text = (I18N[lang] && I18N[lang][key]) || I18N.en[key] || key;
     return text.replace(/\{(\w+)\}/g, (_, k) => (vars && vars[k] != null ? vars[k] : ""));
   }
 
@@ -66,6 +61,7 @@
     });
     document.title = t("title");
     renderAll();
+    renderNotice();
   }
 
   // --- state -----------------------------------------------------------------------------------
@@ -75,9 +71,18 @@
     unacked: new Map(), myMessages: new Map(), delivered: 0, typing: new Map(), docs: new Map(),
     pc: null, pendingCandidates: [], localStream: null, mic: true, cam: true, left: false,
     typingSent: 0, typingTimer: null,
+    // what the person sees: connecting, lobby (device check before entering), room, ended (left, may
+    // rejoin), not_open (comes back by itself at opensAt), final (an error nothing on the page can mend)
+    view: "connecting", entered: false, mode: "full", audioOnly: false, opensAt: 0, openTimer: null,
+    devices: { checked: false, camera: false, microphone: false, denied: false }, leftAt: 0, peerLeft: null,
+    suggestDismissed: false, soundBlocked: false, notice: null, meter: null, tone: null,
     // sfu mode: the one peer connection to the server, the offer awaiting its answer, what was pushed
     mediaMode: "relay", offerId: null, remoteStream: null, rebuildTimer: null, lastBuild: 0,
     quality: new Map(), mediaStates: new Map(),
+    // what the outage banner (outage.js) shows: an outage going on ({ side }) or none
+    outage: null,
+    // the service is briefly unavailable: { seconds } until the next try, `trying` once it has begun
+    unavailable: null, unavailableRetryS: null,
   };
 
   function newId() {
@@ -99,23 +104,50 @@
     return null;
   }
 
-  function notice(text) {
+  // A short message at the bottom; kept as a key so that it follows the language switch while shown.
+  function notice(key, vars) {
+    const shown = { key, vars };
+    state.notice = shown;
+    renderNotice();
+    setTimeout(() => { if (state.notice === shown) { state.notice = null; renderNotice(); } }, 6000);
+  }
+
+  function renderNotice() {
     const el = $("notice");
-    el.textContent = text;
-    el.hidden = !text;
-    if (text) setTimeout(() => { if (el.textContent === text) el.hidden = true; }, 6000);
+    // on the gate ("connecting") the words about a service briefly away are its text; elsewhere they stay
+    // here until the page is back in
+    const away = state.unavailable && state.view !== "connecting" ? unavailableText() : "";
+    el.textContent = away || (state.notice ? t(state.notice.key, state.notice.vars) : "");
+    el.hidden = !el.textContent;
+  }
+
+  // Said once when the pause begins and once when the new try begins: no ticking countdown to hear.
+  // Under its own title (the gate) it leaves out the sentence the title already says.
+  function unavailableText(titled) {
+    const u = state.unavailable;
+    if (!u) return "";
+    const suffix = titled ? "_next" : "";
+    if (u.trying) return t("unavailable_trying" + suffix);
+    const delay = new Intl.NumberFormat(locale(), { style: "unit", unit: "second", unitDisplay: "long",
+      maximumFractionDigits: 0 }).format(u.seconds);
+    return t("unavailable_wait" + suffix, { delay });
   }
 
   // --- rendering -------------------------------------------------------------------------------
   function renderAll() {
-    renderConn(); renderWaiting(); renderMedia(); renderParticipants(); renderControls(); renderTyping(); renderDocs();
+    renderGate(); renderConn(); renderWaiting(); renderMedia(); renderRemote(); renderLocal(); renderParticipants();
+    renderControls();
+    renderTyping(); renderDocs();
     document.querySelectorAll("#messages li").forEach(renderMessageMeta);
   }
 
   function renderConn() {
     const el = $("conn");
     el.dataset.state = state.conn;
-    el.textContent = state.final ? t(state.final) : t("state_" + state.conn);
+    // an error is said once, on the page itself; the status only says that the page is not connected
+    el.textContent = t("state_" + (state.final ? "closed" : state.conn));
+    // nothing is wrong while the room waits to open; an error is said by the page itself, once
+    el.hidden = state.view === "not_open" || state.view === "final" || state.view === "ended";
   }
 
   function renderWaiting() {
@@ -124,7 +156,12 @@
     if (state.left) { el.textContent = t("left"); return; }
     const other = peer();
     let text;
-    if (state.me.role === "client") {
+    if (state.outage && mediaParty()) {
+      // the outage banner (outage.js) says the connection between the two is cut: never "waiting" here
+      text = other ? t("outage_with", { name: other.name }) : t("outage_between");
+    } else if (!other && state.peerLeft) {
+      text = t("peer_left_at", { name: state.peerLeft.name, time: clock(state.peerLeft.at) });
+    } else if (state.me.role === "client") {
       text = !other ? t("waiting_for_practitioner")
         : other.state === "reconnecting" ? t("peer_reconnecting", { name: other.name }) : t("in_session");
     } else if (state.me.role === "practitioner") {
@@ -139,8 +176,128 @@
     el.dataset.waiting = other ? "no" : "yes";
     const p = peer();
     $("remote-name").textContent = p ? p.name : "";
-    $("remote-flags").textContent = p ? [p.audio ? "" : t("muted"), p.video ? "" : t("camera_off")]
-      .filter(Boolean).join(" · ") : "";
+    $("remote-flags").textContent = p ? flags(p).join(" · ") : "";
+  }
+
+  // What the other person can and cannot send, in words: said to the other party, not only drawn.
+  function flags(p) {
+    const out = [];
+    if (p.microphone === false) out.push(t("no_microphone_flag"));
+    else if (!p.audio) out.push(t("muted"));
+    if (p.audio_only) out.push(t("audio_only_flag"));
+    else if (p.camera === false) out.push(t("no_camera_flag"));
+    else if (!p.video) out.push(t("camera_off"));
+    return out;
+  }
+
+  // The other person's tile: their video when there is some to show, otherwise why not (never a frozen
+  // last frame), and the "turn on the sound" button when the browser blocked playing it with sound.
+  function renderRemote() {
+    const v = $("remote-video");
+    const p = peer();
+    let why = "";
+    if (state.mode === "chat") why = t("placeholder_chat_only");
+    else if (state.audioOnly) why = t("placeholder_audio_only");
+    else if (!p) why = state.peerLeft ? t("placeholder_left", { name: state.peerLeft.name }) : t("placeholder_nobody");
+    else if (state.outage) why = t("placeholder_outage", { name: p.name });
+    else if (p.audio_only) why = t("placeholder_audio_only");
+    else if (p.camera === false) why = t("placeholder_no_camera", { name: p.name });
+    else if (!p.video) why = t("placeholder_camera_off", { name: p.name });
+    const ph = $("remote-placeholder");
+    ph.textContent = why;
+    ph.hidden = !why || !mediaParty();
+    if (!p && v.srcObject) { v.srcObject = null; }  // they left: nothing of them stays on screen
+    v.style.visibility = why ? "hidden" : "visible";
+    $("start-sound").hidden = !state.soundBlocked || !p || state.mode === "chat";
+  }
+
+  // The remote stream plays with sound when the browser lets it; when it does not (no click on the page
+  // yet, and no camera or microphone of ours in use), it plays muted and the page offers a button.
+  function playRemote() {
+    const v = $("remote-video");
+    if (!v.srcObject) return;
+    v.muted = false;
+    v.play().then(() => { state.soundBlocked = false; renderRemote(); }).catch((err) => {
+      if (!err || err.name !== "NotAllowedError") return;  // interrupted by a newer load: that one plays
+      state.soundBlocked = true;
+      v.muted = true;
+      v.play().catch(() => {});
+      renderRemote();
+    });
+  }
+
+  function attachRemote(stream) {
+    const v = $("remote-video");
+    if (v.srcObject !== stream) v.srcObject = stream;
+    playRemote();
+  }
+
+  // --- the gate: before entering, after leaving, and when the room cannot be entered --------------
+  function setView(view) {
+    if (state.view === view) return;
+    state.view = view;
+    renderAll();
+    // a screen reader hears the new screen's title; a keyboard starts from it
+    const focus = view === "room" ? null : $("gate-title");
+    if (focus) focus.focus({ preventScroll: true });
+  }
+
+  function renderGate() {
+    const view = state.view;
+    $("gate").hidden = view === "room";
+    $("room").hidden = view !== "room";
+    let title = "";
+    let text = "";
+    let whenText = "";
+    const show = { enter: false, audio: false, chat: false, rejoin: false, devices: false };
+    if (view === "connecting") {
+      title = t(state.unavailable ? "unavailable_title" : "connecting_title");
+      text = unavailableText(true);
+    } else if (view === "final") {
+      title = t(state.final === "err_token" ? "err_token_title" : "closed_title");
+      text = t(state.final);
+    } else if (view === "not_open") {
+      title = t("not_open_title");
+      text = t("not_open_text", { time: when(state.opensAt) });
+    } else if (view === "lobby" && state.me) {
+      const other = peer();
+      const role = state.me.role;
+      const staff = role !== "client" && role !== "practitioner";
+      title = other ? t("lobby_with", { name: other.name })
+        : role === "client" ? t("lobby_with_practitioner") : role === "practitioner" ? t("lobby_with_client")
+          : t("lobby_title");
+      text = staff ? t("staff_view") : other ? t("expected_here", { name: other.name })
+        : t(role === "client" ? "expected_practitioner" : "expected_client");
+      if (state.room) whenText = t("starts_at", { time: when(state.room.starts_at * 1000) });
+      show.devices = !staff;
+      const d = state.devices;
+      show.enter = true;
+      show.audio = !staff && d.checked && d.microphone;
+      show.chat = !staff;
+    } else if (view === "ended") {
+      title = t("left_at", { time: clock(state.leftAt) });
+      const open = state.room && Date.now() < state.room.closes_at * 1000;
+      text = open ? t("can_rejoin", { time: clock(state.room.closes_at * 1000) }) : t("cannot_rejoin");
+      show.rejoin = Boolean(open);
+    }
+    $("gate-title").textContent = title;
+    $("gate-text").textContent = text;
+    $("gate-when").textContent = whenText;
+    $("device-check").hidden = !show.devices;
+    const d = state.devices;
+    const enter = $("enter");
+    enter.hidden = !show.enter;
+    enter.textContent = mediaParty() && d.checked && !d.camera && !d.microphone ? t("enter_receive") : t("enter_full");
+    $("enter-audio").hidden = !show.audio;
+    $("enter-chat").hidden = !show.chat;
+    $("rejoin").hidden = !show.rejoin;
+    if (show.devices) {
+      $("device-note").textContent = !d.checked ? t("devices_checking") : d.denied ? t("devices_denied")
+        : !d.camera && !d.microphone ? t("devices_none") : !d.camera ? t("devices_no_camera")
+          : !d.microphone ? t("devices_no_mic") : t("devices_ok");
+      $("preview").classList.toggle("off", !d.camera);
+      $("mic-level").parentElement.hidden = !d.microphone;
+    }
   }
 
   // sfu mode: the server's quality verdict for this participant, and what it says about the media
@@ -155,7 +312,7 @@
       $("conn").after(el);
     }
     const mine = state.me ? state.quality.get(state.me.id) : null;
-    el.hidden = state.mediaMode !== "sfu" || !mine;
+    el.hidden = state.mediaMode !== "sfu" || !mine || state.view !== "room";
     el.dataset.quality = mine ? mine.quality : "";
     el.textContent = mine ? t("quality_" + mine.quality) : "";
     let banner = $("media-status");
@@ -178,6 +335,9 @@
     banner.textContent = text;
     banner.hidden = !text;
     banner.dataset.state = theirs === "media_stopped" ? "peer_media_stopped" : own || "";
+    // the server keeps finding the connection poor: offer sound only (once, until the person says no)
+    $("suggest").hidden = !(mine && mine.suggest_audio_only) || state.audioOnly || state.suggestDismissed
+      || state.mode === "chat";
   }
 
   function renderParticipants() {
@@ -188,7 +348,8 @@
       li.dataset.state = p.state;
       li.dataset.role = p.role;
       const name = document.createElement("strong");
-      name.textContent = p.name || p.id;
+      // staff are not given a client's name, and are not shown the client's id in its place
+      name.textContent = p.name || (STAFF ? "" : p.id);
       const role = document.createElement("span");
       role.className = "role";
       role.textContent = t("role_" + p.role);
@@ -196,15 +357,46 @@
       st.className = "pstate";
       st.textContent = t("p_" + p.state);
       li.append(name, " ", role, " ", st);
+      // support staff see each party's connection: the server's quality verdict and its figures, and the
+      // state of their media (what they came to help with)
+      if (STAFF && (p.role === "client" || p.role === "practitioner")) {
+        const q = state.quality.get(p.id);
+        const net = document.createElement("span");
+        net.className = "pnet";
+        net.dataset.role = "staff-quality";
+        const parts = [];
+        if (q) {
+          parts.push(t("quality_" + q.quality));
+          if (q.up && q.up.rtt_ms != null) parts.push(t("staff_figures", { rtt: Math.round(q.up.rtt_ms),
+            loss: Math.round((q.up.loss || 0) * 1000) / 10, kbps: Math.round((q.up.bitrate_bps || 0) / 1000) }));
+        }
+        const ms = state.mediaStates.get(p.id);
+        if (ms) parts.push(t("staff_media_" + ms));
+        net.textContent = parts.join(" · ");
+        li.append(" ", net);
+      }
       ul.append(li);
     }
   }
 
   function renderControls() {
-    $("toggle-mic").textContent = t(state.mic ? "mic_on" : "mic_off");
-    $("toggle-mic").setAttribute("aria-pressed", String(state.mic));
-    $("toggle-cam").textContent = t(state.cam ? "cam_on" : "cam_off");
-    $("toggle-cam").setAttribute("aria-pressed", String(state.cam));
+    // the buttons say what is true: no device, or one the person did not allow, cannot be turned on
+    const d = state.devices;
+    const hasMic = Boolean(state.localStream && state.localStream.getAudioTracks().length);
+    const hasCam = Boolean(state.localStream && state.localStream.getVideoTracks().length);
+    const mic = $("toggle-mic");
+    mic.textContent = hasMic ? t(state.mic ? "mic_on" : "mic_off") : t(d.denied ? "mic_blocked" : "mic_none");
+    mic.disabled = !hasMic;
+    mic.setAttribute("aria-pressed", String(hasMic && state.mic));
+    const cam = $("toggle-cam");
+    cam.textContent = hasCam ? t(state.cam ? "cam_on" : "cam_off") : t(d.denied ? "cam_blocked" : "cam_none");
+    cam.disabled = !hasCam || state.audioOnly;
+    cam.setAttribute("aria-pressed", String(hasCam && state.cam && !state.audioOnly));
+    const ao = $("toggle-audio-only");
+    ao.setAttribute("aria-pressed", String(state.audioOnly));
+    ao.hidden = state.mode === "chat" || !mediaParty();
+    $("start-media").hidden = state.mode !== "chat" || !mediaParty();
+    mic.hidden = cam.hidden = state.mode === "chat";
     const party = state.me && (state.me.role === "client" || state.me.role === "practitioner");
     $("chat-input").disabled = !party || state.left || Boolean(state.final);
     $("chat-send").disabled = !party || state.left || Boolean(state.final);
@@ -215,8 +407,18 @@
     $("typing").textContent = names.length ? t("typing", { name: names.join(", ") }) : "";
   }
 
-  const timeFormat = () => new Intl.DateTimeFormat(lang === "ar" ? "ar-DZ" : lang,
-    { hour: "2-digit", minute: "2-digit" });
+  const locale = () => I18N[lang].locale || lang;
+  const timeFormat = () => new Intl.DateTimeFormat(locale(), { hour: "2-digit", minute: "2-digit" });
+  // an hour in the viewer's own time zone (the browser's), for "left at", "opens at"
+  const clock = (ms) => timeFormat().format(new Date(ms));
+  // a session's start: the day too when it is not today, and the zone's name so nobody has to guess
+  function when(ms) {
+    const d = new Date(ms);
+    const today = new Date().toDateString() === d.toDateString();
+    const opts = { hour: "2-digit", minute: "2-digit", timeZoneName: "short" };
+    if (!today) Object.assign(opts, { weekday: "long", day: "numeric", month: "long" });
+    return new Intl.DateTimeFormat(locale(), opts).format(d);
+  }
 
   function renderMessageMeta(li) {
     const meta = li.querySelector(".meta");
@@ -269,6 +471,10 @@
 
   function renderDocs() {
     const ul = $("documents");
+    // rebuilt only when the list or the language changed: a link under the pointer stays clickable
+    const shown = lang + "|" + [...state.docs.keys()].join(",");
+    if (ul.dataset.shown === shown) return;
+    ul.dataset.shown = shown;
     ul.replaceChildren();
     for (const d of state.docs.values()) {
       const li = document.createElement("li");
@@ -315,21 +521,123 @@
       document.body.append(a);
       a.click();
       setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
-    } catch (_) { notice(t("err_generic")); }
+    } catch (_) { notice("err_generic"); }
   }
 
   // --- media -----------------------------------------------------------------------------------
-  async function startLocalMedia() {
-    const tries = [{ audio: true, video: true }, { audio: true, video: false }];
-    for (const constraints of tries) {
-      try {
-        state.localStream = await navigator.mediaDevices.getUserMedia(constraints);
-        $("local-video").srcObject = state.localStream;
-        if (!constraints.video) state.cam = false;
-        return;
-      } catch (_) { /* try with less */ }
+  // The camera and microphone are opened only once the room has let us in (never on an error screen):
+  // both if possible, else whichever exists; a refusal is remembered so the page can say so.
+  async function openDevices() {
+    if (state.localStream && state.localStream.getTracks().some((tr) => tr.readyState === "live")) {
+      return state.localStream;
     }
-    notice(t("no_camera"));
+    const d = { checked: true, camera: false, microphone: false, denied: false };
+    let stream = null;
+    const md = navigator.mediaDevices;
+    if (md && md.getUserMedia) {
+      for (const constraints of [{ audio: true, video: true }, { audio: true }, { video: true }]) {
+        try {
+          stream = await md.getUserMedia(constraints);
+          break;
+        } catch (err) {
+          if (err && (err.name === "NotAllowedError" || err.name === "SecurityError")) { d.denied = true; break; }
+        }
+      }
+    }
+    if (state.final || state.left) {  // the room closed while the browser asked: nothing stays on
+      if (stream) stream.getTracks().forEach((tr) => tr.stop());
+      return null;
+    }
+    state.localStream = stream;
+    d.camera = Boolean(stream && stream.getVideoTracks().length);
+    d.microphone = Boolean(stream && stream.getAudioTracks().length);
+    state.devices = d;
+    if (!d.microphone) state.mic = false;
+    if (!d.camera) state.cam = false;
+    $("local-video").srcObject = stream;
+    $("preview").srcObject = stream;
+    if (stream) {
+      $("preview").play().catch(() => {});
+      $("local-video").play().catch(() => {});
+    }
+    startMeter();
+    renderAll();
+    return stream;
+  }
+
+  function stopDevices() {
+    if (state.localStream) state.localStream.getTracks().forEach((tr) => tr.stop());
+    state.localStream = null;
+    $("local-video").srcObject = null;
+    $("preview").srcObject = null;
+    stopMeter();
+  }
+
+  // The microphone's level while the person checks it before entering.
+  function startMeter() {
+    stopMeter();
+    const stream = state.localStream;
+    if (!stream || !stream.getAudioTracks().length || !window.AudioContext) return;
+    const ctx = new AudioContext();
+    const analyser = ctx.createAnalyser();
+    analyser.fftSize = 512;
+    ctx.createMediaStreamSource(stream).connect(analyser);
+    const data = new Uint8Array(analyser.fftSize);
+    const meter = { ctx, timer: 0 };
+    meter.timer = setInterval(() => {
+      analyser.getByteTimeDomainData(data);
+      let peak = 0;
+      for (const x of data) peak = Math.max(peak, Math.abs(x - 128) / 128);
+      $("mic-level").value = Math.min(1, peak * 2);
+    }, 100);
+    state.meter = meter;
+  }
+
+  function stopMeter() {
+    if (!state.meter) return;
+    clearInterval(state.meter.timer);
+    state.meter.ctx.close().catch(() => {});
+    state.meter = null;
+  }
+
+  // A one-second tone through the speakers or headphones (a click on the button lets it play).
+  function testSpeaker() {
+    if (!window.AudioContext) return;
+    const ctx = new AudioContext();
+    const osc = ctx.createOscillator();
+    const gain = ctx.createGain();
+    osc.frequency.value = 523.25;
+    gain.gain.setValueAtTime(0.0001, ctx.currentTime);
+    gain.gain.exponentialRampToValueAtTime(0.3, ctx.currentTime + 0.05);
+    gain.gain.exponentialRampToValueAtTime(0.0001, ctx.currentTime + 1);
+    osc.connect(gain).connect(ctx.destination);
+    osc.start();
+    osc.stop(ctx.currentTime + 1.05);
+    state.tone = ctx;
+    notice("speaker_playing");
+    osc.onended = () => { ctx.close().catch(() => {}); if (state.tone === ctx) state.tone = null; };
+  }
+
+  // In sound only, the camera's track is not sent (nor shown), and comes back as it was.
+  async function applyAudioOnly() {
+    const track = state.localStream ? state.localStream.getVideoTracks()[0] : null;
+    if (track) track.enabled = state.cam && !state.audioOnly;
+    const pc = state.pc;
+    if (pc && track) {
+      for (const sender of pc.getSenders()) {
+        if (sender.track === track || (sender.track === null && state.videoSender === sender)) {
+          state.videoSender = sender;
+          try { await sender.replaceTrack(state.audioOnly ? null : track); } catch (_) { /* rebuilt later */ }
+        }
+      }
+    }
+    renderLocal();
+  }
+
+  // Our own small picture: only when there is one to show.
+  function renderLocal() {
+    const cam = state.localStream && state.localStream.getVideoTracks().length;
+    $("local-video").closest(".tile").hidden = !cam || state.audioOnly || state.mode === "chat";
   }
 
   function closePc() {
@@ -363,7 +671,7 @@
   }
 
   async function startSfu() {
-    if (!mediaParty() || state.left || state.final) return;
+    if (!mediaParty() || state.left || state.final || !state.entered || state.mode === "chat") return;
     const wait = state.lastBuild + SFU_MIN_REBUILD_MS - Date.now();
     if (wait > 0) { scheduleRebuild(wait); return; }
     state.lastBuild = Date.now();
@@ -372,7 +680,13 @@
     state.pc = pc;
     const local = state.localStream;
     const kinds = new Set(local ? local.getTracks().map((tr) => tr.kind) : []);
-    if (local) local.getTracks().forEach((tr) => pc.addTrack(tr, local));
+    if (local) {
+      local.getTracks().forEach((tr) => {
+        const sender = pc.addTrack(tr, local);
+        if (tr.kind === "video") state.videoSender = sender;
+      });
+      if (state.audioOnly) applyAudioOnly();
+    }
     // without a camera or microphone, still receive the other person's
     for (const kind of ["audio", "video"]) if (!kinds.has(kind)) pc.addTransceiver(kind, { direction: "recvonly" });
     state.remoteStream = new MediaStream();
@@ -381,8 +695,7 @@
       state.remoteStream.getTracks().filter((tr) => tr.kind === ev.track.kind)
         .forEach((tr) => state.remoteStream.removeTrack(tr));
       state.remoteStream.addTrack(ev.track);
-      const v = $("remote-video");
-      if (v.srcObject !== state.remoteStream) v.srcObject = state.remoteStream;
+      if (peer()) attachRemote(state.remoteStream);
     };
     pc.onconnectionstatechange = () => {
       if (pc !== state.pc) return;
@@ -425,33 +738,43 @@
     // the server gave up on our connection: build a new one rather than wait for the browser to notice
     if (state.me && msg.participant_id === state.me.id && msg.state === "failed") scheduleRebuild(0);
     renderMedia();
+    if (STAFF) renderParticipants();
   }
 
   function onQuality(msg) {
     state.quality.set(msg.participant_id, msg);
     renderMedia();
+    if (STAFF) renderParticipants();
   }
 
   function newPc() {
     closePc();
     const pc = new RTCPeerConnection({ iceServers: state.iceServers });
     state.pc = pc;
-    if (state.localStream) state.localStream.getTracks().forEach((tr) => pc.addTrack(tr, state.localStream));
+    if (state.localStream && state.mode !== "chat") {
+      state.localStream.getTracks().forEach((tr) => {
+        const sender = pc.addTrack(tr, state.localStream);
+        if (tr.kind === "video") state.videoSender = sender;
+      });
+      if (state.audioOnly) applyAudioOnly();
+    }
     pc.onicecandidate = (ev) => {
       const p = peer();
       if (p) send({ type: "candidate", to: p.id, candidate: ev.candidate ? ev.candidate.toJSON() : null });
     };
-    pc.ontrack = (ev) => {
-      const v = $("remote-video");
-      if (v.srcObject !== ev.streams[0]) v.srcObject = ev.streams[0] || new MediaStream([ev.track]);
-    };
+    pc.ontrack = (ev) => attachRemote(ev.streams[0] || new MediaStream([ev.track]));
     pc.onconnectionstatechange = () => renderWaiting();
     return pc;
   }
 
   // Both sides start afresh whenever the other party (re)appears; only the practitioner offers.
   async function peerAppeared() {
-    if (state.mediaMode === "sfu") return;  // the server's connection carries them once they publish
+    if (state.mediaMode === "sfu") {
+      // the server's connection carries them once they publish: show them again (never a stale frame)
+      if (state.remoteStream && state.remoteStream.getTracks().length) attachRemote(state.remoteStream);
+      return;
+    }
+    if (!state.entered || state.mode === "chat") return;
     const p = peer();
     if (!p || !state.me) return;
     const pc = newPc();
@@ -461,7 +784,7 @@
       if (pc !== state.pc) return;
       await pc.setLocalDescription(offer);
       send({ type: "offer", to: p.id, sdp: pc.localDescription.sdp });
-    } catch (_) { notice(t("err_generic")); }
+    } catch (_) { notice("err_generic"); }
   }
 
   async function onOffer(msg) {
@@ -472,7 +795,7 @@
       const answer = await pc.createAnswer();
       await pc.setLocalDescription(answer);
       send({ type: "answer", to: msg.from, sdp: pc.localDescription.sdp });
-    } catch (_) { notice(t("err_generic")); }
+    } catch (_) { notice("err_generic"); }
   }
 
   async function onAnswer(msg) {
@@ -482,7 +805,7 @@
     try {
       await pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
       await flushCandidates(pc);
-    } catch (_) { notice(t("err_generic")); }
+    } catch (_) { notice("err_generic"); }
   }
 
   async function onCandidate(msg) {
@@ -498,21 +821,79 @@
     for (const c of list) { try { await pc.addIceCandidate(c || null); } catch (_) { /* stale */ } }
   }
 
+  // What the others are told about this participant's sound and picture (and whether there is a device).
   function sendMediaState() {
-    send({ type: "media.state", audio: state.mic, video: state.cam, audio_only: false });
+    if (!mediaParty() || !state.devices.checked) return;
+    const d = state.devices;
+    const on = state.entered && state.mode !== "chat";
+    send({ type: "media.state", audio: on && d.microphone && state.mic,
+      video: on && d.camera && state.cam && !state.audioOnly, audio_only: state.audioOnly,
+      camera: d.camera, microphone: d.microphone });
+  }
+
+  // The room is not open yet: say when it opens, and come back by itself then (by the server's clock).
+  function notOpen() {
+    const wait = Math.max(0, state.notOpenRetryS == null ? 60 : state.notOpenRetryS) * 1000;
+    state.opensAt = Date.now() + wait;
+    stopDevices();
+    clearTimeout(state.openTimer);
+    state.openTimer = setTimeout(connect, Math.min(wait + 500, NOT_OPEN_RECHECK_MS));
+    setView("not_open");
+    renderAll();
+  }
+
+  // Into the room from the lobby: with camera and microphone, with sound only, or with the chat only.
+  function enter(mode) {
+    state.mode = mode;
+    state.audioOnly = mode === "audio";
+    state.entered = true;
+    sessionStorage.setItem(storeKey + ":entered", mode);
+    stopMeter();
+    if (mode === "chat") stopDevices();
+    setView("room");
+    sendMediaState();
+    startMedia();
+  }
+
+  async function startMedia() {
+    if (!mediaParty() || !state.entered || state.mode === "chat" || state.left || state.final) return;
+    await openDevices();
+    sendMediaState();
+    if (state.mediaMode === "sfu") {
+      // the media connection outlives the socket; build it when there is none or its offer was lost
+      // (an offer still waiting for its answer may have lost it with the old socket)
+      const pc = state.pc;
+      if (!pc || pc.connectionState === "failed" || pc.connectionState === "closed"
+          || pc.signalingState === "have-local-offer") startSfu();
+    } else if (peer()) peerAppeared();
+  }
+
+  function leave() {
+    state.left = true;
+    state.leftAt = Date.now();
+    sessionStorage.removeItem(storeKey + ":entered");
+    send({ type: "leave" });
+    closePc();
+    stopDevices();
+    state.soundBlocked = false;
+    setView("ended");
   }
 
   // --- the socket ------------------------------------------------------------------------------
   function connect() {
     if (state.left || state.final) return;
+    clearTimeout(state.openTimer);
+    state.inRoom = false;
     state.conn = state.joinedOnce ? "reconnecting" : "connecting";
+    if (state.view === "not_open") setView("connecting");
+    if (state.unavailable) { state.unavailable.trying = true; renderGate(); renderNotice(); }
     renderConn();
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const ws = new WebSocket(`${scheme}//${location.host}/v1/rooms/${encodeURIComponent(bookingId)}/ws`,
       ["session.v1", "bearer." + token]);
     state.ws = ws;
     ws.onopen = () => {
-      const join = { type: "join", v: 1 };
+      const join = { type: "join", v: 1, audio_only: state.audioOnly };
       if (state.joinedOnce) join.last_seq = state.lastSeq;
       send(join);
     };
@@ -522,24 +903,52 @@
       try { msg = JSON.parse(ev.data); } catch (_) { return; }
       handle(msg);
     };
-    ws.onclose = (ev) => {
-      if (state.ws !== ws) return;
-      state.ws = null;
-      // a room.closing before 4410 already said why the room closed
-      if (CLOSE_FINAL[ev.code] && !(ev.code === 4410 && state.final)) state.final = CLOSE_FINAL[ev.code];
-      if (state.left || state.final) {
-        state.conn = "closed";
-        closePc();
-        // the room is over: the camera and microphone go off, as on leaving
-        if (state.final && state.localStream) state.localStream.getTracks().forEach((tr) => tr.stop());
-        renderAll();
-        return;
-      }
-      state.conn = "reconnecting";
-      renderConn();
-      const delay = Math.min(5000, 300 * 2 ** state.retry++);
-      setTimeout(connect, delay);
-    };
+    ws.onclose = (ev) => socketClosed(ws, ev.code);
+  }
+
+  // A socket the page gave up on (silent past two heartbeats): it is handled as closed at once. Its close
+  // event waits for the closing handshake, which a dead network never completes (up to a minute in
+  // Chromium), and the page would say "connected" all that time instead of reconnecting.
+  function abandonSocket() {
+    const ws = state.ws;
+    if (!ws) return;
+    try { ws.close(); } catch (_) { /* closing already */ }
+    socketClosed(ws, 1006);
+  }
+
+  function socketClosed(ws, code) {
+    if (state.ws !== ws) return;
+    state.ws = null;
+    const retryS = state.unavailableRetryS;
+    state.unavailableRetryS = null;
+    state.unavailable = null;
+    if (code === CLOSE_NOT_OPEN) { state.conn = "closed"; notOpen(); return; }
+    // a room.closing before 4410 already said why the room closed
+    if (CLOSE_FINAL[code] && !(code === 4410 && state.final)) state.final = CLOSE_FINAL[code];
+    if (state.left || state.final) {
+      state.conn = "closed";
+      closePc();
+      // the room is over: the camera and microphone go off, as on leaving
+      if (state.final) { stopDevices(); setView("final"); }
+      renderAll();
+      return;
+    }
+    if (code === CLOSE_TRY_AGAIN_LATER) {
+      // the refusal said when to come back (the server's pause); a close without one waits a second
+      const seconds = Math.max(1, Math.ceil(retryS == null ? 1 : retryS));
+      state.unavailable = { seconds, trying: false };
+      state.conn = state.joinedOnce ? "reconnecting" : "connecting";
+      renderAll();
+      renderNotice();
+      setTimeout(connect, seconds * 1000);
+      return;
+    }
+    state.conn = "reconnecting";
+    renderConn();
+    renderGate();
+    renderNotice();
+    const delay = Math.min(5000, 300 * 2 ** state.retry++);
+    setTimeout(connect, delay);
   }
 
   function handle(msg) {
@@ -549,8 +958,10 @@
       case "participant.joined": {
         const p = msg.participant;
         state.participants.set(p.id, p);
-        renderAll();
+        if ((p.role === "support" || p.role === "admin") && !STAFF) notice("support_joined");
         const other = peer();
+        if (other && other.id === p.id) state.peerLeft = null;
+        renderAll();
         if (other && other.id === p.id) peerAppeared();
         return;
       }
@@ -568,7 +979,10 @@
         state.typing.delete(msg.participant_id);
         state.mediaStates.delete(msg.participant_id);
         state.quality.delete(msg.participant_id);
-        if (other && other.id === msg.participant_id && state.mediaMode !== "sfu") closePc();
+        if (other && other.id === msg.participant_id) {
+          state.peerLeft = { name: other.name, at: Date.now() };  // said with the time, and no frozen frame
+          if (state.mediaMode !== "sfu") closePc();
+        }
         return renderAll();
       }
       case "session.started": return renderWaiting();
@@ -593,14 +1007,29 @@
         else state.typing.delete(msg.participant_id);
         return renderTyping();
       case "document.shared": return addDocument(msg.document);
-      case "ack": return notice(t("reported"));
+      case "ack": return notice("reported");
+      // "open" says again what the report's own acknowledgement just said: that one stays on screen
+      case "support.update": return msg.status === "open" ? undefined : notice("support_" + msg.status);
       case "token.refreshed":  // the server's renewal: the token to rejoin with from now on
         if (msg.token) { token = msg.token; sessionStorage.setItem(storeKey + ":token", token); }
         return;
-      case "room.closing": state.final = CLOSING_FINAL[msg.code] || "err_room_closed"; return renderAll();
+      case "room.closing":
+        state.final = CLOSING_FINAL[msg.code] || "err_room_closed";
+        stopDevices();
+        closePc();
+        return setView("final");
       case "error": {
         const key = "err_" + msg.code;
-        if (msg.code.startsWith("token_")) return notice(t("err_token"));
+        if (msg.code === "room_not_open") { state.notOpenRetryS = msg.retry_after_s; return undefined; }
+        // a join refused while the server's data store is away: the close (1013) that follows says so
+        if (msg.code === "unavailable" && !state.inRoom) {
+          state.unavailableRetryS = typeof msg.retry_after_s === "number" ? msg.retry_after_s : 1;
+          return undefined;
+        }
+        // a refused join says why the room is closed: the close (4410) that follows keeps these words
+        if (msg.code === "room_closed" && msg.reason) { state.final = CLOSING_FINAL[msg.reason] || "err_room_closed"; }
+        // a refused join, or a token that ran out: the close that follows puts it on the page, once
+        if (!state.inRoom || msg.code.startsWith("token_")) return undefined;
         if (msg.code === "unavailable" && msg.ref && state.unacked.has(msg.ref)) {
           // the server could not store it yet: send it again (same id, never doubled) after the pause
           const again = state.unacked.get(msg.ref);
@@ -611,15 +1040,17 @@
           // the server refused our offer: say so, and try again with a fresh connection
           state.offerId = null;
           scheduleRebuild(5000);
-          if (msg.code === "media_elsewhere") return notice(t("err_media_elsewhere"));
+          if (msg.code === "media_elsewhere") return notice("err_media_elsewhere");
         }
-        return notice(I18N.en[key] ? t(key) : t("err_generic"));
+        return notice(I18N.en[key] ? key : "err_generic");
       }
       default: return undefined;
     }
   }
 
   function onJoined(msg) {
+    state.unavailable = null;
+    renderNotice();
     state.joinedOnce = true;
     state.retry = 0;
     state.conn = "connected";
@@ -631,16 +1062,23 @@
     for (const c of msg.chat) onChat(c);
     // sends the server never acknowledged go again with the same ids: the server keeps each once
     for (const m of state.unacked.values()) send(m);
-    renderAll();
-    if (!state.mic || !state.cam) sendMediaState();
+    state.inRoom = true;
+    // the documents shared so far, once the server let this link in (again, after a reconnect: what was
+    // shared meanwhile); staff never see them
+    if (!STAFF) loadDocuments();
     state.mediaMode = msg.media_mode === "sfu" ? "sfu" : "relay";
-    if (state.mediaMode === "sfu") {
-      // the media connection outlives the socket; build it when there is none or its offer was lost
-      // (an offer still waiting for its answer may have lost it with the old socket)
-      const pc = state.pc;
-      if (!pc || pc.connectionState === "failed" || pc.connectionState === "closed"
-          || pc.signalingState === "have-local-offer") startSfu();
-    } else if (peer()) peerAppeared();
+    if (!mediaParty()) state.entered = true;  // staff follow the session; they have nothing to check
+    if (!state.entered) {
+      // the lobby: who is expected and when, and a device check before entering
+      setView("lobby");
+      renderAll();
+      if (!state.devices.checked) openDevices().then(() => sendMediaState());
+      else sendMediaState();
+      return;
+    }
+    setView("room");
+    renderAll();
+    startMedia();
   }
 
   function onChat(msg) {
@@ -674,6 +1112,42 @@
     state.typingTimer = setTimeout(() => { state.typingSent = 0; send({ type: "typing", active: false }); }, 4000);
   });
 
+  $("enter").addEventListener("click", () => enter("full"));
+  $("enter-audio").addEventListener("click", () => enter("audio"));
+  $("enter-chat").addEventListener("click", () => enter("chat"));
+  $("test-speaker").addEventListener("click", testSpeaker);
+  $("rejoin").addEventListener("click", () => {
+    state.left = false;
+    state.entered = true;
+    sessionStorage.setItem(storeKey + ":entered", state.mode);
+    setView("connecting");
+    connect();
+  });
+  $("start-sound").addEventListener("click", () => {
+    const v = $("remote-video");
+    v.muted = false;
+    v.play().then(() => { state.soundBlocked = false; renderRemote(); }).catch(() => {});
+  });
+  $("start-media").addEventListener("click", () => {
+    state.mode = "full";
+    sessionStorage.setItem(storeKey + ":entered", "full");
+    renderAll();
+    startMedia();
+  });
+
+  function setAudioOnly(on) {
+    state.audioOnly = on;
+    state.mode = on ? "audio" : "full";
+    sessionStorage.setItem(storeKey + ":entered", state.mode);
+    applyAudioOnly();
+    sendMediaState();
+    renderAll();
+    if (!on) playRemote();
+  }
+  $("toggle-audio-only").addEventListener("click", () => setAudioOnly(!state.audioOnly));
+  $("suggest-yes").addEventListener("click", () => setAudioOnly(true));
+  $("suggest-no").addEventListener("click", () => { state.suggestDismissed = true; renderMedia(); });
+
   $("toggle-mic").addEventListener("click", () => {
     state.mic = !state.mic;
     if (state.localStream) state.localStream.getAudioTracks().forEach((tr) => { tr.enabled = state.mic; });
@@ -694,12 +1168,15 @@
     send({ type: "problem.report", kind: "connection" });
   });
 
-  $("leave").addEventListener("click", () => {
-    state.left = true;
-    send({ type: "leave" });
-    closePc();
-    if (state.localStream) state.localStream.getTracks().forEach((tr) => tr.stop());
-    renderAll();
+  // On a phone "Leave" sits next to "Report": ask first.
+  $("leave").addEventListener("click", () => $("confirm-leave").showModal());
+  $("leave-stay").addEventListener("click", () => $("confirm-leave").close());
+  $("leave-yes").addEventListener("click", () => { $("confirm-leave").close(); leave(); });
+
+  window.addEventListener("room:outage", (ev) => {
+    state.outage = ev.detail && ev.detail.ongoing ? { side: ev.detail.side } : null;
+    renderWaiting();
+    renderRemote();
   });
 
   $("lang").addEventListener("change", (ev) => {
@@ -714,7 +1191,7 @@
     for (const [id, until] of state.typing) if (until < now) state.typing.delete(id);
     renderTyping();
     if (state.ws && state.conn === "connected" && now - state.lastHeard > state.heartbeatS * 2500) {
-      state.ws.close();
+      abandonSocket();
     }
   }, 1000);
 
@@ -725,16 +1202,36 @@
     quality: () => Object.fromEntries(state.quality),
     mediaStates: () => Object.fromEntries(state.mediaStates),
     state: () => ({ conn: state.conn, me: state.me, participants: [...state.participants.values()],
-      lastSeq: state.lastSeq, room: state.room }),
+      lastSeq: state.lastSeq, room: state.room, view: state.view, mode: state.mode, audioOnly: state.audioOnly,
+      devices: state.devices, soundBlocked: state.soundBlocked }),
     // what a network drop does to the socket (no goodbye: the page reconnects and resumes)
-    dropSocket: () => { if (state.ws) state.ws.close(); },
+    dropSocket: () => abandonSocket(),
   };
 
   applyLanguage();
   if (!token) {
     state.final = "err_token";
-    renderAll();
+    setView("final");
     return;
   }
-  startLocalMedia().finally(() => { connect(); loadDocuments(); });
+  // a reload during the session goes straight back in, as the person had entered
+  const entered = sessionStorage.getItem(storeKey + ":entered");
+  if (entered === "full" || entered === "audio" || entered === "chat") {
+    state.entered = true;
+    state.mode = entered;
+    state.audioOnly = entered === "audio";
+  }
+  // Support staff and admins enter at once, without camera or microphone: they watch the connection,
+  // not the session (the parties are told why they joined).
+  if (STAFF) {
+    state.entered = true;
+    state.mode = "chat";
+    // what is the parties' own is not shown to staff: the chat, the documents, the video, their buttons
+    document.body.dataset.staff = "true";
+    for (const sel of [".videos", ".side", "#report"]) {
+      const node = document.querySelector(sel);
+      if (node) node.hidden = true;
+    }
+  }
+  connect();
 })();

@@ -1,0 +1,264 @@
+"""HTTP edge of the ledger: complaints, the bank's answers to payouts, payout dates and the views."""
+
+from __future__ import annotations
+
+import enum
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from ..auth import USER_ID, Identity, Permission, Role, authenticate, authenticate_admin, authenticate_any
+from ..context import AppContext
+from ..http import Body, NoQuery, Text, documented, parse_query, read_json
+from . import responses as out
+from .errors import ComplaintNotFound, NotYourStatement, PayoutNotFound
+from .service import LedgerService
+
+Id = Annotated[str, Field(pattern=USER_ID.pattern)]
+HexId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+
+
+def _service(request: Request) -> LedgerService:
+    ctx: AppContext = request.app.state.ctx
+    service: LedgerService = ctx.ledger
+    return service
+
+
+class ComplaintReason(enum.StrEnum):
+    PRACTITIONER_LATE = "practitioner_late"
+    PRACTITIONER_ABSENT = "practitioner_absent"
+    SESSION_CUT_SHORT = "session_cut_short"
+    CONDUCT = "conduct"
+    TECHNICAL_PROBLEM = "technical_problem"
+    BILLING = "billing"
+    OTHER = "other"
+
+
+class ComplaintIn(Body):
+    reason: ComplaintReason
+    text: Text | None = Field(default=None, min_length=1, max_length=4000,
+                              description="absent: no text (encrypted at rest when given)")
+
+
+class ResolveIn(Body):
+    decision: Literal["upheld", "rejected"]
+    # upheld: the refund from the held amount (all of it if left out); rejected: none
+    refund_minor: int | None = Field(default=None, ge=0, le=100_000_000,
+                                     description="upheld: absent refunds all of the held amount")
+
+    @model_validator(mode="after")
+    def _refund_only_when_upheld(self) -> ResolveIn:
+        if self.decision == "rejected" and self.refund_minor is not None:
+            raise ValueError("a rejected complaint refunds nothing")
+        return self
+
+
+class ComplaintsQuery(Body):
+    status: Literal["open", "upheld", "rejected"] | None = None
+    practitioner_id: Id | None = None
+    limit: int = Field(default=100, ge=1, le=500)
+
+
+class PayoutAnswerIn(Body):
+    status: Literal["paid", "failed"]
+    reason: Text = Field(default="", max_length=500, description="why the transfer failed (with failed)")
+
+
+class PayoutsQuery(Body):
+    sunday: date
+
+
+class RevenueQuery(Body):
+    start: date | None = Field(default=None, alias="from", description="absent: from the first day recorded")
+    end: date | None = Field(default=None, alias="to", description="absent: to the last day recorded")
+
+
+class PayoutDatesQuery(Body):
+    year: int = Field(ge=2000, le=2100)
+
+
+class HolidayIn(Body):
+    estimated: date
+    date: date
+    move_announced: bool = Field(default=False, description="true: announced payout dates move too")
+
+
+def _complaint_for(identity: Identity, record: dict[str, Any], svc: LedgerService) -> dict[str, Any]:
+    """The complaint as the caller may see it: the client's text for the client and admins, and for the
+    practitioner only once shared; anyone else finds nothing."""
+    if identity.role is Role.ADMIN:
+        return svc.complaint_view(record, with_text=True)
+    if identity.role is Role.CLIENT and identity.sub == record["client_id"]:
+        return svc.complaint_view(record, with_text=True)
+    if identity.role is Role.PRACTITIONER and identity.sub == record["practitioner_id"]:
+        return svc.complaint_view(record, with_text=record.get("shared") == "1")
+    raise ComplaintNotFound("no such complaint")
+
+
+@documented("File a complaint about a session (its practitioner share is held at once)", roles=("client",),
+            body=ComplaintIn, responses={201: out.ComplaintOut},
+            errors=("wrong_role", "permission_denied", "booking_not_found", "session_not_settled",
+                    "complaint_window_closed", "already_complained"), tags=("ledger",))
+async def file_complaint(request: Request) -> Response:
+    identity = authenticate(request)
+    identity.require(Permission.BOOKINGS_WRITE)
+    identity.require_role(Role.CLIENT)
+    body = await read_json(request, ComplaintIn)
+    svc = _service(request)
+    record = await svc.file_complaint(request.path_params["bid"], identity.sub, body.reason.value, body.text)
+    return JSONResponse(svc.complaint_view(record, with_text=True), status_code=201,
+                        headers={"Location": f"/v1/complaints/{record['complaint_id']}"})
+
+
+@documented("Complaints: the admins' queue, a practitioner's own, a client's own", auth=("bearer", "api_key"),
+            query=ComplaintsQuery, responses={200: out.ComplaintsOut}, errors=("wrong_role",), tags=("ledger",))
+async def list_complaints(request: Request) -> Response:
+    identity = authenticate_any(request)
+    q = parse_query(request, ComplaintsQuery)
+    svc = _service(request)
+    if identity.role is Role.ADMIN:
+        found = await svc.complaint_list(q.practitioner_id, q.status, q.limit)
+    elif identity.role is Role.PRACTITIONER:
+        found = await svc.complaint_list(identity.sub, q.status, q.limit)
+    elif identity.role is Role.CLIENT:
+        found = [r for r in await svc.complaint_list(None, q.status, 10_000) if r["client_id"] == identity.sub]
+        found = found[:q.limit]
+    else:
+        identity.require_role(Role.ADMIN, Role.PRACTITIONER, Role.CLIENT)
+        found = []
+    # a list never carries the client's text: one complaint at a time, for those who may read it
+    return JSONResponse({"complaints": [svc.complaint_view(r, with_text=False) for r in found]})
+
+
+@documented("A complaint", auth=("bearer", "api_key"), responses={200: out.ComplaintOut},
+            errors=("complaint_not_found",), tags=("ledger",))
+async def get_complaint(request: Request) -> Response:
+    identity = authenticate_any(request)
+    svc = _service(request)
+    record = await svc.complaint(request.path_params["cid"])
+    return JSONResponse(_complaint_for(identity, record, svc))
+
+
+@documented("Resolve a complaint: upheld (refund from the held amount) or rejected (released)",
+            auth=("bearer", "api_key"), roles=("admin",), body=ResolveIn, responses={200: out.ComplaintOut},
+            errors=("wrong_role", "complaint_not_found", "hold_pending", "already_resolved", "refund_too_large"),
+            tags=("ledger",))
+async def resolve_complaint(request: Request) -> Response:
+    admin = authenticate_admin(request)
+    body = await read_json(request, ResolveIn)
+    svc = _service(request)
+    record = await svc.resolve(request.path_params["cid"], body.decision, body.refund_minor, admin.sub)
+    return JSONResponse(svc.complaint_view(record, with_text=True))
+
+
+@documented("Share a complaint's text with the practitioner", auth=("bearer", "api_key"), roles=("admin",),
+            responses={200: out.ComplaintOut}, errors=("wrong_role", "complaint_not_found"), tags=("ledger",))
+async def share_complaint(request: Request) -> Response:
+    admin = authenticate_admin(request)
+    svc = _service(request)
+    record = await svc.share(request.path_params["cid"], admin.sub)
+    return JSONResponse(svc.complaint_view(record, with_text=True))
+
+
+def _statement_caller(request: Request, pid: str) -> None:
+    identity = authenticate_any(request)
+    if identity.role is Role.ADMIN or (identity.role is Role.PRACTITIONER and identity.sub == pid):
+        return
+    raise NotYourStatement("only this practitioner or an admin may read this statement")
+
+
+@documented("A practitioner's statement: balances and every entry", auth=("bearer", "api_key"),
+            roles=("practitioner", "admin"), query=NoQuery, responses={200: out.StatementOut},
+            errors=("not_your_statement", "invalid_input"), tags=("ledger",))
+async def statement(request: Request) -> Response:
+    pid = request.path_params["pid"]
+    _statement_caller(request, pid)
+    parse_query(request, NoQuery)
+    return JSONResponse(await _service(request).statement(pid))
+
+
+@documented("A practitioner's statement as CSV", auth=("bearer", "api_key"), roles=("practitioner", "admin"),
+            query=NoQuery, responses={200: "text/csv"}, errors=("not_your_statement", "invalid_input"),
+            tags=("ledger",))
+async def statement_csv(request: Request) -> Response:
+    pid = request.path_params["pid"]
+    _statement_caller(request, pid)
+    parse_query(request, NoQuery)
+    svc = _service(request)
+    text = svc.statement_csv(await svc.statement(pid))
+    return Response(text, media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": 'attachment; filename="statement.csv"'})
+
+
+@documented("The platform's revenue and liabilities per day", auth=("bearer", "api_key"), roles=("admin",),
+            query=RevenueQuery, responses={200: out.RevenueOut}, errors=("wrong_role",), tags=("ledger",))
+async def revenue(request: Request) -> Response:
+    authenticate_admin(request)
+    q = parse_query(request, RevenueQuery)
+    return JSONResponse({"days": await _service(request).revenue(q.start, q.end)})
+
+
+def _payout_view(p: dict[str, str]) -> dict[str, Any]:
+    return {"payout_id": p["payout_id"], "practitioner_id": p["practitioner_id"], "amount_minor": int(p["amount"]),
+            "currency": p["currency"], "sunday": p["sunday"], "date": p["date"], "status": p["status"]}
+
+
+@documented("The payouts of one payout week", auth=("bearer", "api_key"), roles=("admin",), query=PayoutsQuery,
+            responses={200: out.PayoutsOut}, errors=("wrong_role",), tags=("ledger",))
+async def list_payouts(request: Request) -> Response:
+    authenticate_admin(request)
+    q = parse_query(request, PayoutsQuery)
+    found = await _service(request).payouts(q.sunday.isoformat())
+    return JSONResponse({"payouts": [_payout_view(p) for p in found if p]})
+
+
+@documented("The bank's answer for a payout: paid, or failed (the money returns to the balance)",
+            auth=("bearer", "api_key"), roles=("admin",), body=PayoutAnswerIn, responses={200: out.PayoutOut},
+            errors=("wrong_role", "payout_not_found", "payout_answered"), tags=("ledger",))
+async def answer_payout(request: Request) -> Response:
+    authenticate_admin(request)
+    body = await read_json(request, PayoutAnswerIn)
+    payout_id = request.path_params["payout_id"]
+    if len(payout_id) != 32 or not all(c in "0123456789abcdef" for c in payout_id):
+        raise PayoutNotFound("no such payout")
+    found = await _service(request).answer_payout(payout_id, body.status == "paid", body.reason)
+    return JSONResponse(_payout_view(found))
+
+
+@documented("Payout dates of a year: each Sunday, or the first working day after it when it is a holiday",
+            auth=("bearer", "api_key"), query=PayoutDatesQuery, responses={200: out.PayoutDatesOut}, tags=("ledger",))
+async def payout_dates(request: Request) -> Response:
+    authenticate_any(request)
+    q = parse_query(request, PayoutDatesQuery)
+    return JSONResponse({"payout_dates": await _service(request).payout_dates(q.year)})
+
+
+@documented("Confirm or correct an estimated holiday (moves announced payout dates only if asked)",
+            auth=("bearer", "api_key"), roles=("admin",), body=HolidayIn, responses={200: out.HolidayCorrectionOut},
+            errors=("wrong_role", "not_an_estimated_holiday"), tags=("ledger",))
+async def correct_holiday(request: Request) -> Response:
+    admin = authenticate_admin(request)
+    body = await read_json(request, HolidayIn)
+    return JSONResponse(await _service(request).correct_holiday(body.estimated, body.date, body.move_announced,
+                                                                admin.sub))
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/v1/bookings/{bid}/complaints", file_complaint, methods=["POST"]),
+        Route("/v1/complaints", list_complaints, methods=["GET"]),
+        Route("/v1/complaints/{cid}", get_complaint, methods=["GET"]),
+        Route("/v1/complaints/{cid}/resolve", resolve_complaint, methods=["POST"]),
+        Route("/v1/complaints/{cid}/share", share_complaint, methods=["POST"]),
+        Route("/v1/ledger/practitioners/{pid}/statement", statement, methods=["GET"]),
+        Route("/v1/ledger/practitioners/{pid}/statement.csv", statement_csv, methods=["GET"]),
+        Route("/v1/ledger/revenue", revenue, methods=["GET"]),
+        Route("/v1/ledger/payouts", list_payouts, methods=["GET"]),
+        Route("/v1/ledger/payouts/{payout_id}/answer", answer_payout, methods=["POST"]),
+        Route("/v1/ledger/payout-dates", payout_dates, methods=["GET"]),
+        Route("/v1/ledger/holidays", correct_holiday, methods=["POST"]),
+    ]

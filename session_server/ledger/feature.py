@@ -1,0 +1,56 @@
+"""The ledger feature: its routes, its service on the context, and (unless a separate `session-server
+ledger` process runs them) its consumer and Sunday payout job, owned by the lifespan's task supervisor."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+from starlette.routing import BaseRoute
+
+from ledger.store import LedgerStore
+
+from ..context import AppContext
+from ..events import EVENTS_STREAM
+from ..redis_client import blocking_client
+from . import api
+from .service import LedgerService
+from .store import ComplaintStore, ComplaintText
+from .worker import BLOCK_MS, build_consumer, build_payouts, consumer_name
+
+
+class LedgerFeature:
+    name = "ledger"
+
+    def routes(self) -> list[BaseRoute]:
+        return api.routes()
+
+    async def start(self, ctx: AppContext) -> None:
+        settings = ctx.settings
+        store = LedgerStore(ctx.redis, events_stream=EVENTS_STREAM)
+        ctx.ledger = LedgerService(store, ComplaintStore(store), ComplaintText(ctx.keyring), ctx.clock,
+                                   currency=settings.currency,
+                                   complaint_window_days=settings.ledger_complaint_window_days)
+        if not settings.ledger_in_process:
+            return
+        registry = ctx.metrics.registry
+        dead = Counter("ledger_dead_letters", "events the ledger could not apply (alert on any)", ["reason"],
+                       registry=registry)
+        posted = Counter("ledger_postings", "postings the ledger made", registry=registry)
+        name = consumer_name(settings, f"server-{settings.port}")
+
+        async def consume() -> None:
+            reader = blocking_client(ctx.redis_url, settings, block_s=BLOCK_MS / 1000)
+            consumer = build_consumer(settings, store, reader, name=name,
+                                      on_dead_letter=lambda reason: dead.labels(reason.split(":")[0][:40]).inc(),
+                                      on_posted=posted.inc)
+            try:
+                await consumer.run()
+            finally:
+                await reader.aclose()
+
+        ctx.tasks.spawn("ledger.consumer", consume)
+        ticker = build_payouts(settings, store, ctx.clock)
+        # it looks at its clock every second: a test moving a manual clock sees it run at once
+        ctx.tasks.every("ledger.payouts", min(1.0, settings.ledger_payout_check_interval_s), ticker.step)
+
+    async def stop(self, ctx: AppContext) -> None:
+        return None  # the supervisor cancels the consumer and the job

@@ -1,0 +1,123 @@
+"""The shapes the ledger's HTTP routes answer with, for the OpenAPI document (session_server.openapi)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComplaintOut(_Out):
+    """A complaint. `text` is the client's own words: for the client and admins, and for the practitioner
+    only once an admin shared it; `held_minor` is null until the money is held (at once, in practice)."""
+
+    id: str
+    booking_id: str
+    client_id: str
+    practitioner_id: str
+    reason: str
+    status: str
+    filed_at: str
+    held_minor: int | None
+    currency: str
+    refund_minor: int | None
+    resolved_at: str | None
+    has_text: bool
+    shared_with_practitioner: bool
+    text: str | None = None
+
+
+class ComplaintsOut(_Out):
+    complaints: list[ComplaintOut]
+
+
+class StatementEntryOut(_Out):
+    time: str
+    posting_id: str
+    kind: str
+    account: str
+    amount_minor: int
+    balance_minor: int
+    booking_id: str | None
+
+
+class StatementOut(_Out):
+    """A practitioner's balances (available for Sunday's payout, held by complaints, in transit to the
+    bank, paid) and every entry on them, oldest first."""
+
+    practitioner_id: str
+    currency: str
+    available_minor: int
+    held_minor: int
+    in_transit_minor: int
+    paid_minor: int
+    next_payout_date: str
+    next_payout_date_announced: bool
+    entries: list[StatementEntryOut]
+
+
+class LiabilitiesOut(_Out):
+    escrow_minor: int
+    practitioners_available_minor: int
+    practitioners_held_minor: int
+    payouts_in_transit_minor: int
+    refunds_payable_minor: int
+    referral_credits_minor: int
+
+
+class RevenueDayOut(_Out):
+    date: str
+    currency: str
+    client_payments_minor: int
+    revenue_minor: int
+    discounts_funded_minor: int
+    liabilities: LiabilitiesOut
+    paid_out_total_minor: int
+
+
+class RevenueOut(_Out):
+    days: list[RevenueDayOut]
+
+
+class PayoutOut(_Out):
+    payout_id: str
+    practitioner_id: str
+    amount_minor: int
+    currency: str
+    sunday: str
+    date: str
+    status: str
+
+
+class PayoutsOut(_Out):
+    payouts: list[PayoutOut]
+
+
+class PayoutDateOut(_Out):
+    sunday: str
+    date: str
+    announced: bool
+    computed: str
+    holiday: str | None
+    estimated: bool
+
+
+class PayoutDatesOut(_Out):
+    payout_dates: list[PayoutDateOut]
+
+
+class KeptDateOut(_Out):
+    sunday: str
+    announced: str
+    computed: str
+
+
+class HolidayCorrectionOut(_Out):
+    """What an admin's correction did: announced payout dates moved (only if asked) and kept."""
+
+    estimated: str
+    date: str
+    moved: list[dict[str, str]]
+    kept: list[KeptDateOut]

@@ -1,0 +1,127 @@
+"""The ledger's moving parts, built from the settings: its consumer and its payout job. The server's
+lifespan runs them (the default), or `session-server ledger` runs them in a process of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from ledger.consumer import ConsumerConfig, LedgerConsumer
+from ledger.payouts import CsvTransferExporter, PayoutExporter, PayoutJob
+from ledger.processor import Processor
+from ledger.rules import Policy
+from ledger.store import LedgerStore
+
+from ..clock import Clock, SystemClock
+from ..events import EVENTS_STREAM
+from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+BLOCK_MS = 1000
+
+
+def policy_of(settings: Settings) -> Policy:
+    return Policy(cancel_notice_s=settings.ledger_cancel_notice_hours * 3600,
+                  late_cancel_refund_percent=settings.ledger_late_cancel_refund_percent,
+                  late_cancel_practitioner_percent=settings.ledger_late_cancel_practitioner_percent,
+                  client_no_show_refund_percent=settings.ledger_client_no_show_refund_percent)
+
+
+def processor_of(store: LedgerStore, settings: Settings) -> Processor:
+    return Processor(store, policy_of(settings), payout_minimum=settings.ledger_payout_minimum_minor)
+
+
+def exporter_of(settings: Settings) -> PayoutExporter:
+    return CsvTransferExporter(settings.ledger_payout_dir or settings.data_dir / "payouts")
+
+
+def consumer_name(settings: Settings, suffix: str) -> str:
+    """Stable across restarts: a restarted process first takes back what it had read and not finished."""
+    return f"{socket.gethostname()}-{suffix}"
+
+
+def build_consumer(settings: Settings, store: LedgerStore, reader: aioredis.Redis, *, name: str,
+                   on_dead_letter: Callable[[str], None] | None = None,
+                   on_posted: Callable[[int], None] | None = None) -> LedgerConsumer:
+    config = ConsumerConfig(block_ms=BLOCK_MS, claim_idle_ms=settings.ledger_claim_idle_ms,
+                            max_failures=settings.ledger_max_failures)
+    return LedgerConsumer(reader, store, processor_of(store, settings), stream=EVENTS_STREAM, consumer=name,
+                          config=config, on_dead_letter=on_dead_letter, on_posted=on_posted)
+
+
+@dataclass
+class PayoutTicker:
+    """The payout job's turns: the first one interval after the start (by the app's clock), not at it, so
+    that a process starting writes no event before it has run for a while. Between turns it only looks for a
+    run the consumer has applied since, to write its transfer file without waiting a whole interval."""
+
+    job: PayoutJob
+    clock: Clock
+    interval_s: float
+    _due: float | None = None
+
+    async def step(self) -> None:
+        now = self.clock.monotonic()
+        if self._due is None:
+            self._due = now + self.interval_s
+        if now < self._due:
+            await self.job.export_ready(self.clock.now())
+            return
+        self._due = now + self.interval_s
+        await self.job.step(self.clock.now())
+
+
+def build_payouts(settings: Settings, store: LedgerStore, clock: Clock) -> PayoutTicker:
+    return PayoutTicker(PayoutJob(store, exporter_of(settings), currency=settings.currency), clock,
+                        settings.ledger_payout_check_interval_s)
+
+
+async def run_apart(settings: Settings, consumer: str | None = None, clock: Clock | None = None) -> None:
+    """`session-server ledger`: the consumer and the payout job until SIGTERM or SIGINT."""
+    from ..redis_client import blocking_client, command_client
+
+    if settings.redis_url is None:
+        raise SystemExit("error: the ledger process needs REDIS_URL (the server's Redis)")
+    client = command_client(settings.redis_url, settings)
+    reader = blocking_client(settings.redis_url, settings, block_s=BLOCK_MS / 1000)
+    store = LedgerStore(client, events_stream=EVENTS_STREAM)
+    consumer_ = build_consumer(settings, store, reader, name=consumer or consumer_name(settings, "ledger"),
+                               on_dead_letter=lambda reason: log.error("ledger dead letter: %s", reason))
+    ticker = build_payouts(settings, store, clock or SystemClock())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def payouts() -> None:
+        while True:
+            try:
+                await ticker.step()
+            except Exception:
+                log.exception("ledger payout job failed; retrying at its next turn")
+            await asyncio.sleep(min(1.0, settings.ledger_payout_check_interval_s))
+
+    print(f"Ledger consumer {consumer_.consumer} running", flush=True)
+    tasks = [asyncio.create_task(consumer_.run()), asyncio.create_task(payouts())]
+    try:
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for t in tasks:
+            if t.done() and t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await reader.aclose()
+        await client.aclose()

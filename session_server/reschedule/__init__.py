@@ -1,0 +1,1 @@
+"""Free reschedules of sessions interrupted by a technical problem: offers, choices, expiry, the page."""
