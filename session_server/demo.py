@@ -95,13 +95,15 @@ async def seed_demo(ctx: AppContext, *, now: int | None = None, echo: bool = Tru
                              code=None, expected_total=None, now=min(t, starts_at), lead_time_s=0)
     await ctx.redis.set(LAST_BOOKING_KEY, booking.id)
     ttl = min(TOKEN_TTL_S, ctx.settings.token_max_ttl_s)
-    links = {}
+    links, statement = {}, ""
     for role, sub, name in ((Role.PRACTITIONER, practitioner_id, "Dr. Demo"),
                             (Role.CLIENT, client_id, "Demo client")):
         token, _ = ctx.tokens.mint(sub=sub, name=name, role=role, ttl_s=ttl)
         # the client's page of an outage demo cuts its own camera and microphone (static/room/outage.js)
         query = f"?demo_cut={cut}" if cut and role is Role.CLIENT else ""
         links[role.value] = f"{ctx.settings.base_url}/room/{booking.id}{query}#token={token}"
+        if role is Role.PRACTITIONER:
+            statement = f"{ctx.settings.base_url}/statement#token={token}"
     if echo:
         print(f"Demo booking {booking.id} starts at {at(starts_at).isoformat()} "
               f"(in about {max(0, starts_at - t) // 60} minutes).", flush=True)
@@ -110,9 +112,10 @@ async def seed_demo(ctx: AppContext, *, now: int | None = None, echo: bool = Tru
                   flush=True)
         print(f"  practitioner: {links['practitioner']}", flush=True)
         print(f"  client:       {links['client']}", flush=True)
+        print(f"  the practitioner's statement (earnings and payouts): {statement}", flush=True)
     log.info("demo data seeded (booking %s)", booking.id)
-    return {"booking_id": booking.id, "starts_at": starts_at, "links": links, "practitioner_id": practitioner_id,
-            "client_id": client_id}
+    return {"booking_id": booking.id, "starts_at": starts_at, "links": links, "statement": statement,
+            "practitioner_id": practitioner_id, "client_id": client_id}
 
 
 class DemoFeature:

@@ -5,6 +5,7 @@ bank's transfer file show every amount exactly."""
 from __future__ import annotations
 
 import csv
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -198,3 +199,15 @@ async def test_book_with_a_code_complete_complain_reject_and_get_paid_on_sunday(
             assert len({f[b"body"] for f in runs}) == len(runs)  # one run per week
     finally:
         await server.stop()
+
+
+async def test_the_statement_page_is_served_with_a_policy_that_allows_only_its_own_files(
+        client: httpx.AsyncClient) -> None:
+    r = await client.get("/statement?lang=fr")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    policy = r.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy and "connect-src 'self'" in policy
+    assert r.headers["referrer-policy"] == "no-referrer" and r.headers["cache-control"] == "no-store"
+    for name in re.findall(r'(?:src|href)="(/static/statement/[\w.]+)"', r.text):
+        assert (await client.get(name)).status_code == 200, name
+    assert len(re.findall(r"/static/statement/", r.text)) == 3

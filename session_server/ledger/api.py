@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import enum
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from ..auth import USER_ID, Identity, Permission, Role, authenticate, authenticate_admin, authenticate_any
 from ..context import AppContext
@@ -18,6 +20,14 @@ from . import responses as out
 from .errors import ComplaintNotFound, NotYourStatement, PayoutNotFound
 from .service import LedgerService
 
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "statement"
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                                "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+}
 Id = Annotated[str, Field(pattern=USER_ID.pattern)]
 HexId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 
@@ -247,8 +257,20 @@ async def correct_holiday(request: Request) -> Response:
                                                                 admin.sub))
 
 
+def _page_route(page: str) -> Any:
+    @documented("A practitioner's statement as a page (the token travels in the URL fragment; ?lang=ar|fr|en, "
+                "and ?practitioner= for an admin)", auth=(), responses={200: "text/html"}, tags=("ledger",))
+    async def statement_page(request: Request) -> Response:
+        return HTMLResponse(page, headers=PAGE_HEADERS)
+
+    return statement_page
+
+
 def routes() -> list[BaseRoute]:
+    page = (STATIC_DIR / "statement.html").read_text(encoding="utf-8")
     return [
+        Route("/statement", _page_route(page), methods=["GET"]),
+        Mount("/static/statement", StaticFiles(directory=STATIC_DIR), name="statement-static"),
         Route("/v1/bookings/{bid}/complaints", file_complaint, methods=["POST"]),
         Route("/v1/complaints", list_complaints, methods=["GET"]),
         Route("/v1/complaints/{cid}", get_complaint, methods=["GET"]),

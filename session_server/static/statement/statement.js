@@ -1,0 +1,241 @@
+// A practitioner's statement: what is available and when it is paid, what is held for a complaint, on its
+// way or paid, a chart of what was earned each week, and every movement with its session (docs/ledger.md).
+// Reads GET /v1/ledger/practitioners/{id}/statement with the token from the link's fragment.
+(() => {
+  "use strict";
+
+  const $ = (id) => document.getElementById(id);
+  const I18N = window.STATEMENT_I18N;
+  const storeKey = "statement";
+  const PAGE = 50; // movements shown at first, and added by "show older"
+  const WEEKS = 12;
+  const SETTLEMENTS = new Set(["completed", "ended_early", "client_no_show", "practitioner_no_show", "both_no_show",
+    "cancelled_in_time", "cancelled_late", "cancelled_by_practitioner", "cancelled_by_admin"]);
+
+  // --- the token: read once from the fragment, then kept off the address bar -----------------------
+  let token = null;
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  if (fragment.get("token")) {
+    token = fragment.get("token");
+    sessionStorage.setItem(storeKey + ":token", token);
+    history.replaceState(null, "", location.pathname + location.search);
+  } else {
+    token = sessionStorage.getItem(storeKey + ":token");
+  }
+
+  // What the token says about its holder (the server checks it; this only chooses what to ask for).
+  function claims(tok) {
+    try {
+      const part = tok.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      const bytes = Uint8Array.from(atob(part + "=".repeat((4 - (part.length % 4)) % 4)), (c) => c.charCodeAt(0));
+      return JSON.parse(new TextDecoder().decode(bytes));
+    } catch (e) {
+      return null;
+    }
+  }
+
+  // --- language ------------------------------------------------------------------------------------
+  const query = new URLSearchParams(location.search);
+  let lang = query.get("lang") || localStorage.getItem("statement:lang") || (navigator.language || "ar").slice(0, 2);
+  if (!I18N[lang]) lang = "ar";
+
+  function t(key, vars) {
+    const text = (I18N[lang] && I18N[lang][key]) || I18N.en[key] || key;
+    return text.replace(/\{(\w+)\}/g, (_, k) => (vars && vars[k] != null ? vars[k] : ""));
+  }
+  const locale = () => (lang === "ar" ? "ar-DZ" : lang === "fr" ? "fr-FR" : "en-GB");
+
+  function money(minor, currency) {
+    const format = new Intl.NumberFormat(locale(), { style: "currency", currency });
+    const digits = format.resolvedOptions().maximumFractionDigits;
+    return format.format(minor / 10 ** digits);
+  }
+  const signed = (minor, currency) => (minor > 0 ? "+" : minor < 0 ? "−" : "") + money(Math.abs(minor), currency);
+  const when = (iso) => new Intl.DateTimeFormat(locale(), { dateStyle: "medium", timeStyle: "short" }).format(new Date(iso));
+  // a calendar date (a payout date, the start of a week) shown as that date wherever the reader is
+  const day = (date, options) => new Intl.DateTimeFormat(locale(), { timeZone: "UTC", ...options }).format(date);
+  const utcDate = (iso) => new Date(iso + "T00:00:00Z");
+
+  function applyLanguage() {
+    document.documentElement.lang = lang;
+    document.documentElement.dir = I18N[lang].dir;
+    document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+    document.title = t("title");
+    $("lang").value = lang;
+    if (problem) say(problem);
+    render();
+  }
+  $("lang").addEventListener("change", (e) => {
+    lang = e.target.value;
+    localStorage.setItem("statement:lang", lang);
+    applyLanguage();
+  });
+
+  // --- state ---------------------------------------------------------------------------------------
+  const who = token ? claims(token) : null;
+  const practitionerId = query.get("practitioner") || (who && who.sub) || "";
+  let statement = null;
+  let shown = PAGE;
+  let problem = null; // the key of the message shown instead of the statement
+  let retry = null;
+
+  function say(key) {
+    problem = key;
+    document.body.dataset.state = key;
+    $("notice").textContent = t(key);
+    $("notice").hidden = false;
+    $("main").hidden = key !== "err_unavailable" || !statement;
+  }
+
+  async function load() {
+    clearTimeout(retry);
+    if (!token) { say("err_no_token"); return; }
+    if (who && who.role !== "practitioner" && who.role !== "admin") { say("err_role"); return; }
+    let res;
+    try {
+      res = await fetch(`/v1/ledger/practitioners/${encodeURIComponent(practitionerId)}/statement`,
+                        { headers: { Authorization: "Bearer " + token }, cache: "no-store" });
+    } catch (e) {
+      res = null;
+    }
+    if (res && res.status === 401) {
+      sessionStorage.removeItem(storeKey + ":token");
+      token = null;
+      say("err_token");
+      return;
+    }
+    if (res && res.status === 403) { say("err_not_yours"); return; }
+    if (!res || !res.ok) {
+      say("err_unavailable");
+      retry = setTimeout(load, 10_000);
+      return;
+    }
+    statement = await res.json();
+    problem = null;
+    $("notice").hidden = true;
+    $("main").hidden = false;
+    render();
+    document.body.dataset.state = "ready";
+  }
+
+  // --- rendering -----------------------------------------------------------------------------------
+  function render() {
+    if (!statement) return;
+    const s = statement;
+    for (const name of ["available", "held", "in_transit", "paid"]) $(name).textContent = money(s[name + "_minor"], s.currency);
+    const payday = utcDate(s.next_payout_date);
+    const dateText = day(payday, { weekday: "long", day: "numeric", month: "long" });
+    const moved = payday.getUTCDay() !== 0;
+    let line = t(moved ? "next_payout_moved" : "next_payout", { date: dateText });
+    if (moved && !s.next_payout_date_announced) line += " · " + t("next_payout_estimated");
+    $("next-payout").textContent = line;
+    renderChart(s);
+    renderEntries(s);
+  }
+
+  // The Sunday (UTC calendar date) that starts the week of an instant in the reader's own time zone.
+  function weekOf(instant) {
+    const d = new Date(instant);
+    return Date.UTC(d.getFullYear(), d.getMonth(), d.getDate() - d.getDay());
+  }
+
+  function renderChart(s) {
+    const thisWeek = weekOf(Date.now());
+    const weeks = [];
+    for (let i = WEEKS - 1; i >= 0; i--) weeks.push({ start: thisWeek - i * 7 * 86400_000, earned: 0 });
+    for (const e of s.entries) {
+      if (e.account !== "available" || !SETTLEMENTS.has(e.kind) || e.amount_minor <= 0) continue;
+      const w = weeks.find((x) => x.start === weekOf(e.time));
+      if (w) w.earned += e.amount_minor;
+    }
+    const svg = $("chart");
+    const ns = "http://www.w3.org/2000/svg";
+    svg.replaceChildren();
+    const width = 600, height = 180, top = 18, bottom = 24, gap = 10;
+    const slot = width / WEEKS;
+    const most = Math.max(...weeks.map((w) => w.earned));
+    const rtl = I18N[lang].dir === "rtl"; // time runs from right to left in Arabic
+    const node = (name, attrs, text) => {
+      const el = document.createElementNS(ns, name);
+      for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+      if (text != null) el.textContent = text;
+      svg.appendChild(el);
+      return el;
+    };
+    node("line", { class: "axis", x1: 0, x2: width, y1: height - bottom, y2: height - bottom });
+    weeks.forEach((w, i) => {
+      const x = (rtl ? WEEKS - 1 - i : i) * slot;
+      const h = most > 0 ? Math.round(((height - top - bottom) * w.earned) / most) : 0;
+      const label = `${t("week_of", { date: day(new Date(w.start), { day: "numeric", month: "short" }) })}: ${money(w.earned, s.currency)}`;
+      const bar = node("rect", { class: "bar-rect" + (w.earned ? "" : " empty"), x: x + gap / 2, width: slot - gap,
+                                 y: height - bottom - Math.max(h, 2), height: Math.max(h, 2) });
+      const hover = document.createElementNS(ns, "title"); // what a pointer over the bar shows
+      hover.textContent = label;
+      bar.appendChild(hover);
+      if (i % 2 === (WEEKS - 1) % 2) {
+        node("text", { x: x + slot / 2, y: height - 8, "text-anchor": "middle" },
+             day(new Date(w.start), { day: "numeric", month: "short" }));
+      }
+      if (w.earned === most && most > 0) {
+        node("text", { x: x + slot / 2, y: height - bottom - h - 5, "text-anchor": "middle" }, money(w.earned, s.currency));
+      }
+    });
+    const total = weeks.reduce((sum, w) => sum + w.earned, 0);
+    svg.setAttribute("aria-label", t("chart_label", { n: WEEKS, list: weeks.map((w) =>
+      `${day(new Date(w.start), { day: "numeric", month: "short" })} ${money(w.earned, s.currency)}`).join(lang === "ar" ? "، " : ", ") }));
+    $("chart-caption").textContent = t("chart_caption", { n: WEEKS, this: money(weeks[WEEKS - 1].earned, s.currency),
+                                                          total: money(total, s.currency) });
+  }
+
+  function cell(text, className) {
+    const td = document.createElement("td");
+    if (className) td.className = className;
+    const b = document.createElement("bdi");
+    b.textContent = text;
+    td.appendChild(b);
+    return td;
+  }
+
+  function renderEntries(s) {
+    const rows = s.entries.slice().reverse(); // newest first
+    $("no-entries").hidden = rows.length > 0;
+    $("entries").hidden = rows.length === 0;
+    $("csv").hidden = rows.length === 0;
+    const body = $("entries").tBodies[0];
+    body.replaceChildren(...rows.slice(0, shown).map((e) => {
+      const tr = document.createElement("tr");
+      tr.dataset.kind = e.kind;
+      tr.dataset.account = e.account;
+      tr.append(cell(when(e.time)), cell(t("kind_" + e.kind) || e.kind),
+                cell(e.booking_id || "—", "session"), cell(t(e.account)),
+                cell(signed(e.amount_minor, s.currency), "num " + (e.amount_minor < 0 ? "minus" : "plus")),
+                cell(money(e.balance_minor, s.currency), "num"));
+      return tr;
+    }));
+    $("more").hidden = rows.length <= shown;
+  }
+  $("more").addEventListener("click", () => { shown += PAGE; render(); });
+
+  // --- the CSV file: fetched with the token (a link could not carry it), then saved ------------------
+  $("csv").addEventListener("click", async () => {
+    const res = await fetch(`/v1/ledger/practitioners/${encodeURIComponent(practitionerId)}/statement.csv`,
+                            { headers: { Authorization: "Bearer " + token }, cache: "no-store" });
+    if (res.status === 401) { say("err_token"); return; }
+    if (!res.ok) { say("err_unavailable"); retry = setTimeout(load, 10_000); return; }
+    const url = URL.createObjectURL(await res.blob());
+    const a = document.createElement("a");
+    a.href = url;
+    a.download = `statement-${practitionerId}-${new Date().toISOString().slice(0, 10)}.csv`;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  });
+
+  // fresh figures when the practitioner comes back to the tab, and every few minutes while it is open
+  document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible" && token && statement) load(); });
+  setInterval(() => { if (token && statement && document.visibilityState === "visible") load(); }, 300_000);
+
+  applyLanguage();
+  load();
+})();
