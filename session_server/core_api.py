@@ -16,7 +16,7 @@ from . import openapi
 from .auth import USER_ID, BadName, BadSub, BadTtl, Role, UnknownGrant, api_key_credentials, authenticate
 from .context import AppContext
 from .errors import NotFound, Unauthenticated
-from .http import Body, Text, documented, read_json, redis_unavailable
+from .http import Body, NoQuery, Text, documented, parse_query, read_json, redis_unavailable
 from .metrics import metrics_endpoint
 
 READY_TIMEOUT_S = 1.0
@@ -94,9 +94,12 @@ async def mint_token(request: Request) -> Response:
                         headers={"Cache-Control": "no-store"})
 
 
-@documented("Who am I: the identity the token states", responses={200: IdentityOut}, tags=("identity",))
+@documented("Who am I: the identity the token states", query=NoQuery, responses={200: IdentityOut},
+            tags=("identity",))
 async def me(request: Request) -> Response:
-    return JSONResponse(authenticate(request).as_json(), headers={"Cache-Control": "no-store"})
+    identity = authenticate(request)
+    parse_query(request, NoQuery)
+    return JSONResponse(identity.as_json(), headers={"Cache-Control": "no-store"})
 
 
 def routes() -> list[BaseRoute]:

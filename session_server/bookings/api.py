@@ -21,7 +21,7 @@ from ledger.pricing import CodeKind
 
 from ..auth import USER_ID, Identity, Permission, Role, authenticate, authenticate_admin, authenticate_any
 from ..context import AppContext
-from ..http import Body, FastJSONResponse, IsoDatetime, Text, documented, parse_query, read_json
+from ..http import Body, FastJSONResponse, IsoDatetime, NoQuery, Text, documented, parse_query, read_json
 from . import responses as out
 from . import rules
 from .errors import BookingNotFound, DateOutOfRange, EmptyUpdate, NotYourProfile, PractitionerNotFound
@@ -320,10 +320,11 @@ async def set_price(request: Request) -> Response:
     return JSONResponse((await _service(request).set_price(pid, body.price_minor)).as_json())
 
 
-@documented("A practitioner", auth=("bearer", "api_key"), responses={200: out.PractitionerOut},
+@documented("A practitioner", auth=("bearer", "api_key"), query=NoQuery, responses={200: out.PractitionerOut},
             errors=("practitioner_not_found",), tags=("bookings",))
 async def get_practitioner(request: Request) -> Response:
     identity = authenticate_any(request)
+    parse_query(request, NoQuery)
     p = await _service(request).practitioner(request.path_params["pid"])
     _require_visible(identity, p)
     return JSONResponse(p.as_json())
@@ -377,10 +378,12 @@ async def put_availability(request: Request) -> Response:
                          "windows": _windows(windows), "waiting_clients": waiting})
 
 
-@documented("A practitioner's availability", auth=("bearer", "api_key"), responses={200: out.AvailabilityOut},
+@documented("A practitioner's availability", auth=("bearer", "api_key"), query=NoQuery,
+            responses={200: out.AvailabilityOut},
             errors=("practitioner_not_found",), tags=("bookings",))
 async def get_availability(request: Request) -> Response:
     identity = authenticate_any(request)
+    parse_query(request, NoQuery)
     pid = request.path_params["pid"]
     svc = _service(request)
     p = await svc.practitioner(pid)
@@ -478,10 +481,11 @@ def _may_see(identity: Identity, b: Booking) -> bool:
     return identity.role in (Role.ADMIN, Role.SUPPORT) or b.party(identity.sub, identity.role) is not None
 
 
-@documented("A booking", auth=("bearer", "api_key"), responses={200: out.BookingOut},
+@documented("A booking", auth=("bearer", "api_key"), query=NoQuery, responses={200: out.BookingOut},
             errors=("permission_denied", "booking_not_found"), tags=("bookings",))
 async def get_booking(request: Request) -> Response:
     identity = authenticate_any(request)
+    parse_query(request, NoQuery)
     identity.require(Permission.BOOKINGS_READ)
     found = await _service(request).booking(request.path_params["bid"])
     if found is None or not _may_see(identity, found[0]):

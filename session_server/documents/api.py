@@ -13,7 +13,7 @@ from files.names import content_disposition
 from session_server.auth import Identity, PermissionDenied, Role, authenticate, authenticate_admin
 from session_server.context import AppContext
 from session_server.errors import DomainError
-from session_server.http import Body, documented, parse_query, read_json
+from session_server.http import Body, NoQuery, documented, parse_query, read_json
 from session_server.metrics import Metrics
 
 from ..auth import USER_ID
@@ -101,9 +101,10 @@ async def _upload(request: Request) -> DocumentMeta:
 
 
 @documented("Documents: a practitioner's own, or those shared with a client", roles=("practitioner", "client"),
-            responses={200: out.DocumentsOut}, errors=("permission_denied",), tags=("documents",))
+            query=NoQuery, responses={200: out.DocumentsOut}, errors=("permission_denied",), tags=("documents",))
 async def list_documents(request: Request) -> Response:
     identity = authenticate(request)
+    parse_query(request, NoQuery)
     service = _service(request)
     if identity.role is Role.PRACTITIONER:
         return JSONResponse({"documents": await service.list_owned(identity)}, headers=NO_STORE)
@@ -112,10 +113,11 @@ async def list_documents(request: Request) -> Response:
     raise PermissionDenied("documents are listed for practitioners and clients only")
 
 
-@documented("A document's metadata", responses={200: out.DocumentLinkOut},
+@documented("A document's metadata", query=NoQuery, responses={200: out.DocumentLinkOut},
             errors=("permission_denied", "wrong_role", "document_not_found", "document_deleted"), tags=("documents",))
 async def get_document(request: Request) -> Response:
     identity = authenticate(request)
+    parse_query(request, NoQuery)
     doc = await _service(request).readable(identity, request.path_params["document_id"])
     return JSONResponse({**doc.public(), "download_url": f"/v1/documents/{doc.id}/content"},
                         headers=NO_STORE)
@@ -189,11 +191,12 @@ async def share(request: Request) -> Response:
     return JSONResponse({"shares": shares}, status_code=status, headers=NO_STORE)
 
 
-@documented("A document's shares", roles=("practitioner",), responses={200: out.SharesOut},
+@documented("A document's shares", roles=("practitioner",), query=NoQuery, responses={200: out.SharesOut},
             errors=("permission_denied", "wrong_role", "document_not_found", "document_deleted"),
             tags=("documents",))
 async def list_shares(request: Request) -> Response:
     identity = authenticate(request)
+    parse_query(request, NoQuery)
     shares = await _service(request).shares(identity, request.path_params["document_id"])
     return JSONResponse({"shares": [s.public() for s in shares]}, headers=NO_STORE)
 
@@ -231,10 +234,12 @@ async def audit(request: Request) -> Response:
 
 
 @documented("The documents shared with a booking", roles=("practitioner", "client"),
-            responses={200: out.BookingDocumentsOut}, errors=("permission_denied", "wrong_role", "booking_not_found"),
+            query=NoQuery, responses={200: out.BookingDocumentsOut},
+            errors=("permission_denied", "wrong_role", "booking_not_found"),
             tags=("documents",))
 async def booking_documents(request: Request) -> Response:
     identity = authenticate(request)
+    parse_query(request, NoQuery)
     docs = await _service(request).list_for_booking(identity, request.path_params["booking_id"])
     return JSONResponse({"booking_id": request.path_params["booking_id"], "documents": docs},
                         headers=NO_STORE)

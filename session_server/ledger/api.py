@@ -144,10 +144,11 @@ async def list_complaints(request: Request) -> Response:
     return JSONResponse({"complaints": [svc.complaint_view(r, with_text=False) for r in found]})
 
 
-@documented("A complaint", auth=("bearer", "api_key"), responses={200: out.ComplaintOut},
+@documented("A complaint", auth=("bearer", "api_key"), query=NoQuery, responses={200: out.ComplaintOut},
             errors=("complaint_not_found",), tags=("ledger",))
 async def get_complaint(request: Request) -> Response:
     identity = authenticate_any(request)
+    parse_query(request, NoQuery)
     svc = _service(request)
     record = await svc.complaint(request.path_params["cid"])
     return JSONResponse(_complaint_for(identity, record, svc))

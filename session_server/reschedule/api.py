@@ -16,7 +16,7 @@ from ..auth import USER_ID, Identity, Permission, Role, authenticate, authentica
 from ..bookings.api import booking_view, check_epoch_range
 from ..bookings.store import iso
 from ..context import AppContext
-from ..http import Body, IsoDatetime, documented, parse_query, read_json
+from ..http import Body, IsoDatetime, NoQuery, documented, parse_query, read_json
 from . import responses as out
 from .rules import MAX_PROPOSALS, Offer, OfferStatus
 from .service import RescheduleService
@@ -103,19 +103,21 @@ async def make_offer(request: Request) -> Response:
     return JSONResponse({**await _view(request, offer), "created": created}, status_code=201 if created else 200)
 
 
-@documented("A booking's reschedule offer", auth=("bearer", "api_key"), responses={200: out.OfferOut},
+@documented("A booking's reschedule offer", auth=("bearer", "api_key"), query=NoQuery, responses={200: out.OfferOut},
             errors=("permission_denied", "offer_not_found"), tags=("reschedule",))
 async def get_offer(request: Request) -> Response:
     identity = _reader(request)
+    parse_query(request, NoQuery)
     offer = await _service(request).offer(request.path_params["bid"], sub=identity.sub, role=identity.role.value)
     return JSONResponse(await _view(request, offer))
 
 
 @documented("The times a reschedule offer lets the client choose", auth=("bearer", "api_key"),
-            responses={200: out.OfferSlotsOut}, errors=("permission_denied", "offer_not_found"),
+            query=NoQuery, responses={200: out.OfferSlotsOut}, errors=("permission_denied", "offer_not_found"),
             tags=("reschedule",))
 async def get_offer_slots(request: Request) -> Response:
     identity = _reader(request)
+    parse_query(request, NoQuery)
     found = await _service(request).slots(request.path_params["bid"], sub=identity.sub, role=identity.role.value)
 
     def times(items: list[tuple[int, int]]) -> list[dict[str, str]]:

@@ -81,10 +81,11 @@ def _page_route(page: str) -> Any:
 
 
 @documented("One session of the board, with its tickets (audited)", roles=("support", "admin"),
-            responses={200: out.SessionDetailOut}, errors=("wrong_role", "session_not_on_board"),
+            query=NoQuery, responses={200: out.SessionDetailOut}, errors=("wrong_role", "session_not_on_board"),
             tags=("support",))
 async def session_detail(request: Request) -> Response:
     identity = _staff(request)
+    parse_query(request, NoQuery)
     booking_id = request.path_params["booking_id"]
     board = _board(request)
     row = board.rows.get(booking_id)
@@ -116,10 +117,12 @@ async def list_tickets(request: Request) -> Response:
                          "answer_within_s": svc.answer_within_s})
 
 
-@documented("A ticket with its notes (audited)", roles=("support", "admin"), responses={200: out.TicketDetailOut},
+@documented("A ticket with its notes (audited)", roles=("support", "admin"), query=NoQuery,
+            responses={200: out.TicketDetailOut},
             errors=("wrong_role", "ticket_not_found"), tags=("support",))
 async def ticket_detail(request: Request) -> Response:
     identity = _staff(request)
+    parse_query(request, NoQuery)
     svc = _service(request)
     t = await svc.ticket(request.path_params["ticket_id"])
     await svc.audit(who=identity.sub, role=identity.role.value, action="ticket.read", booking_id=t.booking_id,
