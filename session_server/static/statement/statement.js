@@ -50,8 +50,17 @@
     const digits = format.resolvedOptions().maximumFractionDigits;
     return format.format(minor / 10 ** digits);
   }
-  const signed = (minor, currency) => (minor > 0 ? "+" : minor < 0 ? "−" : "") + money(Math.abs(minor), currency);
-  const when = (iso) => new Intl.DateTimeFormat(locale(), { dateStyle: "medium", timeStyle: "short" }).format(new Date(iso));
+  // in the table, amounts without their currency, which the column's heading names once
+  function plain(minor, currency) {
+    const digits = new Intl.NumberFormat("en", { style: "currency", currency }).resolvedOptions().maximumFractionDigits;
+    return new Intl.NumberFormat(locale(), { minimumFractionDigits: digits, maximumFractionDigits: digits }).format(minor / 10 ** digits);
+  }
+  const symbol = (currency) => new Intl.NumberFormat(locale(), { style: "currency", currency }).formatToParts(0)
+    .find((part) => part.type === "currency").value;
+  const signed = (minor, currency) => (minor > 0 ? "+" : minor < 0 ? "−" : "") + plain(Math.abs(minor), currency);
+  const narrow = window.matchMedia("(max-width: 640px)");
+  const when = (iso) => new Intl.DateTimeFormat(locale(), { dateStyle: narrow.matches ? "short" : "medium",
+                                                            timeStyle: "short" }).format(new Date(iso));
   // a calendar date (a payout date, the start of a week) shown as that date wherever the reader is
   const day = (date, options) => new Intl.DateTimeFormat(locale(), { timeZone: "UTC", ...options }).format(date);
   const utcDate = (iso) => new Date(iso + "T00:00:00Z");
@@ -151,8 +160,11 @@
     const svg = $("chart");
     const ns = "http://www.w3.org/2000/svg";
     svg.replaceChildren();
-    const width = 600, height = 180, top = 18, bottom = 24, gap = 10;
-    const slot = width / WEEKS;
+    // drawn at the size it is shown, so that its words keep their size on a phone as on a laptop
+    const width = Math.max(240, Math.round(svg.getBoundingClientRect().width) || 600), height = 180, top = 20, bottom = 24;
+    svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    const slot = width / WEEKS, gap = Math.max(2, Math.round(slot / 5));
+    const labelEvery = Math.ceil(72 / slot); // a week's date under one bar in this many, from this week back
     const most = Math.max(...weeks.map((w) => w.earned));
     const rtl = I18N[lang].dir === "rtl"; // time runs from right to left in Arabic
     const node = (name, attrs, text) => {
@@ -163,6 +175,13 @@
       return el;
     };
     node("line", { class: "axis", x1: 0, x2: width, y1: height - bottom, y2: height - bottom });
+    // a label centred on `centre`, or kept inside the chart at either edge (an anchor's "start" is the
+    // right-hand side in Arabic)
+    const inside = (centre, half) => {
+      if (centre + half > width) return { x: width - 2, "text-anchor": rtl ? "start" : "end" };
+      if (centre - half < 0) return { x: 2, "text-anchor": rtl ? "end" : "start" };
+      return { x: centre, "text-anchor": "middle" };
+    };
     weeks.forEach((w, i) => {
       const x = (rtl ? WEEKS - 1 - i : i) * slot;
       const h = most > 0 ? Math.round(((height - top - bottom) * w.earned) / most) : 0;
@@ -172,12 +191,11 @@
       const hover = document.createElementNS(ns, "title"); // what a pointer over the bar shows
       hover.textContent = label;
       bar.appendChild(hover);
-      if (i % 2 === (WEEKS - 1) % 2) {
-        node("text", { x: x + slot / 2, y: height - 8, "text-anchor": "middle" },
-             day(new Date(w.start), { day: "numeric", month: "short" }));
+      if ((WEEKS - 1 - i) % labelEvery === 0) {
+        node("text", { y: height - 8, ...inside(x + slot / 2, 28) }, day(new Date(w.start), { day: "numeric", month: "short" }));
       }
       if (w.earned === most && most > 0) {
-        node("text", { x: x + slot / 2, y: height - bottom - h - 5, "text-anchor": "middle" }, money(w.earned, s.currency));
+        node("text", { y: height - bottom - h - 5, ...inside(x + slot / 2, 45) }, money(w.earned, s.currency));
       }
     });
     const total = weeks.reduce((sum, w) => sum + w.earned, 0);
@@ -201,6 +219,9 @@
     $("no-entries").hidden = rows.length > 0;
     $("entries").hidden = rows.length === 0;
     $("csv").hidden = rows.length === 0;
+    for (const key of ["col_amount", "col_after"]) {
+      document.querySelector(`#entries th[data-i18n="${key}"]`).textContent = `${t(key)} (${symbol(s.currency)})`;
+    }
     const body = $("entries").tBodies[0];
     body.replaceChildren(...rows.slice(0, shown).map((e) => {
       const tr = document.createElement("tr");
@@ -209,12 +230,14 @@
       tr.append(cell(when(e.time)), cell(t("kind_" + e.kind) || e.kind),
                 cell(e.booking_id || "—", "session"), cell(t(e.account)),
                 cell(signed(e.amount_minor, s.currency), "num " + (e.amount_minor < 0 ? "minus" : "plus")),
-                cell(money(e.balance_minor, s.currency), "num"));
+                cell(plain(e.balance_minor, s.currency), "num after"));
       return tr;
     }));
     $("more").hidden = rows.length <= shown;
   }
   $("more").addEventListener("click", () => { shown += PAGE; render(); });
+  let resized = null;
+  window.addEventListener("resize", () => { clearTimeout(resized); resized = setTimeout(() => statement && renderChart(statement), 150); });
 
   // --- the CSV file: fetched with the token (a link could not carry it), then saved ------------------
   $("csv").addEventListener("click", async () => {
