@@ -211,3 +211,32 @@ async def test_the_statement_page_is_served_with_a_policy_that_allows_only_its_o
     for name in re.findall(r'(?:src|href)="(/static/statement/[\w.]+)"', r.text):
         assert (await client.get(name)).status_code == 200, name
     assert len(re.findall(r"/static/statement/", r.text)) == 3
+
+
+async def test_the_statement_names_the_next_payout_that_has_not_run_and_the_minimum_it_pays(
+        tmp_path: Path, redis_url: str) -> None:
+    """Saturday: tomorrow. Sunday, once that week's run has begun: the next Sunday (what is earned after the
+    run waits for it). The day before a Sunday that is a public holiday: the first working day after it."""
+    algiers = paydates.ZONE
+    clock = ManualClock(datetime(2026, 12, 5, 12, 0, tzinfo=algiers).timestamp())  # a Saturday
+    authority = TokenAuthority({API_KEY_ID: API_SECRET}, max_ttl_s=3600, clock=clock.now)
+    server = LiveServer(create_app(_ledger_settings(tmp_path, redis_url), clock=clock))
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            async def next_payout() -> tuple[str, int]:
+                p1 = auth(authority.mint(sub="p1", name="p1", role=Role.PRACTITIONER, ttl_s=3600)[0])
+                s = await _statement(http, p1)
+                return s["next_payout_date"], s["payout_minimum_minor"]
+
+            assert await next_payout() == ("2026-12-06", 100_000)
+            clock.set(datetime(2026, 12, 6, 9, 0, tzinfo=algiers).timestamp())  # Sunday: the week's run begins
+
+            async def after_the_run() -> bool:
+                return (await next_payout())[0] == "2026-12-13"
+
+            await eventually(after_the_run, what="the next Sunday once this Sunday's run has begun")
+            clock.set(datetime(2026, 10, 31, 12, 0, tzinfo=algiers).timestamp())  # Sunday 1 November is a holiday
+            assert (await next_payout())[0] == "2026-11-02"
+    finally:
+        await server.stop()

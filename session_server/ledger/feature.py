@@ -28,7 +28,8 @@ class LedgerFeature:
         store = LedgerStore(ctx.redis, events_stream=EVENTS_STREAM)
         ctx.ledger = LedgerService(store, ComplaintStore(store), ComplaintText(ctx.keyring), ctx.clock,
                                    currency=settings.currency,
-                                   complaint_window_days=settings.ledger_complaint_window_days)
+                                   complaint_window_days=settings.ledger_complaint_window_days,
+                                   payout_minimum=settings.ledger_payout_minimum_minor)
         if not settings.ledger_in_process:
             return
         registry = ctx.metrics.registry

@@ -55,6 +55,7 @@ class StatementOut(_Out):
     paid_minor: int
     next_payout_date: str
     next_payout_date_announced: bool
+    payout_minimum_minor: int
     entries: list[StatementEntryOut]
 
 

@@ -7,7 +7,7 @@ import csv
 import io
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from ledger import paydates, rules
@@ -46,6 +46,7 @@ class LedgerService:
     clock: Clock
     currency: str
     complaint_window_days: int
+    payout_minimum: int = 0  # minor units: a smaller available balance waits for a later payout
 
     @property
     def calendar(self) -> PayoutCalendar:
@@ -180,14 +181,25 @@ class LedgerService:
                                 "account": name, "amount_minor": e["amount"], "balance_minor": e["balance"],
                                 "booking_id": e["booking_id"] or None})
         entries.sort(key=lambda e: (e.pop("seq"), STATEMENT_ACCOUNTS.index(e["account"])))
-        next_sunday = paydates.sunday_of(paydates.local_date(self.clock.now()))
-        day, announced = await self.calendar.date_of(next_sunday)
-        if day < paydates.local_date(self.clock.now()):
-            day, announced = await self.calendar.date_of(next_sunday.fromordinal(next_sunday.toordinal() + 7))
+        day, announced = await self.next_payout_date()
         return {"practitioner_id": pid, "currency": self.currency, "available_minor": balances["available"],
                 "held_minor": balances["held"], "in_transit_minor": balances["in_transit"],
                 "paid_minor": balances["paid"], "next_payout_date": day.isoformat(),
-                "next_payout_date_announced": announced, "entries": entries}
+                "next_payout_date_announced": announced, "payout_minimum_minor": self.payout_minimum,
+                "entries": entries}
+
+    async def next_payout_date(self) -> tuple[date, bool]:
+        """The date of the next payout run that has not started (whether it is announced): this week's, or
+        the next week's once this week's date has passed or its run has begun (what is earned after the run
+        waits for the next one)."""
+        today = paydates.local_date(self.clock.now())
+        sunday = paydates.sunday_of(today)
+        while True:
+            day, announced = await self.calendar.date_of(sunday)
+            started = await self.store.redis.exists(self.store.key("payout_run", sunday.isoformat(), self.currency))
+            if day >= today and not started:
+                return day, announced
+            sunday += timedelta(weeks=1)
 
     @staticmethod
     def statement_csv(statement: dict[str, Any]) -> str:

@@ -58,9 +58,11 @@
   const symbol = (currency) => new Intl.NumberFormat(locale(), { style: "currency", currency }).formatToParts(0)
     .find((part) => part.type === "currency").value;
   const signed = (minor, currency) => (minor > 0 ? "+" : minor < 0 ? "−" : "") + plain(Math.abs(minor), currency);
+  // Times and weeks are Algeria's, as the payout weeks are (Sunday to Saturday there), wherever the reader is.
+  const ZONE = "Africa/Algiers";
   const narrow = window.matchMedia("(max-width: 640px)");
   const when = (iso) => new Intl.DateTimeFormat(locale(), { dateStyle: narrow.matches ? "short" : "medium",
-                                                            timeStyle: "short" }).format(new Date(iso));
+                                                            timeStyle: "short", timeZone: ZONE }).format(new Date(iso));
   // a calendar date (a payout date, the start of a week) shown as that date wherever the reader is
   const day = (date, options) => new Intl.DateTimeFormat(locale(), { timeZone: "UTC", ...options }).format(date);
   const utcDate = (iso) => new Date(iso + "T00:00:00Z");
@@ -69,7 +71,9 @@
     document.documentElement.lang = lang;
     document.documentElement.dir = I18N[lang].dir;
     document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
-    document.title = t("title");
+    if (adminView) $("title").textContent = t("title_of", { id: practitionerId });
+    document.title = $("title").textContent;
+    $("times-note").hidden = Intl.DateTimeFormat().resolvedOptions().timeZone === ZONE;
     $("lang").value = lang;
     if (problem) say(problem);
     render();
@@ -83,6 +87,7 @@
   // --- state ---------------------------------------------------------------------------------------
   const who = token ? claims(token) : null;
   const practitionerId = query.get("practitioner") || (who && who.sub) || "";
+  const adminView = Boolean(who && who.role === "admin" && query.get("practitioner"));
   let statement = null;
   let shown = PAGE;
   let problem = null; // the key of the message shown instead of the statement
@@ -100,6 +105,7 @@
     clearTimeout(retry);
     if (!token) { say("err_no_token"); return; }
     if (who && who.role !== "practitioner" && who.role !== "admin") { say("err_role"); return; }
+    if (who && who.role === "admin" && !query.get("practitioner")) { say("err_admin_needs_id"); return; }
     let res;
     try {
       res = await fetch(`/v1/ledger/practitioners/${encodeURIComponent(practitionerId)}/statement`,
@@ -114,8 +120,9 @@
       return;
     }
     if (res && res.status === 403) { say("err_not_yours"); return; }
+    if (res && res.status >= 400 && res.status < 500) { say("err_invalid"); return; } // trying again cannot help
     if (!res || !res.ok) {
-      say("err_unavailable");
+      say("err_unavailable"); // the server or the network: it comes back by itself
       retry = setTimeout(load, 10_000);
       return;
     }
@@ -135,26 +142,43 @@
     const payday = utcDate(s.next_payout_date);
     const dateText = day(payday, { weekday: "long", day: "numeric", month: "long" });
     const moved = payday.getUTCDay() !== 0;
-    let line = t(moved ? "next_payout_moved" : "next_payout", { date: dateText });
-    if (moved && !s.next_payout_date_announced) line += " · " + t("next_payout_estimated");
+    let line;
+    if (s.available_minor < s.payout_minimum_minor) {
+      line = t("next_payout_below", { min: money(s.payout_minimum_minor, s.currency) }); // nothing is paid below it
+    } else {
+      line = t(moved ? "next_payout_moved" : "next_payout", { date: dateText });
+      if (moved && !s.next_payout_date_announced) line += " · " + t("next_payout_unconfirmed");
+    }
     $("next-payout").textContent = line;
     renderChart(s);
     renderEntries(s);
   }
 
-  // The Sunday (UTC calendar date) that starts the week of an instant in the reader's own time zone.
+  // The Sunday (as a UTC calendar date) that starts the week of an instant in Algeria.
+  const WEEKDAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+  const partsIn = new Intl.DateTimeFormat("en-US", { timeZone: ZONE, year: "numeric", month: "numeric", day: "numeric",
+                                                     weekday: "short" });
   function weekOf(instant) {
-    const d = new Date(instant);
-    return Date.UTC(d.getFullYear(), d.getMonth(), d.getDate() - d.getDay());
+    const p = Object.fromEntries(partsIn.formatToParts(new Date(instant)).map((x) => [x.type, x.value]));
+    return Date.UTC(Number(p.year), Number(p.month) - 1, Number(p.day) - WEEKDAYS.indexOf(p.weekday));
   }
 
   function renderChart(s) {
     const thisWeek = weekOf(Date.now());
     const weeks = [];
     for (let i = WEEKS - 1; i >= 0; i--) weeks.push({ start: thisWeek - i * 7 * 86400_000, earned: 0 });
+    // what each week's sessions earned, less what an upheld complaint refunded from them later (a hold
+    // still pending counts: it is shown apart, as held)
+    const settledIn = new Map(); // booking -> the week its session was settled
     for (const e of s.entries) {
       if (e.account !== "available" || !SETTLEMENTS.has(e.kind) || e.amount_minor <= 0) continue;
+      settledIn.set(e.booking_id, weekOf(e.time));
       const w = weeks.find((x) => x.start === weekOf(e.time));
+      if (w) w.earned += e.amount_minor;
+    }
+    for (const e of s.entries) {
+      if (e.kind !== "complaint_upheld") continue; // its entries sum to minus what the client got back
+      const w = weeks.find((x) => x.start === settledIn.get(e.booking_id));
       if (w) w.earned += e.amount_minor;
     }
     const svg = $("chart");
@@ -227,7 +251,8 @@
       const tr = document.createElement("tr");
       tr.dataset.kind = e.kind;
       tr.dataset.account = e.account;
-      tr.append(cell(when(e.time)), cell(t("kind_" + e.kind) || e.kind),
+      const what = I18N.en[`kind_${e.kind}_${e.account}`] ? t(`kind_${e.kind}_${e.account}`) : t("kind_" + e.kind);
+      tr.append(cell(when(e.time)), cell(what),
                 cell(e.booking_id || "—", "session"), cell(t(e.account)),
                 cell(signed(e.amount_minor, s.currency), "num " + (e.amount_minor < 0 ? "minus" : "plus")),
                 cell(plain(e.balance_minor, s.currency), "num after"));
@@ -241,10 +266,15 @@
 
   // --- the CSV file: fetched with the token (a link could not carry it), then saved ------------------
   $("csv").addEventListener("click", async () => {
-    const res = await fetch(`/v1/ledger/practitioners/${encodeURIComponent(practitionerId)}/statement.csv`,
-                            { headers: { Authorization: "Bearer " + token }, cache: "no-store" });
-    if (res.status === 401) { say("err_token"); return; }
-    if (!res.ok) { say("err_unavailable"); retry = setTimeout(load, 10_000); return; }
+    let res = null;
+    try {
+      res = await fetch(`/v1/ledger/practitioners/${encodeURIComponent(practitionerId)}/statement.csv`,
+                        { headers: { Authorization: "Bearer " + token }, cache: "no-store" });
+    } catch (e) {
+      res = null;
+    }
+    if (res && res.status === 401) { say("err_token"); return; }
+    if (!res || !res.ok) { say("err_unavailable"); retry = setTimeout(load, 10_000); return; }
     const url = URL.createObjectURL(await res.blob());
     const a = document.createElement("a");
     a.href = url;
