@@ -125,6 +125,14 @@ async def test_the_client_picks_a_new_time_on_the_reschedule_page_and_both_are_t
             assert await client.locator("#slots .day").count() == 4
             await client.click("#more-days")
             assert await client.locator("#slots .day").count() == 8
+            # until every day is shown: then the button goes away (its style must not override `hidden`)
+            for _ in range(10):
+                if await client.locator("#more-days").is_hidden():
+                    break
+                shown = await client.locator("#slots .day").count()
+                await client.click("#more-days")
+                assert await client.locator("#slots .day").count() > shown
+            assert await client.locator("#more-days").is_hidden()
             await client.screenshot(path=str(SCREENSHOTS / "reschedule-client-choose-ar.png"), full_page=True)
             # someone else books the time the client is looking at before they confirm: the page says so
             first = client.locator("#slots .day").nth(1).locator("button").nth(1)

@@ -230,3 +230,28 @@ async def test_the_board_whose_network_dies_without_a_word_stops_saying_live_and
             assert await conn.inner_text() == "En direct"
         finally:
             await browser.close()
+
+
+async def test_a_token_the_board_refuses_hides_the_board_and_says_why(
+        tmp_path: Path, redis_url: str, token: Callable[..., str]) -> None:
+    """A client's link, or a token that is not one: the board says why, once, and shows no stale board under
+    it (its layout must not override `hidden`)."""
+    require(in_loopback_namespace(), "this test runs inside a loopback-only network namespace")
+    browser_path = chromium_path()
+    require(browser_path is not None, "Chromium is not installed")
+    from playwright.async_api import async_playwright
+
+    async with room_server(tmp_path, redis_url) as server, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
+        try:
+            for bearer, says in ((token("client", "c1"), "This board is for support staff only."),
+                                 ("not-a-token", "This sign-in link is no longer valid. Ask for a new one.")):
+                page = await browser.new_page(viewport={"width": 1200, "height": 800})
+                await page.goto(f"{server.url}/support?lang=en#token={bearer}")
+                notice = page.locator("#signed-out")
+                await notice.wait_for(state="visible", timeout=10_000)
+                assert await notice.inner_text() == says
+                assert await page.locator("#main").is_hidden()
+                await page.close()
+        finally:
+            await browser.close()
