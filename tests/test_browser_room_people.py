@@ -213,12 +213,18 @@ async def test_leaving_is_confirmed_shown_to_the_other_with_its_time_and_the_one
             rejoin = client.locator("#rejoin")
             await rejoin.wait_for(state="visible")
             assert await client.evaluate("window.roomDebug.pc()") is None
+            # the client may complain about the session, on a page of its own with the same link's token
+            complaint = client.locator("#complaint-link")
+            assert await complaint.inner_text() == "مشكلة في هذه الجلسة؟ قدّم شكوى"
+            href = await complaint.get_attribute("href")
+            assert href is not None and href.startswith(f"/complaint/{demo['booking_id']}?lang=ar#token=")
             await client.screenshot(path=str(SHOTS / "people-left-ar.png"))
             await assert_accessible(client, "the screen after leaving")
 
             # the practitioner is told who left and when, and no frozen frame stays on the screen
             await prac.locator("#waiting", has_text="Demo client left the session at").wait_for(timeout=10_000)
             await prac.locator("#remote-placeholder", has_text="Demo client left the session").wait_for()
+            assert await prac.locator("#complaint-link").is_hidden()  # a client's page only
             assert (await prac.evaluate(PLAYING))["attached"] is False
 
             await rejoin.click()
@@ -399,6 +405,7 @@ async def test_a_link_to_a_closed_room_says_why_it_is_closed_and_never_opens_the
             assert body.count(words) == 1, body
             assert "over or was cancelled" not in body  # the generic words, when the page knows better
             assert (await page.evaluate("window.roomDebug.state().devices"))["checked"] is False
+            assert await page.locator("#complaint-link").is_hidden()  # no session took place to complain about
             await page.screenshot(path=str(SHOTS / f"people-closed-{status}-en.png"))
             await assert_accessible(page, f"a {status} booking's room")
         finally:

@@ -20,7 +20,7 @@ from . import responses as out
 from .errors import ComplaintNotFound, NotYourStatement, PayoutNotFound
 from .service import LedgerService
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "statement"
+STATIC = Path(__file__).resolve().parent.parent / "static"
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
@@ -258,20 +258,26 @@ async def correct_holiday(request: Request) -> Response:
                                                                 admin.sub))
 
 
-def _page_route(page: str) -> Any:
-    @documented("A practitioner's statement as a page (the token travels in the URL fragment; ?lang=ar|fr|en, "
-                "and ?practitioner= for an admin)", auth=(), responses={200: "text/html"}, tags=("ledger",))
-    async def statement_page(request: Request) -> Response:
+def _page_route(name: str, summary: str) -> Any:
+    page = (STATIC / name / f"{name}.html").read_text(encoding="utf-8")
+
+    @documented(summary, auth=(), responses={200: "text/html"}, tags=("ledger",))
+    async def ledger_page(request: Request) -> Response:
         return HTMLResponse(page, headers=PAGE_HEADERS)
 
-    return statement_page
+    return ledger_page
 
 
 def routes() -> list[BaseRoute]:
-    page = (STATIC_DIR / "statement.html").read_text(encoding="utf-8")
     return [
-        Route("/statement", _page_route(page), methods=["GET"]),
-        Mount("/static/statement", StaticFiles(directory=STATIC_DIR), name="statement-static"),
+        Route("/statement", _page_route("statement", "A practitioner's statement as a page (the token travels in "
+                                                     "the URL fragment; ?lang=ar|fr|en, and ?practitioner= for an "
+                                                     "admin)"), methods=["GET"]),
+        Mount("/static/statement", StaticFiles(directory=STATIC / "statement"), name="statement-static"),
+        Route("/complaint/{bid}", _page_route("complaint", "A client's complaint about a session, as a page (the "
+                                                           "token travels in the URL fragment; ?lang=ar|fr|en)"),
+              methods=["GET"]),
+        Mount("/static/complaint", StaticFiles(directory=STATIC / "complaint"), name="complaint-static"),
         Route("/v1/bookings/{bid}/complaints", file_complaint, methods=["POST"]),
         Route("/v1/complaints", list_complaints, methods=["GET"]),
         Route("/v1/complaints/{cid}", get_complaint, methods=["GET"]),

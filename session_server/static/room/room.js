@@ -34,12 +34,12 @@
   }
 
   // The role the token states (read, not trusted: the server decides what the role may do).
-  const STAFF = (() => {
+  const ROLE = (() => {
     try {
-      const claims = JSON.parse(atob((token || "").split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
-      return claims.role === "support" || claims.role === "admin";
-    } catch (_) { return false; }
+      return JSON.parse(atob((token || "").split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))).role || "";
+    } catch (_) { return ""; }
   })();
+  const STAFF = ROLE === "support" || ROLE === "admin";
 
   // --- language --------------------------------------------------------------------------------
   const query = new URLSearchParams(location.search);
@@ -291,6 +291,12 @@
     $("enter-audio").hidden = !show.audio;
     $("enter-chat").hidden = !show.chat;
     $("rejoin").hidden = !show.rejoin;
+    // a client whose session is over may complain about it (a page of its own, the same token)
+    const complaint = $("complaint-link");
+    complaint.hidden = ROLE !== "client" || !(view === "ended" || (view === "final" && state.final === "err_session_over"));
+    if (!complaint.hidden) {
+      complaint.href = `/complaint/${encodeURIComponent(bookingId)}?lang=${lang}#token=${encodeURIComponent(token || "")}`;
+    }
     if (show.devices) {
       $("device-note").textContent = !d.checked ? t("devices_checking") : d.denied ? t("devices_denied")
         : !d.camera && !d.microphone ? t("devices_none") : !d.camera ? t("devices_no_camera")

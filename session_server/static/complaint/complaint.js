@@ -1,0 +1,190 @@
+// A client's complaint about one of their sessions (docs/ledger.md, "Complaints"): the reasons from a fixed
+// list and, if they wish, their own words (kept encrypted); then what became of it. One complaint per
+// session: once filed, the page shows its status instead of the form.
+(() => {
+  "use strict";
+
+  const $ = (id) => document.getElementById(id);
+  const I18N = window.COMPLAINT_I18N;
+  const REASONS = ["practitioner_late", "practitioner_absent", "session_cut_short", "conduct", "technical_problem",
+    "billing", "other"];
+  const MAX = 4000;
+  const CLOSING_S = 15 * 60; // a session is closed (and its payment settled) about this long after its end
+  const bookingId = decodeURIComponent(location.pathname.split("/").pop() || "");
+  const storeKey = "complaint:" + bookingId;
+
+  // --- the token: read once from the fragment, then kept off the address bar -----------------------
+  let token = null;
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  if (fragment.get("token")) {
+    token = fragment.get("token");
+    sessionStorage.setItem(storeKey + ":token", token);
+    history.replaceState(null, "", location.pathname + location.search);
+  } else {
+    token = sessionStorage.getItem(storeKey + ":token");
+  }
+  function claims(tok) {
+    try {
+      const part = tok.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      const bytes = Uint8Array.from(atob(part + "=".repeat((4 - (part.length % 4)) % 4)), (c) => c.charCodeAt(0));
+      return JSON.parse(new TextDecoder().decode(bytes));
+    } catch (e) {
+      return null;
+    }
+  }
+  const who = token ? claims(token) : null;
+
+  // --- language ------------------------------------------------------------------------------------
+  const query = new URLSearchParams(location.search);
+  let lang = query.get("lang") || localStorage.getItem("complaint:lang") || (navigator.language || "ar").slice(0, 2);
+  if (!I18N[lang]) lang = "ar";
+  function t(key, vars) {
+    const text = (I18N[lang] && I18N[lang][key]) || I18N.en[key] || key;
+    return text.replace(/\{(\w+)\}/g, (_, k) => (vars && vars[k] != null ? vars[k] : ""));
+  }
+  const locale = () => (lang === "ar" ? "ar-DZ" : lang === "fr" ? "fr-FR" : "en-GB");
+  const when = (ms) => new Intl.DateTimeFormat(locale(), { dateStyle: "full", timeStyle: "short" }).format(new Date(ms));
+  function money(minor, currency) {
+    const format = new Intl.NumberFormat(locale(), { style: "currency", currency });
+    return format.format(minor / 10 ** format.resolvedOptions().maximumFractionDigits);
+  }
+
+  // --- state ---------------------------------------------------------------------------------------
+  let booking = null;
+  let complaint = null;
+  let notice = null; // [key, vars, final]: what the page says above the form (or instead of it)
+  let busy = false;
+  let retry = null;
+
+  const api = (path, options) => fetch(path, { cache: "no-store", ...options,
+    headers: { Authorization: "Bearer " + token, ...(options && options.headers) } });
+
+  function say(key, vars, final) {
+    notice = key ? [key, vars || {}, Boolean(final)] : null;
+    document.body.dataset.state = key || "ready";
+    render();
+  }
+
+  async function load() {
+    clearTimeout(retry);
+    if (!token) { say("err_no_token", {}, true); return; }
+    if (who && who.role !== "client") { say("err_role", {}, true); return; }
+    try {
+      const res = await api(`/v1/bookings/${encodeURIComponent(bookingId)}`);
+      if (res.status === 401) { say("err_token", {}, true); return; }
+      if (res.status === 403 || res.status === 404 || res.status === 422) { say("not_yours", {}, true); return; }
+      if (!res.ok) throw new Error(String(res.status));
+      booking = await res.json();
+      const list = await api("/v1/complaints?limit=500");
+      if (!list.ok) throw new Error(String(list.status));
+      complaint = (await list.json()).complaints.find((c) => c.booking_id === bookingId) || null;
+    } catch (e) {
+      say("err_unavailable");
+      retry = setTimeout(load, 10_000);
+      return;
+    }
+    if (!complaint && (booking.status === "confirmed" || booking.status === "in_session")) {
+      say("not_yet", { time: when(Date.parse(booking.ends_at) + CLOSING_S * 1000) }, true);
+      return;
+    }
+    say(null);
+  }
+
+  async function send(event) {
+    event.preventDefault();
+    if (busy) return;
+    const chosen = document.querySelector('input[name="reason"]:checked');
+    if (!chosen) {
+      say("choose_reason");
+      document.querySelector('input[name="reason"]').focus();
+      return;
+    }
+    const text = $("text").value.trim();
+    busy = true;
+    render();
+    let res = null;
+    try {
+      res = await api(`/v1/bookings/${encodeURIComponent(bookingId)}/complaints`, {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(text ? { reason: chosen.value, text } : { reason: chosen.value }) });
+    } catch (e) {
+      res = null;
+    }
+    busy = false;
+    const problem = res && !res.ok ? await res.json().catch(() => ({})) : {};
+    if (res && res.ok) {
+      complaint = await res.json();
+      $("text").value = "";
+      say(null);
+    } else if (res && res.status === 401) {
+      say("err_token", {}, true);
+    } else if (problem.code === "already_complained") {
+      await load();
+    } else if (problem.code === "session_not_settled") {
+      say("not_yet_soon");
+    } else if (problem.code === "complaint_window_closed") {
+      say("window_closed", {}, true);
+    } else if (problem.code === "booking_not_found" || problem.code === "permission_denied") {
+      say("not_yours", {}, true);
+    } else {
+      say("err_unavailable"); // the words stay in the form: nothing is lost
+    }
+  }
+
+  // --- rendering -----------------------------------------------------------------------------------
+  function renderReasons() {
+    const checked = (document.querySelector('input[name="reason"]:checked') || {}).value;
+    $("reasons").replaceChildren(...REASONS.map((reason) => {
+      const label = document.createElement("label");
+      const input = document.createElement("input");
+      input.type = "radio";
+      input.name = "reason";
+      input.value = reason;
+      input.checked = reason === checked;
+      label.append(input, document.createTextNode(t("reason_" + reason)));
+      return label;
+    }));
+  }
+
+  function render() {
+    document.documentElement.lang = lang;
+    document.documentElement.dir = I18N[lang].dir;
+    document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+    document.title = t("title");
+    $("lang").value = lang;
+    $("session").textContent = booking ? t("session_of", { time: when(Date.parse(booking.starts_at)) }) : "";
+    $("notice").hidden = !notice;
+    $("notice").textContent = notice ? t(notice[0], notice[1]) : "";
+    const final = notice && notice[2];
+    $("form").hidden = Boolean(final || complaint || !booking);
+    $("status").hidden = !complaint;
+    $("text-count").textContent = t("count", { n: $("text").value.length, max: MAX });
+    $("send").disabled = busy;
+    $("send").textContent = t(busy ? "sending" : "send");
+    if (complaint) {
+      const c = complaint;
+      $("status").dataset.status = c.status;
+      $("status-title").textContent = t("status_" + c.status);
+      $("status-text").textContent = c.status === "upheld"
+        ? (c.refund_minor != null ? t("status_upheld_text", { amount: money(c.refund_minor, c.currency) }) : t("status_upheld_all"))
+        : t("status_" + c.status + "_text");
+      $("filed-on").textContent = when(Date.parse(c.filed_at));
+      $("filed-reason").textContent = t("reason_" + c.reason);
+    }
+  }
+
+  $("lang").addEventListener("change", (e) => {
+    lang = e.target.value;
+    localStorage.setItem("complaint:lang", lang);
+    renderReasons();
+    render();
+  });
+  $("text").addEventListener("input", () => {
+    $("text-count").textContent = t("count", { n: $("text").value.length, max: MAX });
+  });
+  $("form").addEventListener("submit", send);
+
+  renderReasons();
+  render();
+  load();
+})();
