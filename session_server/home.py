@@ -99,4 +99,6 @@ def routes() -> list[BaseRoute]:
         Route("/", home_page, methods=["GET"]),
         Route("/favicon.ico", favicon, methods=["GET"]),
         Mount("/static/home", StaticFiles(directory=STATIC_DIR), name="home-static"),
+        # what the pages share (the token from the fragment, the language): static/common/page.js
+        Mount("/static/common", StaticFiles(directory=STATIC_DIR.parent / "common"), name="common-static"),
     ]

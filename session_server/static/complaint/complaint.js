@@ -13,41 +13,14 @@
   const bookingId = decodeURIComponent(location.pathname.split("/").pop() || "");
   const storeKey = "complaint:" + bookingId;
 
-  // --- the token: read once from the fragment, then kept off the address bar -----------------------
-  let token = null;
-  const fragment = new URLSearchParams(location.hash.slice(1));
-  if (fragment.get("token")) {
-    token = fragment.get("token");
-    sessionStorage.setItem(storeKey + ":token", token);
-    history.replaceState(null, "", location.pathname + location.search);
-  } else {
-    token = sessionStorage.getItem(storeKey + ":token");
-  }
-  function claims(tok) {
-    try {
-      const part = tok.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-      const bytes = Uint8Array.from(atob(part + "=".repeat((4 - (part.length % 4)) % 4)), (c) => c.charCodeAt(0));
-      return JSON.parse(new TextDecoder().decode(bytes));
-    } catch (e) {
-      return null;
-    }
-  }
-  const who = token ? claims(token) : null;
-
-  // --- language ------------------------------------------------------------------------------------
-  const query = new URLSearchParams(location.search);
-  let lang = query.get("lang") || localStorage.getItem("complaint:lang") || (navigator.language || "ar").slice(0, 2);
-  if (!I18N[lang]) lang = "ar";
-  function t(key, vars) {
-    const text = (I18N[lang] && I18N[lang][key]) || I18N.en[key] || key;
-    return text.replace(/\{(\w+)\}/g, (_, k) => (vars && vars[k] != null ? vars[k] : ""));
-  }
-  const locale = () => (lang === "ar" ? "ar-DZ" : lang === "fr" ? "fr-FR" : "en-GB");
-  const when = (ms) => new Intl.DateTimeFormat(locale(), { dateStyle: "full", timeStyle: "short" }).format(new Date(ms));
-  function money(minor, currency) {
-    const format = new Intl.NumberFormat(locale(), { style: "currency", currency });
-    return format.format(minor / 10 ** format.resolvedOptions().maximumFractionDigits);
-  }
+  const token = PAGE.token(storeKey);
+  const who = token ? PAGE.claims(token) : null;
+  let lang = PAGE.language(I18N, "complaint");
+  const words = PAGE.translator(I18N);
+  const t = (key, vars) => words(lang, key, vars);
+  const when = (ms) => new Intl.DateTimeFormat(PAGE.locale(lang), { dateStyle: "full", timeStyle: "short" })
+    .format(new Date(ms));
+  const money = (minor, currency) => PAGE.money(lang, minor, currency);
 
   // --- state ---------------------------------------------------------------------------------------
   let booking = null;

@@ -7,49 +7,18 @@
   const $ = (id) => document.getElementById(id);
   const I18N = window.STATEMENT_I18N;
   const storeKey = "statement";
-  const PAGE = 50; // movements shown at first, and added by "show older"
+  const SHOWN_AT_ONCE = 50; // movements shown at first, and added by "show older"
   const WEEKS = 12;
   const SETTLEMENTS = new Set(["completed", "ended_early", "client_no_show", "practitioner_no_show", "both_no_show",
     "cancelled_in_time", "cancelled_late", "cancelled_by_practitioner", "cancelled_by_admin"]);
 
-  // --- the token: read once from the fragment, then kept off the address bar -----------------------
-  let token = null;
-  const fragment = new URLSearchParams(location.hash.slice(1));
-  if (fragment.get("token")) {
-    token = fragment.get("token");
-    sessionStorage.setItem(storeKey + ":token", token);
-    history.replaceState(null, "", location.pathname + location.search);
-  } else {
-    token = sessionStorage.getItem(storeKey + ":token");
-  }
-
-  // What the token says about its holder (the server checks it; this only chooses what to ask for).
-  function claims(tok) {
-    try {
-      const part = tok.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-      const bytes = Uint8Array.from(atob(part + "=".repeat((4 - (part.length % 4)) % 4)), (c) => c.charCodeAt(0));
-      return JSON.parse(new TextDecoder().decode(bytes));
-    } catch (e) {
-      return null;
-    }
-  }
-
-  // --- language ------------------------------------------------------------------------------------
   const query = new URLSearchParams(location.search);
-  let lang = query.get("lang") || localStorage.getItem("statement:lang") || (navigator.language || "ar").slice(0, 2);
-  if (!I18N[lang]) lang = "ar";
-
-  function t(key, vars) {
-    const text = (I18N[lang] && I18N[lang][key]) || I18N.en[key] || key;
-    return text.replace(/\{(\w+)\}/g, (_, k) => (vars && vars[k] != null ? vars[k] : ""));
-  }
-  const locale = () => (lang === "ar" ? "ar-DZ" : lang === "fr" ? "fr-FR" : "en-GB");
-
-  function money(minor, currency) {
-    const format = new Intl.NumberFormat(locale(), { style: "currency", currency });
-    const digits = format.resolvedOptions().maximumFractionDigits;
-    return format.format(minor / 10 ** digits);
-  }
+  let token = PAGE.token(storeKey);
+  let lang = PAGE.language(I18N, storeKey);
+  const words = PAGE.translator(I18N);
+  const t = (key, vars) => words(lang, key, vars);
+  const locale = () => PAGE.locale(lang);
+  const money = (minor, currency) => PAGE.money(lang, minor, currency);
   // in the table, amounts without their currency, which the column's heading names once
   function plain(minor, currency) {
     const digits = new Intl.NumberFormat("en", { style: "currency", currency }).resolvedOptions().maximumFractionDigits;
@@ -85,11 +54,11 @@
   });
 
   // --- state ---------------------------------------------------------------------------------------
-  const who = token ? claims(token) : null;
+  const who = token ? PAGE.claims(token) : null;
   const practitionerId = query.get("practitioner") || (who && who.sub) || "";
   const adminView = Boolean(who && who.role === "admin" && query.get("practitioner"));
   let statement = null;
-  let shown = PAGE;
+  let shown = SHOWN_AT_ONCE;
   let problem = null; // the key of the message shown instead of the statement
   let retry = null;
 
@@ -114,7 +83,7 @@
       res = null;
     }
     if (res && res.status === 401) {
-      sessionStorage.removeItem(storeKey + ":token");
+      PAGE.forget(storeKey);
       token = null;
       say("err_token");
       return;
@@ -260,7 +229,7 @@
     }));
     $("more").hidden = rows.length <= shown;
   }
-  $("more").addEventListener("click", () => { shown += PAGE; render(); });
+  $("more").addEventListener("click", () => { shown += SHOWN_AT_ONCE; render(); });
   let resized = null;
   window.addEventListener("resize", () => { clearTimeout(resized); resized = setTimeout(() => statement && renderChart(statement), 150); });
 
