@@ -314,7 +314,9 @@ class TokenAuthority:
         except ValueError:
             raise TokenInvalid("the token's role is unknown") from None
         exp, iat = claims["exp"], claims["iat"]
-        if not isinstance(exp, int) or not isinstance(iat, int) or exp - iat > self.max_ttl_s + LEEWAY_S:
+        # the role's own limit (a support token lives a shift at most), whoever signed it: a token minted
+        # elsewhere with a longer life is refused, not trusted for longer than the role may be
+        if not isinstance(exp, int) or not isinstance(iat, int) or exp - iat > self.max_ttl_for(role) + LEEWAY_S:
             raise TokenInvalid("the token lives longer than allowed")
         sub, name = claims["sub"], claims.get("name", "")
         grants = claims.get("grants")

@@ -15,6 +15,7 @@ from typing import Any
 from . import backup
 from .auth import Permission, Role, TokenAuthority
 from .data_dir import check_writable
+from .errors import DomainError
 from .local_secrets import SecretsMissing, with_local_secrets
 from .settings import Settings, SettingsError, load_settings
 
@@ -163,9 +164,14 @@ def _server_class() -> Any:
 
 
 def mint(settings: Settings, args: argparse.Namespace) -> int:
-    authority = TokenAuthority(settings.api_keys, max_ttl_s=settings.token_max_ttl_s)
-    token, _ = authority.mint(sub=args.sub, name=args.name or args.sub, role=Role(args.role),
-                              ttl_s=args.ttl, grants=args.grant)
+    authority = TokenAuthority(settings.api_keys, max_ttl_s=settings.token_max_ttl_s,
+                               role_max_ttl_s={Role.SUPPORT: settings.support_token_max_ttl_s})
+    try:
+        token, _ = authority.mint(sub=args.sub, name=args.name or args.sub, role=Role(args.role),
+                                  ttl_s=args.ttl, grants=args.grant)
+    except DomainError as exc:  # a lifetime, id, name or grant the server would refuse
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(token)
     return 0
 

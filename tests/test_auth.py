@@ -192,6 +192,30 @@ def test_the_cli_mints_a_token_the_server_accepts(tmp_path: object) -> None:
     assert claims["exp"] - claims["iat"] == 3600
 
 
+def test_a_support_token_living_longer_than_a_shift_is_refused_whoever_signed_it(tmp_path: object) -> None:
+    """The server's limit for support tokens holds for a token signed with the key elsewhere (a script, an old
+    version of the command), and the command refuses to make one."""
+    import subprocess
+    import sys
+
+    server = TokenAuthority({API_KEY_ID: API_SECRET}, max_ttl_s=24 * 3600, role_max_ttl_s={Role.SUPPORT: 8 * 3600})
+    elsewhere = TokenAuthority({API_KEY_ID: API_SECRET}, max_ttl_s=24 * 3600)
+    day_long, _ = elsewhere.mint(sub="s-1", name="Nadia", role=Role.SUPPORT, ttl_s=24 * 3600)
+    with pytest.raises(Unauthenticated, match="lives longer than allowed"):
+        server.verify(day_long)
+    shift, _ = elsewhere.mint(sub="s-1", name="Nadia", role=Role.SUPPORT, ttl_s=8 * 3600)
+    assert server.verify(shift).role is Role.SUPPORT
+    # a client's day-long token is still fine: the limit is the support role's
+    assert server.verify(elsewhere.mint(sub="c-1", name="A", role=Role.CLIENT, ttl_s=24 * 3600)[0]).sub == "c-1"
+
+    env = {"SESSION_SERVER_API_KEYS": f"{API_KEY_ID}:{API_SECRET}", "PATH": "/usr/bin",
+           "SESSION_SERVER_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "session_server.cli", "token", "--role", "support", "--sub", "s-1",
+                           "--ttl", str(24 * 3600)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: ttl_s must be between 1 and 28800 for the role support")
+
+
 def test_a_token_verified_once_is_still_refused_after_it_expires() -> None:
     now = [time.time()]
     authority = TokenAuthority({API_KEY_ID: API_SECRET}, max_ttl_s=3600, clock=lambda: now[0])
