@@ -155,12 +155,14 @@ async def test_a_practitioner_reads_her_statement_in_arabic_and_french_and_downl
         await eventually(resolved, timeout=20, what="the hold resolved")
         words = await page.eval_on_selector_all("#entries tbody tr[data-kind='complaint_upheld']",
                                                 "rows => rows.map(r => [r.dataset.account, r.cells[1].innerText])")
-        assert sorted(words) == [["available", "شكوى مقبولة: أُعيد إليك الباقي"],
-                                 ["held", "شكوى مقبولة: رُدّ المبلغ إلى العميل"],
-                                 ["held", "شكوى مقبولة: رُدّ المبلغ إلى العميل"]]
+        # (the page stays in French across the reloads: the choice is in the address too)
+        assert await page.inner_text("h1") == "Mon relevé" and "lang=fr" in page.url
+        assert sorted(words) == [["available", "Réclamation fondée : le reste vous revient"],
+                                 ["held", "Réclamation fondée : montant remboursé au client"],
+                                 ["held", "Réclamation fondée : montant remboursé au client"]]
         assert digits(await page.inner_text("#available")) == "480000"  # 2,800.00 + the 2,000.00 released
-        kept = await page.evaluate("new Intl.NumberFormat('ar-DZ', {style: 'currency', currency: 'DZD'}).format(2000)")
-        assert f"هذا الأسبوع: {kept}" in await page.inner_text("#chart-caption")  # 3,000.00 less the refund
+        kept = await page.evaluate("new Intl.NumberFormat('fr-FR', {style: 'currency', currency: 'DZD'}).format(2000)")
+        assert f"cette semaine : {kept}" in await page.inner_text("#chart-caption")  # 3,000.00 less the refund
 
 
 async def test_whoever_is_not_the_practitioner_is_told_why_there_is_nothing_to_see(
