@@ -245,13 +245,36 @@ async def test_a_token_the_board_refuses_hides_the_board_and_says_why(
         browser = await pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
         try:
             for bearer, says in ((token("client", "c1"), "This board is for support staff only."),
-                                 ("not-a-token", "This sign-in link is no longer valid. Ask for a new one.")):
+                                 ("not-a-token", "This sign-in link is no longer valid. Ask for a new one."),
+                                 ("", "This board opens from the sign-in link your team sends you.")):
                 page = await browser.new_page(viewport={"width": 1200, "height": 800})
-                await page.goto(f"{server.url}/support?lang=en#token={bearer}")
+                await page.goto(f"{server.url}/support?lang=en" + (f"#token={bearer}" if bearer else ""))
                 notice = page.locator("#signed-out")
                 await notice.wait_for(state="visible", timeout=10_000)
                 assert await notice.inner_text() == says
                 assert await page.locator("#main").is_hidden()
+                await page.close()
+        finally:
+            await browser.close()
+
+
+async def test_the_board_fits_a_phone_screen(tmp_path: Path, redis_url: str, token: Callable[..., str]) -> None:
+    """An agent on call reads the board on a phone: a session's card fits the screen, nothing scrolls sideways."""
+    require(in_loopback_namespace(), "this test runs inside a loopback-only network namespace")
+    browser_path = chromium_path()
+    require(browser_path is not None, "Chromium is not installed")
+    from playwright.async_api import async_playwright
+
+    await index_booking(redis_url, await write_booking(redis_url, "b1"))
+    async with room_server(tmp_path, redis_url) as server, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
+        try:
+            for lang in ("ar", "fr"):
+                page = await browser.new_page(viewport={"width": 390, "height": 844})
+                await page.goto(f"{server.url}/support?lang={lang}#token={token('support', 'agent-1')}")
+                await page.locator('.card[data-booking="b1"]').wait_for(timeout=10_000)
+                widths = await page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+                assert widths[0] <= widths[1], (lang, widths)
                 await page.close()
         finally:
             await browser.close()

@@ -391,7 +391,7 @@
   let backoff = 500;
   let heard = Date.now();
   function connect() {
-    if (!token) { signOut(t("err_token")); return; }
+    if (!token) { signOut(t("err_no_token")); return; }
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     const ws = new WebSocket(`${proto}//${location.host}/v1/support/ws`, ["support.v1", "bearer." + token]);
     socket = ws;
