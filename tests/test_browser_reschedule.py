@@ -199,5 +199,17 @@ async def test_the_reschedule_page_of_a_session_that_completed_says_at_once_that
                 timeout=10_000)
             assert len(looked) == 1, looked
             await page.screenshot(path=str(SCREENSHOTS / "reschedule-no-offer-fr.png"))
+
+            # a link to no session of theirs (a mistyped id, someone else's booking): said at once, plainly
+            for wrong in ("0" * 32, booking["id"]):
+                looked.clear()
+                who = s.token(Role.CLIENT, "someone-else") if wrong == booking["id"] else token
+                page = await context.new_page()
+                page.on("request", lambda r: looked.append(r.url) if r.url.endswith("/reschedule-offer") else None)
+                await page.goto(f"{server.url}/reschedule/{wrong}?lang=fr#token={who}")
+                await page.locator("body", has_text="Aucune de vos séances ne correspond à ce lien.").wait_for(
+                    timeout=10_000)
+                assert len(looked) <= 1, looked
+                await page.close()
         finally:
             await browser.close()

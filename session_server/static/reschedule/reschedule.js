@@ -79,7 +79,12 @@
       const res = await api("GET", offerPath());
       if (res.status === 200) { state.offer = res.data; break; }
       if (res.status !== 404) { state.fatal = errorKey(res); return render(); }
-      if (i === 0 && !(await offerMayCome())) break;
+      if (i === 0) {
+        const may = await offerMayCome();
+        if (may === false) break;
+        if (may !== true) { state.fatal = may; return render(); } // no such session of theirs: say so at once
+        $("explain").textContent = t("waiting_offer"); // the verdict is near: the offer follows within moments
+      }
       await new Promise((ok) => setTimeout(ok, 1500));
     }
     if (!state.offer) { state.fatal = "no_offer"; return render(); }
@@ -88,8 +93,10 @@
 
   // An offer follows an interrupted session (or one whose verdict is still to come): for a booking that
   // ended any other way, none will, and the page says so at once instead of waiting.
+  // A link to a booking that is not the reader's (or none at all) gets the reason instead.
   async function offerMayCome() {
     const b = await api("GET", "/v1/bookings/" + encodeURIComponent(bookingId));
+    if ([403, 404, 422].includes(b.status)) return errorKey(b);
     return b.status !== 200 || b.data.status === "interrupted" || b.data.status === "in_session";
   }
 
