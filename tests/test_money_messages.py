@@ -24,8 +24,8 @@ from .conftest import LiveServer, api_key_auth, auth
 Token = Callable[..., str]
 RLM, NBSP, NNBSP = "\u200f", "\u00a0", "\u202f"
 # 3,200.00 DZD as each language writes it (CLDR through Babel)
-DZD_3200 = {"ar": f"{RLM}3,200.00{NBSP}د.ج.{RLM}", "fr": f"3{NNBSP}200,00{NBSP}DZD", "en": f"DZD{NBSP}3,200.00"}
-COMMISSION = {"ar": f"{RLM}500.00{NBSP}د.ج.{RLM}", "fr": f"500,00{NBSP}DZD", "en": f"DZD{NBSP}500.00"}
+DZD_3200 = {"ar": f"{RLM}3.200,00{NBSP}د.ج.{RLM}", "fr": f"3{NNBSP}200,00{NBSP}DZD", "en": f"DZD{NBSP}3,200.00"}
+COMMISSION = {"ar": f"{RLM}500,00{NBSP}د.ج.{RLM}", "fr": f"500,00{NBSP}DZD", "en": f"DZD{NBSP}500.00"}
 
 
 @pytest.mark.parametrize("lang", ["ar", "fr", "en"])
