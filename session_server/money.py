@@ -2,9 +2,10 @@
 Unicode CLDR's number and currency formats), never by hand.
 
 `format_money(320000, "DZD", "fr")` is `3 200,00 DZD` (with the narrow no-break space French uses), in
-Arabic `‏3.200,00 د.ج.‏` (Algeria's Arabic, as the pages write it), in English `DZD 3,200.00`. The currency's own number of decimals comes from CLDR
-(two for DZD, none for JPY), so an amount is never shown in minor units. A currency written in letters
-right against a digit gets a no-break space, as CLDR's currency spacing says (Babel leaves it out).
+Arabic `‏3.200,00 د.ج.‏` (Algeria's Arabic, as the pages write it), in English `DZD 3,200.00`. The
+currency's own number of decimals comes from CLDR (two for DZD, none for JPY), so an amount is never shown
+in minor units. A currency written in letters right against a digit gets a no-break space, as CLDR's
+currency spacing says (Babel leaves it out).
 """
 
 from __future__ import annotations

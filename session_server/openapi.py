@@ -200,7 +200,8 @@ def build(routes: Iterable[BaseRoute], *, title: str = "Session server") -> dict
         "openapi": "3.1.0",
         "info": {"title": title, "version": __version__,
                  "description": "The HTTP API of the session server. Errors are RFC 9457 problem documents "
-                                "with a stable `code`; the WebSocket routes are described in docs/protocol.md."},
+                                "with a stable `code`; the WebSocket routes are described in the signaling "
+                                "protocol (docs/protocol.md in the source)."},
         "paths": paths,
         "components": {
             "schemas": defs,

@@ -8,6 +8,11 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+// The descriptions' `code` spans as code, the rest as text (the only markup they use).
+function prose(text) {
+  return String(text || "").split("`").map((part, i) => (i % 2 ? el("code", {}, part) : document.createTextNode(part)));
+}
+
 function refName(schema) {
   return schema && schema.$ref ? schema.$ref.split("/").pop() : null;
 }
@@ -52,18 +57,18 @@ function operationView(path, method, op) {
       if (codes) cell.append(el("div", {}, "code: ", ...codes.map((x) => el("code", {}, x + " "))));
       else if (c.schema) cell.append(schemaView(c.schema));
     }
-    responses.append(el("tr", {}, el("td", {}, status), el("td", {}, el("pre", {}, r.description)), cell));
+    responses.append(el("tr", {}, el("td", {}, status), el("td", {}, ...prose(r.description)), cell));
   }
   body.append(responses);
   const id = "op-" + op.operationId;
   return el("details", { id: id }, el("summary", {}, el("span", { class: "method " + method }, method.toUpperCase()),
-    el("code", {}, path), " — " + (op.summary || "")), body);
+    el("code", {}, path), " — ", ...prose(op.summary)), body);
 }
 
 async function main() {
   const doc = await (await fetch("/openapi.json")).json();
   document.getElementById("title").textContent = doc.info.title + " " + doc.info.version;
-  document.getElementById("description").textContent = doc.info.description || "";
+  document.getElementById("description").replaceChildren(...prose(doc.info.description));
   document.getElementById("version").textContent = doc.openapi;
   const byTag = new Map();
   for (const [path, ops] of Object.entries(doc.paths)) {
