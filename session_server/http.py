@@ -405,7 +405,11 @@ class ControlCharacterGuard:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            response = problem(NotFound.status, NotFound.code, "no resource has a control character in its path")
+            # `instance` as every problem has it, the path as sent (percent-encoded: it carries no control
+            # character itself)
+            sent = scope.get("raw_path") or b""
+            response = problem(NotFound.status, NotFound.code, "no resource has a control character in its path",
+                               instance=sent.decode("ascii", "replace")[:2048] or None)
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -136,6 +136,7 @@ async def test_an_id_with_a_control_character_is_refused_in_a_path_and_a_body(
             r = await http.request(method, path, headers={**api_key_auth(), **auth(token("practitioner", "p1"))},
                                    json={"price_minor": 100_000})
             assert r.status_code == 404 and r.json()["code"] == "not_found", (path, r.text)
+            assert r.json()["instance"] == path  # as every problem names what it answers, as it was sent
         r = await http.post("/v1/practitioners", headers=api_key_auth(), json={
             "id": "p2" + control + "x", "display_name": "P2", "specialty": "psychologist", "price_minor": 100_000,
             "session_minutes": 50, "timezone": "Africa/Algiers"})
