@@ -162,7 +162,8 @@
     const times = [];
     times.push(t("scheduled", { start: clockTime(s.starts_at), end: clockTime(s.ends_at) }));
     if (s.state === "upcoming") times.push(t("opens_at", { time: clockTime(s.opens_at) }));
-    if (s.started_at) times.push(t("started", { time: clockTime(s.started_at) }));
+    // both came early: they are here, the session itself starts at its hour
+    if (s.started_at) times.push(t(s.started_at < s.starts_at ? "both_here" : "started", { time: clockTime(s.started_at) }));
     if (s.state !== "upcoming" && s.state !== "ended") {
       if (now() < s.starts_at) {
         // the room is open and the hour not come: how long until it starts, not "0 min gone"
