@@ -275,6 +275,8 @@ async def test_the_board_fits_a_phone_screen(tmp_path: Path, redis_url: str, tok
                 await page.locator('.card[data-booking="b1"]').wait_for(timeout=10_000)
                 widths = await page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
                 assert widths[0] <= widths[1], (lang, widths)
+                if SHOTS:
+                    await page.screenshot(path=str(SHOTS / f"board-phone-{lang}.png"), full_page=True)
                 await page.close()
         finally:
             await browser.close()
