@@ -390,6 +390,13 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
 }
 
 
+def private_page_headers(policy: str) -> dict[str, str]:
+    """The headers of a page that acts for someone (their token in its link's fragment): never cached, no
+    referrer, and `policy`, the Content-Security-Policy of what that page itself loads and talks to."""
+    return {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": policy}
+
+
 class ControlCharacterGuard:
     """Refuses a request whose path holds a control character (sent percent-encoded: `%00`, `%0A`).
 

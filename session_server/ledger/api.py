@@ -15,19 +15,14 @@ from starlette.staticfiles import StaticFiles
 
 from ..auth import USER_ID, Identity, Permission, Role, authenticate, authenticate_admin, authenticate_any
 from ..context import AppContext
-from ..http import Body, NoQuery, Text, documented, parse_query, read_json
+from ..http import Body, NoQuery, Text, documented, parse_query, private_page_headers, read_json
 from . import responses as out
 from .errors import ComplaintNotFound, NotYourStatement, PayoutNotFound
 from .service import LedgerService
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
-PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-                                "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
-}
+PAGE_HEADERS = private_page_headers("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                                    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 Id = Annotated[str, Field(pattern=USER_ID.pattern)]
 HexId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 

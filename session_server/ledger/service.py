@@ -46,7 +46,7 @@ class LedgerService:
     clock: Clock
     currency: str
     complaint_window_days: int
-    payout_minimum: int = 0  # minor units: a smaller available balance waits for a later payout
+    payout_minimum: int  # minor units: a smaller available balance waits for a later payout
 
     @property
     def calendar(self) -> PayoutCalendar:
@@ -194,7 +194,7 @@ class LedgerService:
         waits for the next one)."""
         today = paydates.local_date(self.clock.now())
         sunday = paydates.sunday_of(today)
-        while True:
+        while True:  # a run begins on or after its week's payout date, so the next week's has not begun
             day, announced = await self.calendar.date_of(sunday)
             started = await self.store.redis.exists(self.store.key("payout_run", sunday.isoformat(), self.currency))
             if day >= today and not started:

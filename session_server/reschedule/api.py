@@ -16,7 +16,7 @@ from ..auth import USER_ID, Identity, Permission, Role, authenticate, authentica
 from ..bookings.api import booking_view, check_epoch_range
 from ..bookings.store import iso
 from ..context import AppContext
-from ..http import Body, IsoDatetime, NoQuery, documented, parse_query, read_json
+from ..http import Body, IsoDatetime, NoQuery, documented, parse_query, private_page_headers, read_json
 from . import responses as out
 from .rules import MAX_PROPOSALS, Offer, OfferStatus
 from .service import RescheduleService
@@ -24,13 +24,8 @@ from .service import RescheduleService
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "reschedule"
 # The page holds the access token it read from the URL fragment: no third-party anything, no caching, no
 # referrer, no framing (as the room page).
-PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                                "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"),
-}
+PAGE_HEADERS = private_page_headers("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 Id = Annotated[str, Field(pattern=USER_ID.pattern)]
 

@@ -24,7 +24,7 @@ from signaling.messages import IdSource
 from ..auth import Identity
 from ..context import AppContext
 from ..errors import DomainError
-from ..http import documented
+from ..http import documented, private_page_headers
 from ..redis_client import blocking_client
 from .jobs import BLOCK_MS, RoomEndings, stream_tail
 from .media_bridge import SfuBridge, media_config
@@ -40,12 +40,9 @@ BUS_READY_WAIT_S = 5.0
 # The page holds the access token it read from the URL fragment: no third-party anything, no caching,
 # no referrer, no framing.
 PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; "
-                                "img-src 'self' data: blob:; media-src 'self' blob: mediastream:; "
-                                "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'"),
+    **private_page_headers("default-src 'self'; script-src 'self'; style-src 'self'; "
+                           "img-src 'self' data: blob:; media-src 'self' blob: mediastream:; "
+                           "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'"),
     "Permissions-Policy": "camera=(self), microphone=(self)",
 }
 

@@ -28,7 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..auth import Identity, Role, TokenMissing, WrongRole, authenticate
 from ..context import AppContext
 from ..errors import DomainError
-from ..http import Body, NoQuery, documented, parse_query, read_json
+from ..http import Body, NoQuery, documented, parse_query, private_page_headers, read_json
 from ..ws_handshake import HandshakePolicy
 from . import responses as out
 from .board import Board, BoardTicket
@@ -42,13 +42,8 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_SLOW = 4008
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "support"
-PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                                "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'"),
-}
+PAGE_HEADERS = private_page_headers("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                    "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'")
 STAFF = (Role.SUPPORT, Role.ADMIN)
 
 

@@ -35,6 +35,15 @@ window.PAGE = (() => {
     return words[asked] ? asked : "ar";
   }
 
+  // The reader's choice of language, kept for the next visit and written in the address, whose ?lang= would
+  // otherwise undo it on a reload.
+  function rememberLanguage(storeKey, lang) {
+    localStorage.setItem(storeKey + ":lang", lang);
+    const address = new URL(location.href);
+    address.searchParams.set("lang", lang);
+    history.replaceState(history.state, "", address.pathname + address.search);
+  }
+
   // t(lang, key, vars): the words of `key` in `lang` (English when missing), with {name} filled from vars
   function translator(words) {
     return (lang, key, vars) => {
@@ -51,5 +60,5 @@ window.PAGE = (() => {
     return format.format(minor / 10 ** format.resolvedOptions().maximumFractionDigits);
   }
 
-  return { token, forget, claims, language, translator, locale, money };
+  return { token, forget, claims, language, rememberLanguage, translator, locale, money };
 })();

@@ -148,11 +148,7 @@
 
   $("lang").addEventListener("change", (e) => {
     lang = e.target.value;
-    localStorage.setItem("complaint:lang", lang);
-    // and in the address, whose ?lang= would otherwise undo the choice on a reload
-    const address = new URL(location.href);
-    address.searchParams.set("lang", lang);
-    history.replaceState(history.state, "", address.pathname + address.search);
+    PAGE.rememberLanguage("complaint", lang);
     renderReasons();
     render();
   });

@@ -339,11 +339,7 @@
   });
   $("lang").addEventListener("change", (ev) => {
     lang = ev.target.value;
-    localStorage.setItem("room:lang", lang);
-    // and in the address, whose ?lang= would otherwise undo the choice on a reload
-    const address = new URL(location.href);
-    address.searchParams.set("lang", lang);
-    history.replaceState(history.state, "", address.pathname + address.search);
+    PAGE.rememberLanguage("room", lang);
     applyLanguage();
   });
   window.rescheduleDebug = { state: () => state };

@@ -34,11 +34,7 @@
   }
 
   // The role the token states (read, not trusted: the server decides what the role may do).
-  const ROLE = (() => {
-    try {
-      return JSON.parse(atob((token || "").split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))).role || "";
-    } catch (_) { return ""; }
-  })();
+  const ROLE = ((token && PAGE.claims(token)) || {}).role || "";
   const STAFF = ROLE === "support" || ROLE === "admin";
 
   // --- language --------------------------------------------------------------------------------
@@ -1187,11 +1183,7 @@
 
   $("lang").addEventListener("change", (ev) => {
     lang = ev.target.value;
-    localStorage.setItem("room:lang", lang);
-    // and in the address, whose ?lang= would otherwise undo the choice on a reload
-    const address = new URL(location.href);
-    address.searchParams.set("lang", lang);
-    history.replaceState(history.state, "", address.pathname + address.search);
+    PAGE.rememberLanguage("room", lang);
     applyLanguage();
   });
 
