@@ -27,6 +27,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from . import plan
 from .intake import Incoming, Poison, parse, wanted
 from .processor import NotYet, Processor, View
 from .store import Change, LedgerStore, Refused
@@ -48,6 +49,9 @@ class ConsumerConfig:
     claim_idle_ms: int = 5_000
     max_failures: int = 5
     retry_delay_s: float = 1.0
+    # work out each batch's writes in the consumer and write them by compare-and-set (ledger.plan); off, the
+    # per-change script decides every batch (the reference the planned writes are tested against)
+    plan: bool = True
 
 
 def _s(v: Any) -> str:
@@ -69,13 +73,15 @@ class Batch:
     todo: list[tuple[str, Incoming | None, Change]] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     posted: int = 0
+    plan: plan.Plan | None = None  # the writes of `todo`, worked out (None: the per-change script decides)
 
 
 class LedgerConsumer:
     def __init__(self, reader: aioredis.Redis, store: LedgerStore, processor: Processor, *, stream: str,
                  consumer: str, config: ConsumerConfig | None = None,
                  on_dead_letter: Callable[[str], None] | None = None,
-                 on_posted: Callable[[int], None] | None = None) -> None:
+                 on_posted: Callable[[int], None] | None = None,
+                 on_batch: Callable[[str], None] | None = None) -> None:
         self._reader = reader  # blocking reads only
         self.store = store
         self.redis = store.redis  # acks, claims and scripts
@@ -85,6 +91,7 @@ class LedgerConsumer:
         self.config = config or ConsumerConfig()
         self._on_dead_letter = on_dead_letter or (lambda reason: None)
         self._on_posted = on_posted or (lambda n: None)
+        self._on_batch = on_batch or (lambda how: None)  # "planned", "moved" or "per_change"
         self._claim_every_s = self.config.claim_idle_ms / 2000
 
     @property
@@ -243,9 +250,11 @@ class LedgerConsumer:
             decided.add(ev.id)
             if ev.type in READS_BALANCES and batch.todo:
                 # decided from balances: write what the batch decided so far, then read them fresh
-                batch.posted += await self._write(batch.todo, batch.done, batch.failed)
+                batch.posted += (await self._write(batch.todo, batch.done, batch.failed,
+                                                   await self._plan(batch.todo, view)))[0]
                 batch.todo = []
                 view.balances.clear()
+                view.seq = None
             try:
                 change = await self.processor.decide(ev, view)
             except Poison as poison:
@@ -253,15 +262,35 @@ class LedgerConsumer:
             except NotYet as exc:
                 batch.failed[entry_id] = str(exc)
                 continue
-            view.lay(change)
+            view.lay(change, balances=False)
             batch.todo.append((entry_id, ev, change))
+        batch.plan = await self._plan(batch.todo, view)
         return batch
+
+    async def _plan(self, todo: list[tuple[str, Incoming | None, Change]], view: View) -> plan.Plan | None:
+        """The batch's writes worked out from the balances before it (read into the view if not there), the view
+        then holding the balances it leaves; None if the per-change script must decide it (the view then
+        forgets the balances: they are read again after that write)."""
+        changes = [c for _e, _ev, c in todo]
+        if not changes or not self.config.plan:
+            return None
+        await view.read_balances(plan.accounts(changes))
+        assert view.seq is not None
+        made = plan.make(changes, self.store.prefix, view.balances, view.seq)
+        if made is None:
+            view.balances.clear()
+            view.seq = None
+            return None
+        view.balances.update(made.after)
+        view.seq = made.seq
+        return made
 
     async def _commit(self, batch: Batch) -> bool:
         """Write a decided batch, acknowledge what was applied, count what failed; whether Redis took every
         change as decided (none refused)."""
         refused = len(batch.failed)
-        batch.posted += await self._write(batch.todo, batch.done, batch.failed)
+        posted, as_planned = await self._write(batch.todo, batch.done, batch.failed, batch.plan)
+        batch.posted += posted
         refused = len(batch.failed) - refused
         if batch.done:
             await self.redis.xack(self.stream, self.config.group, *batch.done)
@@ -271,11 +300,24 @@ class LedgerConsumer:
             self._on_posted(batch.posted)
         if batch.failed:
             await self._failed(batch.entries, batch.failed)
-        return refused == 0
+        return refused == 0 and (as_planned or not self.config.plan)
 
     async def _write(self, todo: list[tuple[str, Incoming | None, Change]], done: list[str],
-                     failed: dict[str, str]) -> int:
-        results = await self.store.apply_many([c for _e, _ev, c in todo])
+                     failed: dict[str, str], planned: plan.Plan | None) -> tuple[int, bool]:
+        """Write the changes: as planned if nothing the plan came from has moved, else each decided again by the
+        per-change script. The postings made, and whether Redis holds what the plan said (the view was right)."""
+        if not todo:
+            return 0, True
+        as_planned = False
+        if planned is not None:
+            moved = await self.store.write(planned.args)
+            as_planned = moved is None
+            if moved is not None:
+                log.info("ledger: %s moved since the batch was read; its changes are decided again", moved)
+        self._on_batch("planned" if as_planned else "moved" if planned is not None else "per_change")
+        results: Sequence[int | Refused] = (
+            planned.posted if planned is not None and as_planned
+            else await self.store.apply_many([c for _e, _ev, c in todo]))
         posted = 0
         for (entry_id, _ev, change), result in zip(todo, results, strict=True):
             if isinstance(result, Refused):
@@ -287,7 +329,7 @@ class LedgerConsumer:
                 reason = change.dead[change.dead.index("reason") + 1]
                 log.error("ledger: event %s went to the dead letter: %s", entry_id, reason)
                 self._on_dead_letter(reason)
-        return posted
+        return posted, as_planned
 
     def _dead(self, entry_id: str, ev: Incoming | None, reason: str, fields: dict[str, str] | None = None) -> Change:
         dead = ["entry_id", entry_id, "reason", reason, "event_id", ev.id if ev else "",

@@ -10,7 +10,6 @@ two bookings `rescheduled_from`/`rescheduled_to` or `booking_id`/`new_booking_id
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,18 +35,13 @@ class Poison(ValueError):
     """An event the ledger can never apply; the message is the reason kept in the dead letter."""
 
 
-@dataclass(frozen=True, slots=True)
-class Incoming:
+class Incoming(msgspec.Struct, frozen=True):
     id: str
     type: str
     version: int
     time: datetime
     body: Mapping[str, Any]
-    iso_time: str = ""  # `time` in ISO 8601 UTC, as postings and records write it
-
-    def __post_init__(self) -> None:
-        if not self.iso_time:
-            object.__setattr__(self, "iso_time", self.time.astimezone(UTC).isoformat().replace("+00:00", "Z"))
+    iso_time: str  # `time` in ISO 8601 UTC, as postings and records write it
 
     @property
     def epoch(self) -> int:
@@ -98,8 +92,8 @@ def parse(raw: Mapping[bytes, bytes] | Mapping[str, str]) -> Incoming:
     names: tuple[Any, ...] = _BYTE_NAMES if b"id" in raw else _NAMES
     try:
         event_id, type_, v, t, body_raw = (by_name[n] for n in names)
-        event_id, type_, version = _text(event_id), _text(type_), int(v)
-        time = datetime.fromisoformat(_text(t).replace("Z", "+00:00"))
+        event_id, type_, version, text = _text(event_id), _text(type_), int(v), _text(t)
+        time = datetime.fromisoformat(text)
         body = _JSON.decode(body_raw)
     except (KeyError, ValueError) as exc:
         raise Poison(f"unreadable entry ({type(exc).__name__})") from None
@@ -109,7 +103,18 @@ def parse(raw: Mapping[bytes, bytes] | Mapping[str, str]) -> Incoming:
         raise Poison(f"{type_}: unknown version {version}")
     if not isinstance(body, dict):
         raise Poison(f"{type_}: the body is not an object")
-    return Incoming(event_id, type_, version, time, body)
+    return Incoming(event_id, type_, version, time, body, text if _utc_as_written(text) else utc_text(time))
+
+
+def utc_text(time: datetime) -> str:
+    """An instant in ISO 8601 UTC with its zone written `Z` (microseconds only when there are some)."""
+    return time.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _utc_as_written(text: str) -> bool:
+    """Whether `utc_text` of this time would give the text back (the server writes times so): `Z`, and no
+    fraction or six digits of one that are not all zero."""
+    return text[-1:] == "Z" and (len(text) == 20 or (len(text) == 27 and text[19] == "." and text[20:26] != "000000"))
 
 
 _NAMES = ("id", "type", "v", "time", "body")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,7 @@ class View:
     records: dict[str, dict[str, str]] = field(default_factory=dict)
     balances: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
     strings: dict[str, str | None] = field(default_factory=dict)
+    seq: int | None = None  # the number of postings, once read (ledger.plan numbers the entries from it)
 
     async def prefetch(self, keys: list[str], *, events: list[str] | None = None) -> set[str]:
         """Read these records (those not in the view yet) and, in the same command, which of `events` the
@@ -73,12 +75,23 @@ class View:
             self.strings[key] = None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
         return self.strings[key]
 
-    def lay(self, change: Change) -> None:
-        """Assume the change is written (what later decisions in the batch are made from)."""
+    async def read_balances(self, wanted: Iterable[tuple[str, str]]) -> None:
+        """Read these balances (those not in the view yet), and the number of postings if not known yet."""
+        missing = [k for k in wanted if k not in self.balances]
+        if missing or self.seq is None:
+            found, seq = await self.store.balances_read(missing, count=self.seq is None)
+            self.balances.update(found)
+            self.seq = seq if seq is not None else self.seq
+
+    def lay(self, change: Change, *, balances: bool = True) -> None:
+        """Assume the change is written (what later decisions in the batch are made from); its balances too
+        unless the caller keeps them (the consumer's plan does, from the balances before the batch)."""
         for key, value in change.strings:
             self.strings[key] = value
         for key, values in change.sets:
             self.records.setdefault(key, {}).update(values)
+        if not balances:
+            return
         for posting in change.postings:
             for e in posting.entries:
                 k = (posting.currency, e.account)
@@ -90,6 +103,7 @@ class View:
         self.records.clear()
         self.balances.clear()
         self.strings.clear()
+        self.seq = None
 
 
 def _day(time: datetime) -> tuple[str, int]:

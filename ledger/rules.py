@@ -26,6 +26,8 @@ import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import msgspec
+
 from .pricing import CodeKind
 
 WORLD_PAYMENTS = "world:payments"
@@ -88,8 +90,9 @@ class RuleError(ValueError):
     """Input the rules refuse: a posting is never made from it (the event goes to the dead letter)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(msgspec.Struct, frozen=True, array_like=True):
+    """(A msgspec struct, not a dataclass: the consumer makes several per event, and these cost the least.)"""
+
     account: str
     amount: int  # signed minor units: + increases the account's balance
 
@@ -101,7 +104,7 @@ def transfer(source: str, target: str, amount: int) -> list[Entry]:
 
 
 def check_balanced(entries: Iterable[Entry]) -> None:
-    if sum(e.amount for e in entries) != 0:
+    if sum([e.amount for e in entries]) != 0:
         raise RuleError("a posting's entries must sum to zero")
 
 
@@ -116,8 +119,7 @@ class Funder(enum.StrEnum):
     PLATFORM = "platform"
 
 
-@dataclass(frozen=True, slots=True)
-class BookingMoney:
+class BookingMoney(msgspec.Struct, frozen=True):
     """What the ledger keeps of a booking: its parties and its split, as `booking.created` said."""
 
     booking_id: str
@@ -135,9 +137,8 @@ class BookingMoney:
     ends_at: int = 0
 
     def __post_init__(self) -> None:
-        amounts = (self.client_total, self.practitioner_share, self.platform_share, self.discount,
-                   self.referrer_credit)
-        if any(a < 0 for a in amounts):
+        if min(self.client_total, self.practitioner_share, self.platform_share, self.discount,
+               self.referrer_credit) < 0:
             raise RuleError("amounts must not be negative")
         if self.practitioner_share + self.platform_share != self.client_total:
             raise RuleError("the shares do not add up to the client's total")
@@ -224,8 +225,7 @@ def cancellation_outcome(by: str, starts_at: int, now: int, policy: Policy) -> O
     return Outcome.CANCELLED_IN_TIME if starts_at - now >= policy.cancel_notice_s else Outcome.CANCELLED_LATE
 
 
-@dataclass(frozen=True, slots=True)
-class Settlement:
+class Settlement(msgspec.Struct, frozen=True):
     entries: list[Entry]
     refund: int
     earned: int  # credited to the practitioner's available balance

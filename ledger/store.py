@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -324,12 +323,101 @@ for i = 1, #keys do out[i + 1] = redis.call('HGETALL', keys[i]) end
 return cjson.encode(out)
 """
 
+# A batch worked out by the consumer (ledger.plan), written if nothing it was worked out from has moved. KEYS: 1
+# the processed set, 2 the postings list, 3 the events stream, 4 the dead-letter stream. ARGV: 1 the plan, a
+# flat JSON array (see ledger.plan.make): the checks (the events, none applied; the postings count; per key,
+# fields and the text each held, "" for none; the postings, none made), then the writes, each list preceded by
+# its length. Every check comes before any write: {'moved', what} means nothing was written.
+WRITE_LUA = r"""
+local A = cjson.decode(ARGV[1])
+local function each(cmd, key, first, last)
+  for j = first, last, 1000 do redis.call(cmd, key, unpack(A, j, math.min(last, j + 999))) end
+end
+local ne = A[1]
+local events_at = 2
+for j = events_at, events_at + ne - 1, 1000 do
+  local found = redis.call('SMISMEMBER', KEYS[1], unpack(A, j, math.min(events_at + ne - 1, j + 999)))
+  for k = 1, #found do if found[k] == 1 then return {'moved', A[j + k - 1]} end end
+end
+local i = events_at + ne
+if redis.call('LLEN', KEYS[2]) ~= A[i] then return {'moved', 'postings'} end
+i = i + 1
+for g = 1, A[i] do
+  local key, n = A[i + 1], A[i + 2]
+  local fields = i + 3
+  for j = 0, n - 1, 1000 do
+    local found = redis.call('HMGET', key, unpack(A, fields + j, fields + math.min(n - 1, j + 999)))
+    for k = 1, #found do
+      if (found[k] or '') ~= A[fields + n + j + k - 1] then return {'moved', key .. ' ' .. A[fields + j + k - 1]} end
+    end
+  end
+  i = i + 2 + 2 * n
+end
+i = i + 1
+local np = A[i]
+local postings_at = i + 1
+do
+  local keys = {}
+  for j = 1, np do keys[j] = A[postings_at + 2 * (j - 1)] end
+  for j = 1, np, 1000 do
+    if redis.call('EXISTS', unpack(keys, j, math.min(np, j + 999))) > 0 then return {'moved', 'a posting id'} end
+  end
+end
+-- nothing moved: the writes
+for j = postings_at, postings_at + 2 * np - 1, 1000 do
+  redis.call('MSET', unpack(A, j, math.min(postings_at + 2 * np - 1, j + 999)))
+end
+i = postings_at + 2 * np
+each('RPUSH', KEYS[2], i + 1, i + A[i])
+i = i + 1 + A[i]
+for _, cmd in ipairs({'HSET', 'RPUSH'}) do  -- balances, then entry lists
+  local groups = A[i]
+  i = i + 1
+  for g = 1, groups do
+    each(cmd, A[i], i + 2, i + 1 + A[i + 1])
+    i = i + 2 + A[i + 1]
+  end
+end
+for j = i + 1, i + 3 * A[i], 3 do redis.call('HINCRBY', A[j], A[j + 1], A[j + 2]) end
+i = i + 1 + 3 * A[i]
+for j = i + 1, i + 3 * A[i], 3 do redis.call('ZADD', A[j], A[j + 1], A[j + 2]) end
+i = i + 1 + 3 * A[i]
+local groups = A[i]
+i = i + 1
+for g = 1, groups do
+  each('HSET', A[i], i + 2, i + 1 + A[i + 1])
+  i = i + 2 + A[i + 1]
+end
+for j = i + 1, i + 2 * A[i], 2 do redis.call('SET', A[j], A[j + 1]) end
+i = i + 1 + 2 * A[i]
+groups = A[i]
+i = i + 1
+for g = 1, groups do
+  each('SADD', A[i], i + 2, i + 1 + A[i + 1])
+  i = i + 2 + A[i + 1]
+end
+for j = i + 1, i + 3 * A[i], 3 do redis.call('ZADD', A[j], A[j + 1], A[j + 2]) end
+i = i + 1 + 3 * A[i]
+for j = i + 1, i + 5 * A[i], 5 do
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', '1000000', '*', 'id', A[j], 'type', A[j + 1], 'v', A[j + 2],
+    'time', A[j + 3], 'body', A[j + 4])
+end
+i = i + 1 + 5 * A[i]
+local nd = A[i]
+i = i + 1
+for d = 1, nd do
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', '100000', '*', unpack(A, i + 1, i + A[i]))
+  i = i + 1 + A[i]
+end
+each('SADD', KEYS[1], events_at, events_at + ne - 1)
+return {'ok'}
+"""
+
 _JSON = msgspec.json.Encoder()
 _READ = msgspec.json.Decoder()
 
 
-@dataclass(frozen=True, slots=True)
-class Posting:
+class Posting(msgspec.Struct, frozen=True):
     """A balanced set of entries in one currency, made at most once under its id. `corrects` names the
     posting a correction undoes or amends (entries are never edited or deleted)."""
 
@@ -347,10 +435,14 @@ class Posting:
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "currency": self.currency, "time": self.time, "day": self.day,
                 "ordinal": self.ordinal, "booking_id": self.booking_id, "ref": self.ref, "corrects": self.corrects,
-                "entries": [[e.account, e.amount, account_class(e.account)] for e in self.entries]}
+                "entries": [(e.account, e.amount, account_class(e.account)) for e in self.entries]}
+
+    def json(self) -> str:
+        """The JSON it is stored as (made here: exact integers)."""
+        return _JSON.encode(self.as_json()).decode()
 
     def encode(self) -> list[str | int]:
-        """The posting's fields for the script, the JSON it is stored as among them (made here: exact integers)."""
+        """The posting's fields for the script, the JSON it is stored as among them."""
         plain = self.as_json()
         entries = plain["entries"]
         out: list[str | int] = [self.id, self.kind, self.currency, self.time, self.day, self.ordinal, self.booking_id,
@@ -360,19 +452,18 @@ class Posting:
         return out
 
 
-@dataclass
-class Change:
+class Change(msgspec.Struct):
     """Everything one script writes. `guards` are (key, field, expected value, "" for absent): the
     change is refused as stale if one differs (someone changed what it was decided from)."""
 
     event: str = ""
-    postings: list[Posting] = field(default_factory=list)
-    guards: list[tuple[str, str, str]] = field(default_factory=list)
-    sets: list[tuple[str, dict[str, str]]] = field(default_factory=list)
-    strings: list[tuple[str, str]] = field(default_factory=list)
-    members: list[tuple[str, str]] = field(default_factory=list)
-    scores: list[tuple[str, float, str]] = field(default_factory=list)
-    events: list[list[str]] = field(default_factory=list)  # stream fields: id, type, v, time, body
+    postings: list[Posting] = msgspec.field(default_factory=list)
+    guards: list[tuple[str, str, str]] = msgspec.field(default_factory=list)
+    sets: list[tuple[str, dict[str, str]]] = msgspec.field(default_factory=list)
+    strings: list[tuple[str, str]] = msgspec.field(default_factory=list)
+    members: list[tuple[str, str]] = msgspec.field(default_factory=list)
+    scores: list[tuple[str, float, str]] = msgspec.field(default_factory=list)
+    events: list[list[str]] = msgspec.field(default_factory=list)  # stream fields: id, type, v, time, body
     dead: list[str] | None = None  # dead-letter stream fields
 
     def encode(self) -> list[str | int | float]:
@@ -426,6 +517,7 @@ class LedgerStore:
         self.events_stream = events_stream
         self._apply = redis.register_script(APPLY_LUA)
         self._read = redis.register_script(READ_LUA)
+        self._write_plan = redis.register_script(WRITE_LUA)
 
     # --- keys ---
 
@@ -489,7 +581,35 @@ class LedgerStore:
                                       args=[self.prefix, _JSON.encode(fields)])
         return [self._result(raw) for raw in raws]
 
+    async def write(self, plan: list[Any]) -> str | None:
+        """Write a batch worked out by the consumer (`ledger.plan`) if nothing it was worked out from has moved:
+        None if written, else what moved (and nothing was written)."""
+        raw: Any = await self._write_plan(
+            keys=[self.processed_key, self.key("postings"), self.events_stream, self.dead_key],
+            args=[_JSON.encode(plan)])
+        return None if _s(raw[0]) == "ok" else _s(raw[1])
+
     # --- reads ---
+
+    async def balances_read(self, wanted: Sequence[tuple[str, str]], *,
+                            count: bool) -> tuple[dict[tuple[str, str], tuple[int, str]], int | None]:
+        """These (currency, account) balances with their text ("" for none), and the number of postings if
+        `count`, in one round trip."""
+        by_currency: dict[str, list[str]] = {}
+        for currency, account in wanted:
+            by_currency.setdefault(currency, []).append(account)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for currency, names in by_currency.items():
+                pipe.hmget(self.balances_key(currency), names)
+            if count:
+                pipe.llen(self.key("postings"))
+            replies = await pipe.execute()
+        found: dict[tuple[str, str], tuple[int, str]] = {}
+        for (currency, names), values in zip(by_currency.items(), replies, strict=False):
+            for name, raw in zip(names, values, strict=True):
+                found[(currency, name)] = (0, "") if raw is None else (int(raw), _s(raw))
+        return found, (int(replies[-1]) if count else None)
+
 
     async def balances(self, currency: str) -> dict[str, int]:
         raw = await self.redis.hgetall(self.balances_key(currency))

@@ -36,13 +36,16 @@ class LedgerFeature:
         dead = Counter("ledger_dead_letters", "events the ledger could not apply (alert on any)", ["reason"],
                        registry=registry)
         posted = Counter("ledger_postings", "postings the ledger made", registry=registry)
+        batches = Counter("ledger_batches", "batches the ledger wrote: as worked out (planned), decided again per "
+                          "change because something moved since they were read (moved), or per change", ["how"],
+                          registry=registry)
         name = consumer_name(settings, f"server-{settings.port}")
 
         async def consume() -> None:
             reader = blocking_client(ctx.redis_url, settings, block_s=BLOCK_MS / 1000)
             consumer = build_consumer(settings, store, reader, name=name,
                                       on_dead_letter=lambda reason: dead.labels(reason.split(":")[0][:40]).inc(),
-                                      on_posted=posted.inc)
+                                      on_posted=posted.inc, on_batch=lambda how: batches.labels(how).inc())
             try:
                 await consumer.run()
             finally:

@@ -50,11 +50,12 @@ def consumer_name(settings: Settings, suffix: str) -> str:
 
 def build_consumer(settings: Settings, store: LedgerStore, reader: aioredis.Redis, *, name: str,
                    on_dead_letter: Callable[[str], None] | None = None,
-                   on_posted: Callable[[int], None] | None = None) -> LedgerConsumer:
+                   on_posted: Callable[[int], None] | None = None,
+                   on_batch: Callable[[str], None] | None = None) -> LedgerConsumer:
     config = ConsumerConfig(block_ms=BLOCK_MS, claim_idle_ms=settings.ledger_claim_idle_ms,
                             max_failures=settings.ledger_max_failures)
     return LedgerConsumer(reader, store, processor_of(store, settings), stream=EVENTS_STREAM, consumer=name,
-                          config=config, on_dead_letter=on_dead_letter, on_posted=on_posted)
+                          config=config, on_dead_letter=on_dead_letter, on_posted=on_posted, on_batch=on_batch)
 
 
 @dataclass
