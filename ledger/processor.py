@@ -36,6 +36,7 @@ VERDICT_OUTCOMES = {
     "both_no_show": Outcome.BOTH_NO_SHOW,
 }
 INTERRUPTED = "interrupted"
+_BOOKING_FIELDS = ("booking_id", "rescheduled_from", "rescheduled_to", "new_booking_id")  # fields naming bookings
 _HANDLERS = {t: "_" + t.replace(".", "_") for t in TYPES}  # event type -> the Processor method that decides it
 
 
@@ -152,10 +153,9 @@ class Processor:
 
     def prefetch_keys(self, ev: Incoming) -> list[str]:
         b = ev.body
-        keys = [self.store.booking_key(str(b[k])) for k in ("booking_id", "rescheduled_from", "rescheduled_to",
-                                                             "new_booking_id") if isinstance(b.get(k), str)]
-        if isinstance(b.get("complaint_id"), str):
-            keys.append(self.store.complaint_key(b["complaint_id"]))
+        keys = [self.store.booking_key(v) for k in _BOOKING_FIELDS if type(v := b.get(k)) is str]
+        if type(cid := b.get("complaint_id")) is str:
+            keys.append(self.store.complaint_key(cid))
         return keys
 
     def _posting(self, ev: Incoming, pid: str, kind: str, currency: str, entries: list[Entry],

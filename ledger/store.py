@@ -1,6 +1,8 @@
 """The ledger in Redis: one Lua script call writes a batch of changes, each whole — its postings' entries, the
 balances, the records it changes, the events it causes and the processed mark of the event it came from — or
-not at all.
+not at all. Two scripts do it: `WRITE_LUA` writes a batch the consumer worked out (ledger.plan) if nothing it
+was worked out from has moved; `APPLY_LUA` decides each change of a batch against what Redis holds (the
+reference, and the way for a batch that could not be worked out or found something moved).
 
 Redis layout (prefix `ledger` by default; amounts are integers in minor units):
   {p}:processed                 set: ids of the events applied (a second delivery changes nothing)
@@ -310,8 +312,8 @@ return results
 
 # KEYS: 1 the processed set. ARGV: 1 a JSON array of the event ids, 2 a JSON array of hash keys (two arguments
 # to encode, not one per id and key). One JSON array back: which events were applied (1 or 0 each), then each
-# hash's fields and values, in the order given (one reply to decode, not one per value; an empty table comes
-# out of cjson as {}).
+# hash as an object, in the order given (one reply to decode, not one per value; an empty table comes out of
+# cjson as {}, which is what an empty hash is).
 READ_LUA = r"""
 local events, keys = cjson.decode(ARGV[1]), cjson.decode(ARGV[2])
 local out = {{}}
@@ -319,7 +321,11 @@ for j = 1, #events, 1000 do
   local found = redis.call('SMISMEMBER', KEYS[1], unpack(events, j, math.min(#events, j + 999)))
   for k = 1, #found do out[1][j + k - 1] = found[k] end
 end
-for i = 1, #keys do out[i + 1] = redis.call('HGETALL', keys[i]) end
+for i = 1, #keys do
+  local flat, h = redis.call('HGETALL', keys[i]), {}
+  for j = 1, #flat, 2 do h[flat[j]] = flat[j + 1] end
+  out[i + 1] = h
+end
 return cjson.encode(out)
 """
 
@@ -417,6 +423,21 @@ _JSON = msgspec.json.Encoder()
 _READ = msgspec.json.Decoder()
 
 
+class _Stored(msgspec.Struct):
+    """A posting as it is stored: its fields, and each entry as (account, amount, account class)."""
+
+    id: str
+    kind: str
+    currency: str
+    time: str
+    day: str
+    ordinal: int
+    booking_id: str
+    ref: str
+    corrects: str
+    entries: list[tuple[str, int, str]]
+
+
 class Posting(msgspec.Struct, frozen=True):
     """A balanced set of entries in one currency, made at most once under its id. `corrects` names the
     posting a correction undoes or amends (entries are never edited or deleted)."""
@@ -438,8 +459,10 @@ class Posting(msgspec.Struct, frozen=True):
                 "entries": [(e.account, e.amount, account_class(e.account)) for e in self.entries]}
 
     def json(self) -> str:
-        """The JSON it is stored as (made here: exact integers)."""
-        return _JSON.encode(self.as_json()).decode()
+        """The JSON it is stored as (made here: exact integers), the same as `as_json` gives."""
+        return _JSON.encode(_Stored(self.id, self.kind, self.currency, self.time, self.day, self.ordinal,
+                                    self.booking_id, self.ref, self.corrects,
+                                    [(e.account, e.amount, account_class(e.account)) for e in self.entries])).decode()
 
     def encode(self) -> list[str | int]:
         """The posting's fields for the script, the JSON it is stored as among them."""
@@ -533,7 +556,7 @@ class LedgerStore:
         return self.key("dead")
 
     def booking_key(self, bid: str) -> str:
-        return self.key("booking", bid)
+        return f"{self.prefix}:booking:{bid}"
 
     def complaint_key(self, cid: str) -> str:
         return self.key("complaint", cid)
@@ -635,7 +658,7 @@ class LedgerStore:
         raws: Any = _READ.decode(await self._read(keys=[self.processed_key],
                                                   args=[_JSON.encode(list(event_ids)), _JSON.encode(list(keys))]))
         applied = {e for e, hit in zip(event_ids, raws[0] or (), strict=True) if hit}
-        return applied, [dict(zip(raw[::2], raw[1::2], strict=True)) if raw else {} for raw in raws[1:]]
+        return applied, raws[1:]
 
     async def hashes(self, keys: Sequence[str]) -> list[dict[str, str]]:
         return (await self.read([], keys))[1]
