@@ -8,7 +8,8 @@ and writes a backlog of `--events` booking events to the event stream in the ser
 `booking.created`, the rest `booking.completed` (four in five) and `booking.cancelled`. Then, in one run:
 
 - ceiling: a consumer group reads the same entries in batches of 200 and acknowledges them, posting
-  nothing (the cost of the stream itself);
+  nothing (the cost of the stream itself); measured before the catch-up and again after it, by a group of
+  its own each time, and the two averaged (this machine's speed drifts within a run; both are printed);
 - catch-up: the ledger's consumer (`ledger.consumer.LedgerConsumer`, the code `session-server ledger`
   runs) applies the whole backlog from its start, one script call per batch of 200, the next batch decided
   while Redis writes the one before;
@@ -114,16 +115,16 @@ def _cpu_per_event(before: tuple[float, float], after: tuple[float, float], n: i
     return (after[0] - before[0]) / n * 1e6, (after[1] - before[1]) / n * 1e6
 
 
-async def _ceiling(redis: Any, n: int) -> float:
-    await redis.xgroup_create(STREAM, "ceiling", id="0")
+async def _ceiling(redis: Any, n: int, group: str) -> float:
+    await redis.xgroup_create(STREAM, group, id="0")
     t0 = time.perf_counter()
     read = 0
     while read < n:
-        reply = await redis.xreadgroup("ceiling", "c", {STREAM: ">"}, count=BATCH)
+        reply = await redis.xreadgroup(group, "c", {STREAM: ">"}, count=BATCH)
         entries = [e for _s, found in reply or [] for e in found]
         if not entries:
             break
-        await redis.xack(STREAM, "ceiling", *[e[0] for e in entries])
+        await redis.xack(STREAM, group, *[e[0] for e in entries])
         read += len(entries)
     return read / (time.perf_counter() - t0)
 
@@ -218,12 +219,15 @@ async def main(args: argparse.Namespace) -> None:
             await redis.delete(STREAM, "ledger:processed")
             await _fill(redis, args.events)
             cpu0 = await _cpu(redis)
-            ceiling = await _ceiling(redis, args.events)
+            before = await _ceiling(redis, args.events, "ceiling")
             cpu1 = await _cpu(redis)
             postings_per_s, events_per_s, postings = await _catch_up(redis, args.events)
             cpu2 = await _cpu(redis)
+            after = await _ceiling(redis, args.events, "ceiling-after")
+            ceiling = (before + after) / 2
             ceiling_cpu, ledger_cpu = _cpu_per_event(cpu0, cpu1, args.events), _cpu_per_event(cpu1, cpu2, args.events)
-            print(f"backlog of {args.events} events: ceiling {ceiling:,.0f} events/s read and acknowledged; "
+            print(f"backlog of {args.events} events: ceiling {ceiling:,.0f} events/s read and acknowledged "
+                  f"({before:,.0f} before the catch-up, {after:,.0f} after); "
                   f"ledger {events_per_s:,.0f} events/s, {postings_per_s:,.0f} postings/s "
                   f"({postings} postings, {events_per_s / ceiling:.0%} of the ceiling)")
             print(f"CPU per event: ceiling {ceiling_cpu[0]:.1f} us here + {ceiling_cpu[1]:.1f} us in Redis; "
@@ -235,7 +239,8 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             server.terminate()
             server.wait(10)
-    print(json.dumps({"events": args.events, "ceiling_per_s": round(ceiling), "events_per_s": round(events_per_s),
+    print(json.dumps({"events": args.events, "ceiling_per_s": round(ceiling), "ceiling_before_per_s": round(before),
+                      "ceiling_after_per_s": round(after), "events_per_s": round(events_per_s),
                       "postings_per_s": round(postings_per_s), "postings": postings,
                       "ratio_to_ceiling": round(events_per_s / ceiling, 3),
                       "live_rate_per_s": round(live["offered_per_s"]), "live_applied": live["applied"],
