@@ -12,8 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from ledger import plan
-from ledger.consumer import ConsumerConfig, LedgerConsumer
-from ledger.processor import Processor, stable_id
+from ledger.consumer import ConsumerConfig, LedgerConsumer, replay
+from ledger.processor import Processor, View, stable_id
 from ledger.rules import Entry
 from ledger.store import Change, LedgerStore, Posting
 from session_server.events import EVENTS_STREAM, Event
@@ -216,3 +216,33 @@ def test_a_batch_the_script_would_refuse_in_part_is_not_planned() -> None:
         guards=[("ledger:booking:b1", "rev", "2"), ("ledger:balances:DZD", "practitioner:p1:available", "100")])
     made = plan.make([ok, spends], "ledger", zero, 0)
     assert made is not None and made.after[("DZD", "practitioner:p1:available")] == (0, "0") and made.seq == 2
+
+
+async def test_a_consumer_whose_batch_another_wrote_under_decides_it_again_and_no_dinar_is_lost(
+        redis_client: aioredis.Redis) -> None:
+    """Two consumers of one group: one works a batch out, the other writes its own batch in between (moving
+    the outside world's balance both batches move); the first one's plan is refused as moved, its changes are
+    decided again one by one, and the ledger ends as a clean replay of the stream."""
+    await publish(redis_client, *[created(f"b{i}", cid=f"c{i}") for i in range(10)],
+                  *[transition(f"b{i}", "completed", cid=f"c{i}", now=T0 + 4 * DAY) for i in range(10)])
+    hows_a: list[str] = []
+    hows_b: list[str] = []
+    a = _consumer(redis_client, "ledger", planned=True, batch=5, hows=hows_a)
+    b = LedgerConsumer(redis_client, a.store, a.processor, stream=EVENTS_STREAM, consumer="other",
+                       on_batch=hows_b.append, config=a.config)
+    await a.ensure_group()
+    first = await a._read_new(block=False)
+    worked_out = await a._prepare(first, View(a.store), set())
+    assert worked_out.plan is not None
+    await b.handle(await b._read_new(block=False))  # the other consumer writes b5..b9's payments first
+    assert hows_b == ["planned"]
+    assert await a._commit(worked_out) is False  # not as planned: what follows is decided afresh
+    assert hows_a == ["moved"]
+    await drain(a)
+    await drain(b)
+
+    replayed = LedgerStore(redis_client, prefix="replayed", events_stream="replayed:out")
+    await replay(replayed, Processor(replayed, POLICY, payout_minimum=100_000), redis_client, EVENTS_STREAM)
+    assert await a.store.balances("DZD") == await replayed.balances("DZD")
+    assert (await a.store.balances("DZD"))["practitioner:p1:available"] == 10 * 300_000
+    assert await redis_client.llen("ledger:postings") == 20
