@@ -74,6 +74,7 @@ class Batch:
     failed: dict[str, str] = field(default_factory=dict)
     posted: int = 0
     plan: plan.Plan | None = None  # the writes of `todo`, worked out (None: the per-change script decides)
+    clean: bool = True  # every change written so far was written as decided (the view is right)
 
 
 class LedgerConsumer:
@@ -250,8 +251,11 @@ class LedgerConsumer:
             decided.add(ev.id)
             if ev.type in READS_BALANCES and batch.todo:
                 # decided from balances: write what the batch decided so far, then read them fresh
-                batch.posted += (await self._write(batch.todo, batch.done, batch.failed,
-                                                   await self._plan(batch.todo, view)))[0]
+                refused = len(batch.failed)
+                posted, as_planned = await self._write(batch.todo, batch.done, batch.failed,
+                                                       await self._plan(batch.todo, view))
+                batch.posted += posted
+                batch.clean = batch.clean and len(batch.failed) == refused and (as_planned or not self.config.plan)
                 batch.todo = []
                 view.balances.clear()
                 view.seq = None
@@ -300,7 +304,7 @@ class LedgerConsumer:
             self._on_posted(batch.posted)
         if batch.failed:
             await self._failed(batch.entries, batch.failed)
-        return refused == 0 and (as_planned or not self.config.plan)
+        return batch.clean and refused == 0 and (as_planned or not self.config.plan)
 
     async def _write(self, todo: list[tuple[str, Incoming | None, Change]], done: list[str],
                      failed: dict[str, str], planned: plan.Plan | None) -> tuple[int, bool]:

@@ -9,6 +9,7 @@ two bookings `rescheduled_from`/`rescheduled_to` or `booking_id`/`new_booking_id
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -112,9 +113,12 @@ def utc_text(time: datetime) -> str:
 
 
 def _utc_as_written(text: str) -> bool:
-    """Whether `utc_text` of this time would give the text back (the server writes times so): `Z`, and no
-    fraction or six digits of one that are not all zero."""
-    return text[-1:] == "Z" and (len(text) == 20 or (len(text) == 27 and text[19] == "." and text[20:26] != "000000"))
+    """Whether `utc_text` of this time would give the text back (the server writes times so): the extended
+    form with `T` and `Z`, and no fraction or six digits of one that are not all zero."""
+    return _UTC_TEXT.fullmatch(text) is not None and text[19:26] != ".000000"
+
+
+_UTC_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?Z", re.ASCII)
 
 
 _NAMES = ("id", "type", "v", "time", "body")

@@ -179,7 +179,9 @@ def _make(changes: Sequence[Change], p_: str, before: Balances, seq0: int) -> Pl
 
 
 def _json(text: str) -> str:
-    return _text(text).decode()
+    """A JSON string as the per-change script's cjson writes it (which also escapes `/` and DEL), so that an
+    entry reads the same byte for byte whichever script wrote it."""
+    return _text(text).decode().replace("/", "\\/").replace("\x7f", "\\u007f")
 
 
 def _groups(args: list[Any], groups: Mapping[str, list[Any]]) -> None:
