@@ -124,10 +124,27 @@ async def test_a_client_files_a_complaint_from_the_page_and_sees_what_becomes_of
                 assert await page.evaluate("document.documentElement.dir") == "rtl"
                 assert await page.locator("input[name=reason]").count() == 7
                 await assert_accessible(page, "the complaint form in Arabic")
+                # a story pasted past the limit: the box keeps 4,000 characters and says the rest was not kept
+                await page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+                await page.evaluate("text => navigator.clipboard.writeText(text)", "ب" * 4500)
+                await page.focus("#text")
+                await page.keyboard.press("Control+V")
+                await page.locator("#text-count.warn").wait_for()
+                assert await page.evaluate("document.getElementById('text').value.length") == 4000
+                assert "لم يُحفظ ما زاد عليه" in await page.inner_text("#text-count")
+                await page.fill("#text", "")
+                assert "لم يُحفظ" not in await page.inner_text("#text-count")
                 words = "أجاب المختص على الهاتف مرتين أثناء الجلسة."
                 await page.fill("#text", words)
                 await page.click("#send")
                 assert await page.inner_text("#notice") == "اختر سببًا من القائمة."
+                # words not sent yet: a reload is asked about first, and staying keeps them
+                async with page.expect_event("dialog") as asked:
+                    await page.evaluate("setTimeout(() => location.reload(), 0)")
+                dialog = await asked.value
+                assert dialog.type == "beforeunload"
+                await dialog.dismiss()
+                assert await page.input_value("#text") == words
                 await page.get_by_label("سلوك المختص").check()
                 if SHOTS:
                     await page.screenshot(path=str(SHOTS / "complaint-form-ar.png"), full_page=True)

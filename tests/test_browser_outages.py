@@ -241,6 +241,31 @@ async def test_a_page_reloaded_during_an_outage_shows_it_again_and_its_stage_lin
             # the client's own page, which was not reloaded, says the same on its stage line
             await pages["client"].locator("#waiting", has_text="انقطع الاتصال بينك وبين Dr. Demo").wait_for(
                 timeout=5_000)
+
+            # ending the session is asked in a dialog of its own: a double click on the banner's button
+            # ends nothing, and keeping the session is one click
+            dialog = prac.locator("#confirm-end")
+            await prac.locator("#outage-end").dblclick()
+            await dialog.wait_for(state="visible", timeout=5_000)
+            assert "لا يمكن التراجع" in await dialog.inner_text()  # "this cannot be undone"
+            await prac.screenshot(path=str(SHOTS / "outage-practitioner-end-dialog-ar.png"))
+            await prac.locator("#confirm-end-keep").click()
+            await dialog.wait_for(state="hidden", timeout=5_000)
+            booking = await load_booking(r, demo["booking_id"])
+            assert booking is not None and booking.status.value == "in_session"
+            assert await prac.locator("#outage[data-state=ongoing]").is_visible()
+            # asked again and answered: the session stops for both, to be rescheduled
+            await prac.locator("#outage-end").click()
+            await prac.locator("#confirm-end-yes").click()
+            await prac.locator("#outage[data-state=interrupted]").wait_for(timeout=10_000)
+            await pages["client"].locator("#outage[data-state=interrupted]", has_text="دون أي تكلفة إضافية").wait_for(
+                timeout=10_000)
+            booking = await load_booking(r, demo["booking_id"])
+            assert booking is not None and booking.status.value == "interrupted"
+            # held again at no cost: the client's page, once its room is closed, offers no complaint about it
+            await pages["client"].locator("#conn[data-state=closed]").wait_for(state="attached", timeout=10_000)
+            await pages["client"].locator("#reschedule-offer a").wait_for(timeout=15_000)
+            assert await pages["client"].locator("#complaint-link").is_hidden()
         finally:
             await r.aclose()
             await browser.close()

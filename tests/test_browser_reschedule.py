@@ -69,6 +69,15 @@ async def test_the_client_picks_a_new_time_on_the_reschedule_page_and_both_are_t
             assert await link.text_content() == "اختيار موعد جديد"
             await room.screenshot(path=str(SCREENSHOTS / "reschedule-room-link-ar.png"))
             assert f"/reschedule/{bid}" in (await link.get_attribute("href") or "")
+            # a session stopped by a technical problem is held again at no cost: no complaint is offered for
+            # it, and the complaint page says why
+            assert await room.locator("#complaint-link").is_hidden()
+            complaint = await _page(browser, f"{server.url}/complaint/{bid}?lang=fr#token={client_token}")
+            await complaint.locator("#notice").wait_for(state="visible", timeout=10_000)
+            assert (await complaint.inner_text("#notice")).startswith(
+                "Cette séance a été arrêtée à cause d’un problème technique et elle est reprogrammée sans frais")
+            assert await complaint.is_hidden("#form")
+            await complaint.context.close()
 
             # the practitioner proposes an evening time outside their hours, reading the page in French in a
             # browser set up in American English: every date they see is French, none is mm/dd/yyyy

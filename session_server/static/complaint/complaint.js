@@ -60,6 +60,11 @@
       say("not_yet", { time: when(Date.parse(booking.ends_at) + CLOSING_S * 1000) }, true);
       return;
     }
+    if (!complaint && (booking.status === "interrupted" || booking.status === "rescheduled")) {
+      // stopped by a technical problem: nothing was paid out for it, the session is held again at no cost
+      say("interrupted", {}, true);
+      return;
+    }
     say(null);
   }
 
@@ -88,6 +93,7 @@
     if (res && res.ok) {
       complaint = await res.json();
       $("text").value = "";
+      cut = false;
       say(null);
     } else if (res && res.status === 401) {
       say("err_token", {}, true);
@@ -131,7 +137,7 @@
     const final = notice && notice[2];
     $("form").hidden = Boolean(final || complaint || !booking);
     $("status").hidden = !complaint;
-    $("text-count").textContent = t("count", { n: $("text").value.length, max: MAX });
+    renderCount();
     $("send").disabled = busy;
     $("send").textContent = t(busy ? "sending" : "send");
     if (complaint) {
@@ -152,8 +158,28 @@
     renderReasons();
     render();
   });
+  // the box keeps at most MAX characters: text pasted beyond that is cut, and the page says so
+  let cut = false;
+  function renderCount() {
+    $("text-count").textContent = t(cut ? "count_cut" : "count", { n: $("text").value.length, max: MAX });
+    $("text-count").classList.toggle("warn", cut);
+  }
+  $("text").addEventListener("paste", (e) => {
+    const box = e.target;
+    const pasted = (e.clipboardData && e.clipboardData.getData("text")) || "";
+    const kept = box.value.length - (box.selectionEnd - box.selectionStart);
+    cut = kept + pasted.length > MAX;
+  });
   $("text").addEventListener("input", () => {
-    $("text-count").textContent = t("count", { n: $("text").value.length, max: MAX });
+    if ($("text").value.length < MAX) cut = false;
+    renderCount();
+  });
+  // words not sent yet are only in this page: the browser asks before a reload or a close loses them
+  window.addEventListener("beforeunload", (e) => {
+    if ($("text").value.trim() && !complaint && !$("form").hidden) {
+      e.preventDefault();
+      e.returnValue = "";
+    }
   });
   $("form").addEventListener("submit", send);
 

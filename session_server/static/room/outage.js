@@ -4,12 +4,13 @@
 // its own banner above the videos. A page that comes in or back during an outage is told of it right
 // after `joined`, so a reload shows the banner again. Loaded before room.js so that the first socket is
 // watched too. Whenever what it shows changes it says so with a `room:outage` event on window
-// (`detail`: `ongoing`, and the `side` it blames), so that room.js's stage line tells the same story.
+// (`detail`: `ongoing`, the `side` it blames, and the session's `final` verdict once there is one), so
+// that room.js's stage line tells the same story.
 (() => {
   "use strict";
   const WORDS = window.ROOM_I18N_OUTAGE || {};
   const Native = window.WebSocket;
-  const state = { ws: null, role: null, outage: null, final: null, armed: false, reported: false, resolvedTimer: 0 };
+  const state = { ws: null, role: null, outage: null, final: null, reported: false, resolvedTimer: 0 };
 
   class WatchedSocket extends Native {
     constructor(...args) {
@@ -47,11 +48,12 @@
       state.outage = { since: msg.since, side: msg.side, givesUpAt: msg.gives_up_at, resolved: false };
     } else if (msg.state === "resolved") {
       state.outage = { resolved: true };
-      state.armed = false;
+      if (dialog && dialog.open) dialog.close();
       state.resolvedTimer = setTimeout(() => { state.outage = null; render(); }, 6000);
     } else if (msg.state === "ended") {
       state.final = msg.verdict;
       state.outage = null;
+      if (dialog && dialog.open) dialog.close();
     }
     render();
   }
@@ -97,17 +99,55 @@
     const b = document.createElement("button");
     b.type = "button";
     b.id = "outage-end";
-    b.className = state.armed ? "danger" : "warn";
-    b.textContent = state.armed ? t("end_confirm") : t("end_button");
-    b.addEventListener("click", () => {
-      if (!state.armed) { state.armed = true; render(); return; }
+    b.className = "warn";
+    b.textContent = t("end_button");
+    b.addEventListener("click", confirmEnd);
+    return b;
+  }
+
+  // Ending a session cannot be undone and ends it for both: it is asked in a dialog of its own, whose
+  // "end" answer does nothing for a moment after it opens, so a double click on the banner's button (or a
+  // tap that lands twice) never ends a session by itself. Keeping the session is the answer in focus.
+  let dialog = null;
+  const CONFIRM_DELAY_MS = 800;
+  function confirmEnd() {
+    if (!dialog) {
+      dialog = document.createElement("dialog");
+      dialog.id = "confirm-end";
+      dialog.setAttribute("aria-labelledby", "confirm-end-title");
+      document.body.append(dialog);
+    }
+    const title = document.createElement("h2");
+    title.id = "confirm-end-title";
+    title.textContent = t("end_dialog_title");
+    const keep = document.createElement("button");
+    keep.type = "button";
+    keep.id = "confirm-end-keep";
+    keep.textContent = t("end_keep");
+    keep.addEventListener("click", () => dialog.close());
+    const yes = document.createElement("button");
+    yes.type = "button";
+    yes.id = "confirm-end-yes";
+    yes.className = "danger";
+    yes.textContent = t("end_confirm");
+    yes.disabled = true;
+    setTimeout(() => { yes.disabled = false; }, CONFIRM_DELAY_MS);
+    yes.addEventListener("click", () => {
       const ws = state.ws;
       if (ws && ws.readyState === Native.OPEN) {
         ws.send(JSON.stringify({ type: "session.end_technical", id: "end-" + Date.now().toString(36) }));
       }
-      b.disabled = true;
+      yes.disabled = true;
+      keep.disabled = true;
+      const end = document.getElementById("outage-end");
+      if (end) end.disabled = true;
     });
-    return b;
+    const actions = document.createElement("div");
+    actions.className = "dialog-actions";
+    actions.append(keep, yes);
+    dialog.replaceChildren(title, line(t("end_dialog_text")), actions);
+    if (!dialog.open) dialog.showModal();
+    keep.focus();
   }
 
   // One truth on the page: the stage line (room.js) follows what this banner says.
@@ -115,7 +155,7 @@
   function announce() {
     const o = state.outage;
     const ongoing = Boolean(o && !o.resolved && !state.final);
-    const detail = { ongoing, side: ongoing ? o.side : null };
+    const detail = { ongoing, side: ongoing ? o.side : null, final: state.final || null };
     const key = JSON.stringify(detail);
     if (key === announced) return;
     announced = key;
@@ -167,5 +207,6 @@
 
   window.addEventListener("room:problem-report", () => { state.reported = true; render(); });
   // the language switch changes <html lang>: say the same again in the new language
-  new MutationObserver(render).observe(document.documentElement, { attributes: true, attributeFilter: ["lang"] });
+  new MutationObserver(() => { render(); if (dialog && dialog.open) confirmEnd(); })
+    .observe(document.documentElement, { attributes: true, attributeFilter: ["lang"] });
 })();

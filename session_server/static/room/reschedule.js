@@ -1,6 +1,7 @@
 // The room page's link to a free reschedule: once the room is closed and the session was interrupted by a
 // technical problem, the page offers the way to a new time (/reschedule/{booking_id}). Apart from room.js:
-// it only reads the token room.js keeps for this booking and the connection state room.js shows.
+// it only reads the token room.js keeps for this booking and the connection state room.js shows, and says
+// it found an offer with a `room:rescheduled` event on window.
 (() => {
   "use strict";
 
@@ -95,6 +96,8 @@
         if (!offer && !refused && i + 1 < times) await new Promise((ok) => setTimeout(ok, 2000));
       }
       render();
+      // an offer means the session was stopped by a technical problem: room.js then offers no complaint
+      if (offer) window.dispatchEvent(new CustomEvent("room:rescheduled", { detail: { status: offer.status } }));
     } finally {
       looking = false;
     }

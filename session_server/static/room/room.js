@@ -63,7 +63,7 @@
   // --- state -----------------------------------------------------------------------------------
   const state = {
     ws: null, conn: "connecting", me: null, room: null, participants: new Map(), lastSeq: 0,
-    joinedOnce: false, iceServers: [], heartbeatS: 10, lastHeard: 0, retry: 0, final: null,
+    joinedOnce: false, iceServers: [], heartbeatS: 10, lastHeard: 0, retry: 0, final: null, verdict: null,
     unacked: new Map(), myMessages: new Map(), delivered: 0, typing: new Map(), docs: new Map(),
     pc: null, pendingCandidates: [], localStream: null, mic: true, cam: true, left: false,
     typingSent: 0, typingTimer: null,
@@ -289,7 +289,9 @@
     $("rejoin").hidden = !show.rejoin;
     // a client whose session is over may complain about it (a page of its own, the same token)
     const complaint = $("complaint-link");
-    complaint.hidden = ROLE !== "client" || !(view === "ended" || (view === "final" && state.final === "err_session_over"));
+    // (not for a session stopped by a technical problem: it is held again at no cost instead)
+    complaint.hidden = ROLE !== "client" || state.verdict === "interrupted"
+      || !(view === "ended" || (view === "final" && state.final === "err_session_over"));
     if (!complaint.hidden) {
       complaint.href = `/complaint/${encodeURIComponent(bookingId)}?lang=${lang}#token=${encodeURIComponent(token || "")}`;
     }
@@ -1175,10 +1177,13 @@
   $("leave-stay").addEventListener("click", () => $("confirm-leave").close());
   $("leave-yes").addEventListener("click", () => { $("confirm-leave").close(); leave(); });
 
+  window.addEventListener("room:rescheduled", () => { state.verdict = "interrupted"; renderGate(); });
   window.addEventListener("room:outage", (ev) => {
     state.outage = ev.detail && ev.detail.ongoing ? { side: ev.detail.side } : null;
+    state.verdict = (ev.detail && ev.detail.final) || state.verdict;
     renderWaiting();
     renderRemote();
+    renderGate();
   });
 
   $("lang").addEventListener("change", (ev) => {
