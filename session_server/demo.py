@@ -104,6 +104,10 @@ async def seed_demo(ctx: AppContext, *, now: int | None = None, echo: bool = Tru
         links[role.value] = f"{ctx.settings.base_url}/room/{booking.id}{query}#token={token}"
         if role is Role.PRACTITIONER:
             statement = f"{ctx.settings.base_url}/statement#token={token}"
+    # a support agent's board, for as long as one shift at most (support tokens live no longer)
+    agent, _ = ctx.tokens.mint(sub="demo-agent", name="Demo agent", role=Role.SUPPORT,
+                               ttl_s=min(ttl, ctx.tokens.max_ttl_for(Role.SUPPORT)))
+    support = f"{ctx.settings.base_url}/support#token={agent}"
     if echo:
         print(f"Demo booking {booking.id} starts at {at(starts_at).isoformat()} "
               f"(in about {max(0, starts_at - t) // 60} minutes).", flush=True)
@@ -113,8 +117,10 @@ async def seed_demo(ctx: AppContext, *, now: int | None = None, echo: bool = Tru
         print(f"  practitioner: {links['practitioner']}", flush=True)
         print(f"  client:       {links['client']}", flush=True)
         print(f"  the practitioner's statement (earnings and payouts): {statement}", flush=True)
+        print(f"  the support board (live sessions, never their content): {support}", flush=True)
     log.info("demo data seeded (booking %s)", booking.id)
     return {"booking_id": booking.id, "starts_at": starts_at, "links": links, "statement": statement,
+            "support": support,
             "practitioner_id": practitioner_id, "client_id": client_id}
 
 

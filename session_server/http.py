@@ -338,8 +338,49 @@ async def on_domain_error(request: Request, exc: Exception) -> Response:
 _ROUTER_ERRORS: dict[int, type[DomainError]] = {404: NotFound, 405: MethodNotAllowed}
 
 
+# A person who follows a cut or mistyped link gets a page in their language, not a problem document: a
+# browser asking for HTML, outside the API and the static files.
+_LOST_PAGE = {
+    "ar": ("rtl", "هذه الصفحة غير موجودة",
+           "ربما الرابط غير مكتمل. افتح الرابط الذي وصلك من المنصة كاملًا، أو ابدأ من الصفحة الرئيسية.",
+           "الصفحة الرئيسية"),
+    "fr": ("ltr", "Cette page n’existe pas",
+           "Le lien est peut-être incomplet. Ouvrez en entier le lien que la plateforme vous a envoyé, ou partez "
+           "de la page d’accueil.", "Page d’accueil"),
+    "en": ("ltr", "This page does not exist",
+           "The link may be incomplete. Open the whole link the platform sent you, or start from the home page.",
+           "Home page"),
+}
+_NOT_PAGES = ("/v1/", "/static/", "/metrics", "/healthz", "/readyz")
+
+
+def _wants_page(request: Request) -> bool:
+    return (request.method in ("GET", "HEAD") and "text/html" in request.headers.get("accept", "")
+            and not request.url.path.startswith(_NOT_PAGES))
+
+
+def lost_page(request: Request) -> Response:
+    """404 as a page: what happened and the way home, in the language of `?lang=` or of the browser."""
+    wanted = request.query_params.get("lang", "")
+    lang = wanted if wanted in _LOST_PAGE else accepted_language(request.headers.get("accept-language", ""))
+    direction, title, text, home = _LOST_PAGE.get(lang, _LOST_PAGE["en"])
+    body = (f'<!doctype html><html lang="{lang}" dir="{direction}"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{title}</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;"
+            "margin:3rem auto;padding:0 1rem;color:#1f2937}a{color:#1d4ed8}</style></head>"
+            f'<body><main><h1>{title}</h1><p>{text}</p><p><a href="/?lang={lang}">{home}</a></p></main>'
+            "</body></html>")
+    return Response(body, status_code=404, media_type="text/html; charset=utf-8", headers={
+        "Content-Language": lang, "Vary": "Accept, Accept-Language", "Cache-Control": "no-store",
+        "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
+                                   "form-action 'none'; frame-ancestors 'none'"})
+
+
 async def on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 404 and _wants_page(request):
+        return lost_page(request)
     known = _ROUTER_ERRORS.get(exc.status_code)
     code = known.code if known is not None else _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
     entry = lookup(code)

@@ -24,6 +24,9 @@ async def test_the_demo_seeds_a_bookable_practitioner_and_a_booking_minutes_away
         links = re.findall(r"(http://127\.0\.0\.1:8123/room/([0-9a-f]{32})#token=([\w.-]+))", out)
         assert len(links) == 2 and links[0][1] == links[1][1]
         booking_id = links[0][1]
+        # and the support board, as an agent (a token no longer than a shift)
+        board = re.findall(r"http://127\.0\.0\.1:8123/support#token=([\w.-]+)", out)
+        assert len(board) == 1
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
             practitioner_token, client_token = links[0][2], links[1][2]
@@ -33,6 +36,8 @@ async def test_the_demo_seeds_a_bookable_practitioner_and_a_booking_minutes_away
             assert booking["status"] == "confirmed"
             r = await http.get("/v1/me", headers=auth(practitioner_token))
             assert r.json()["sub"] == booking["practitioner_id"] and r.json()["role"] == "practitioner"
+            r = await http.get("/v1/me", headers=auth(board[0]))
+            assert r.status_code == 200 and r.json()["role"] == "support"
             r = await http.get(f"/v1/practitioners/{booking['practitioner_id']}/availability",
                                headers=auth(client_token))
             assert r.json()["windows"]

@@ -157,6 +157,13 @@ async def test_a_page_that_lost_its_connection_gets_the_missed_messages_once_and
         await client.click("#report")
         await client.get_by_text("Report sent. Support will contact you.").wait_for(timeout=10_000)
         await client.screenshot(path=str(SCREENSHOTS / "room-client-resumed-en.png"))
+        # on a phone the notice leaves the chat's box and its button free to use
+        await client.set_viewport_size({"width": 390, "height": 844})
+        await client.locator(".chat-form").scroll_into_view_if_needed()
+        note, form = await client.locator("#notice").bounding_box(), await client.locator(".chat-form").bounding_box()
+        assert note and form, (note, form)
+        assert note["y"] + note["height"] <= form["y"] or form["y"] + form["height"] <= note["y"], (note, form)
+        await client.screenshot(path=str(SCREENSHOTS / "room-client-notice-phone-en.png"))
 
 
 async def test_a_page_whose_network_dies_without_a_word_says_so_and_comes_back_by_itself(

@@ -18,7 +18,7 @@ import pytest
 from session_server.auth import Role
 from session_server.demo import seed_demo
 
-from .rooms_support import CLIENT, joined, room_server, write_booking
+from .rooms_support import CLIENT, PRACTITIONER, joined, room_server, write_booking
 from .support import CHROMIUM_ARGS, chromium_path, eventually, in_loopback_namespace, open_room_pages, require
 from .support_board_support import index_booking
 
@@ -195,6 +195,14 @@ async def test_a_ticket_left_unanswered_reads_as_closed_and_its_ids_stay_whole(
             # the session not started yet says when it starts, not "0 min gone, 60 min left"
             soon = await page.locator('.card[data-booking="b2"] .times').inner_text()
             assert re.search(r"starts in [78] min", soon) and "gone" not in soon, soon
+            # both parties come before the hour: the card says they are here, not that the session runs
+            early = [(await joined(server, "b2", token(role, sub)))[0]
+                     for role, sub in (("practitioner", PRACTITIONER), ("client", CLIENT))]
+            await page.locator('.card[data-booking="b2"] [data-role="state"]',
+                               has_text="Both here before the hour").wait_for(timeout=15_000)
+            assert "both here since" in await page.locator('.card[data-booking="b2"] .times').inner_text()
+            for ws in early:
+                await ws.close()
             waiting = await page.eval_on_selector_all(
                 "#figures dt", "dts => dts.map(dt => [dt.textContent, dt.nextElementSibling.textContent])")
             assert ["Waiting for an answer", "1"] in waiting, waiting

@@ -31,6 +31,27 @@ async def test_unknown_path_is_404(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get("/no/such/thing"), 404, "not_found")
 
 
+BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+async def test_a_person_following_a_cut_link_gets_a_page_in_their_language_and_programs_a_problem(
+        client: httpx.AsyncClient) -> None:
+    """A browser asking for a page that does not exist (a link cut short: `/complaint/`, `/room/`) is told so
+    in words and shown the way home; a program, and anything under the API, still gets the problem document."""
+    r = await client.get("/complaint/", headers={"Accept": BROWSER, "Accept-Language": "ar-DZ,ar;q=0.9"})
+    assert r.status_code == 404 and r.headers["content-type"] == "text/html; charset=utf-8"
+    assert '<html lang="ar" dir="rtl">' in r.text and "هذه الصفحة غير موجودة" in r.text
+    assert '<a href="/?lang=ar">' in r.text
+    assert r.headers["cache-control"] == "no-store" and "default-src 'none'" in r.headers["content-security-policy"]
+    r = await client.get("/room/?lang=fr", headers={"Accept": BROWSER, "Accept-Language": "en"})
+    assert r.status_code == 404 and "Cette page n’existe pas" in r.text and 'dir="ltr"' in r.text
+    r = await client.get("/room/?lang=<script>", headers={"Accept": BROWSER})
+    assert r.status_code == 404 and "<script>" not in r.text  # only a language of ours is written back
+    assert_problem(await client.get("/complaint/", headers={"Accept": "application/json"}), 404, "not_found")
+    assert_problem(await client.get("/v1/nothing", headers={"Accept": BROWSER}), 404, "not_found")
+    assert_problem(await client.post("/complaint/", headers={"Accept": BROWSER}), 404, "not_found")
+
+
 async def test_wrong_method_is_405(client: httpx.AsyncClient) -> None:
     r = await client.delete("/healthz")
     assert_problem(r, 405, "method_not_allowed")

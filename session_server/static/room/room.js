@@ -158,8 +158,12 @@
     } else if (!other && state.peerLeft) {
       text = t("peer_left_at", { name: state.peerLeft.name, time: clock(state.peerLeft.at) });
     } else if (state.me.role === "client") {
+      // "in session" once the two are connected; before that the practitioner is here (perhaps still
+      // checking their camera), not yet talking with the client
       text = !other ? t("waiting_for_practitioner")
-        : other.state === "reconnecting" ? t("peer_reconnecting", { name: other.name }) : t("in_session");
+        : other.state === "reconnecting" ? t("peer_reconnecting", { name: other.name })
+          : state.pc && state.pc.connectionState === "connected" ? t("in_session")
+            : t("expected_here", { name: other.name });
     } else if (state.me.role === "practitioner") {
       text = !other ? t("waiting_for_client")
         : other.state === "reconnecting" ? t("peer_reconnecting", { name: other.name })

@@ -154,6 +154,9 @@
       chart(series, 1, 1, t("rtt")), chart(series, 2, 100, t("loss")), chart(series, 3, 1 / 1000, t("bitrate")));
   }
 
+  // both parties came before the hour: they are here, the session is not running yet
+  const stateKey = (s) => (s.state === "in_session" && now() < s.starts_at ? "state_both_here_early" : "state_" + s.state);
+
   function cardTimes(s) {
     const times = [];
     times.push(t("scheduled", { start: clockTime(s.starts_at), end: clockTime(s.ends_at) }));
@@ -184,7 +187,7 @@
     }
     return el("li", { className: "card", "data-booking": s.booking_id, "data-state": s.state, "data-trouble": String(trouble) },
       el("header", {}, el("span", { className: "who" }, ids(s.client, s.practitioner_id)),
-        el("span", { className: "badge", "data-tone": toneOfState[s.state] || "", "data-role": "state", text: t("state_" + s.state) })),
+        el("span", { className: "badge", "data-tone": toneOfState[s.state] || "", "data-role": "state", text: t(stateKey(s)) })),
       el("p", { className: "times", text: cardTimes(s) }),
       el("div", { className: "parties" }, party(s, "client"), party(s, "practitioner")),
       el("p", { className: "legend" }, t("legend")),
