@@ -72,6 +72,7 @@ async def test_the_client_picks_a_new_time_on_the_reschedule_page_and_both_are_t
             # a session stopped by a technical problem is held again at no cost: no complaint is offered for
             # it, and the complaint page says why
             assert await room.locator("#complaint-link").is_hidden()
+            assert await room.inner_text("#gate-title") == "توقفت الجلسة بسبب مشكلة تقنية"  # said as it is
             complaint = await _page(browser, f"{server.url}/complaint/{bid}?lang=fr#token={client_token}")
             await complaint.locator("#notice").wait_for(state="visible", timeout=10_000)
             assert (await complaint.inner_text("#notice")).startswith(

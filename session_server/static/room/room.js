@@ -253,6 +253,11 @@
     if (view === "connecting") {
       title = t(state.unavailable ? "unavailable_title" : "connecting_title");
       text = unavailableText(true);
+    } else if (view === "final" && state.verdict === "interrupted" && state.final !== "err_token") {
+      // stopped by a technical problem: said as it is, and that it will be held again (the way to the new
+      // time follows, reschedule.js)
+      title = t("stopped_title");
+      text = t("stopped_text");
     } else if (view === "final") {
       title = t(state.final === "err_token" ? "err_token_title" : "closed_title");
       text = t(state.final);
