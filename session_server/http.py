@@ -367,7 +367,7 @@ def lost_page(request: Request) -> Response:
     body = (f'<!doctype html><html lang="{lang}" dir="{direction}"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{title}</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;"
-            "margin:3rem auto;padding:0 1rem;color:#1f2937}a{color:#1d4ed8}</style></head>"
+            "margin:3rem auto;padding:0 1rem;color:#1f2937}h1{font-size:1.5rem}a{color:#1d4ed8}</style></head>"
             f'<body><main><h1>{title}</h1><p>{text}</p><p><a href="/?lang={lang}">{home}</a></p></main>'
             "</body></html>")
     return Response(body, status_code=404, media_type="text/html; charset=utf-8", headers={
