@@ -362,7 +362,8 @@ def _wants_page(request: Request) -> bool:
 def lost_page(request: Request) -> Response:
     """404 as a page: what happened and the way home, in the language of `?lang=` or of the browser."""
     wanted = request.query_params.get("lang", "")
-    lang = wanted if wanted in _LOST_PAGE else accepted_language(request.headers.get("accept-language", ""))
+    # (without a language of ours, Arabic: the pages' own first language)
+    lang = wanted if wanted in _LOST_PAGE else accepted_language(request.headers.get("accept-language", ""), "ar")
     direction, title, text, home = _LOST_PAGE.get(lang, _LOST_PAGE["en"])
     body = (f'<!doctype html><html lang="{lang}" dir="{direction}"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -386,8 +387,10 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     entry = lookup(code)
     if entry is None:
         log.warning("an HTTP error with no catalogue entry: %s", code)
-    return problem(exc.status_code, code, str(exc.detail), instance=request.url.path,
-                   headers=dict(exc.headers) if exc.headers else None)
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 404 and not request.url.path.startswith(_NOT_PAGES):
+        headers["Vary"] = "Accept, Accept-Language"  # a browser at the same address gets the page instead
+    return problem(exc.status_code, code, str(exc.detail), instance=request.url.path, headers=headers or None)
 
 
 def redis_unavailable(detail: str, instance: str) -> Response:

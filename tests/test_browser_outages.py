@@ -245,6 +245,14 @@ async def test_a_page_reloaded_during_an_outage_shows_it_again_and_its_stage_lin
             # ending the session is asked in a dialog of its own: a double click on the banner's button
             # ends nothing, and keeping the session is one click
             dialog = prac.locator("#confirm-end")
+            # the answer that ends it does nothing as the dialog opens (a second click of a double click, a
+            # tap that lands twice): it is disabled in the same moment the dialog appears
+            assert await prac.evaluate(
+                "() => { document.getElementById('outage-end').click();"
+                " return document.getElementById('confirm-end-yes').disabled; }")
+            await dialog.wait_for(state="visible", timeout=5_000)
+            await prac.locator("#confirm-end-keep").click()
+            await dialog.wait_for(state="hidden", timeout=5_000)
             await prac.locator("#outage-end").dblclick()
             await dialog.wait_for(state="visible", timeout=5_000)
             assert "لا يمكن التراجع" in await dialog.inner_text()  # "this cannot be undone"
@@ -258,6 +266,7 @@ async def test_a_page_reloaded_during_an_outage_shows_it_again_and_its_stage_lin
             await prac.locator("#outage-end").click()
             await prac.locator("#confirm-end-yes").click()
             await prac.locator("#outage[data-state=interrupted]").wait_for(timeout=10_000)
+            await dialog.wait_for(state="hidden", timeout=5_000)  # answered: the dialog goes
             await pages["client"].locator("#outage[data-state=interrupted]", has_text="دون أي تكلفة إضافية").wait_for(
                 timeout=10_000)
             booking = await load_booking(r, demo["booking_id"])

@@ -76,7 +76,7 @@ async def test_the_client_picks_a_new_time_on_the_reschedule_page_and_both_are_t
             complaint = await _page(browser, f"{server.url}/complaint/{bid}?lang=fr#token={client_token}")
             await complaint.locator("#notice").wait_for(state="visible", timeout=10_000)
             assert (await complaint.inner_text("#notice")).startswith(
-                "Cette séance a été arrêtée à cause d’un problème technique et elle est reprogrammée sans frais")
+                "Cette séance a été arrêtée à cause d’un problème technique et aura lieu de nouveau, sans frais.")
             assert await complaint.is_hidden("#form")
             await complaint.context.close()
 

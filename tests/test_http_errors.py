@@ -47,7 +47,11 @@ async def test_a_person_following_a_cut_link_gets_a_page_in_their_language_and_p
     assert r.status_code == 404 and "Cette page n’existe pas" in r.text and 'dir="ltr"' in r.text
     r = await client.get("/room/?lang=<script>", headers={"Accept": BROWSER})
     assert r.status_code == 404 and "<script>" not in r.text  # only a language of ours is written back
-    assert_problem(await client.get("/complaint/", headers={"Accept": "application/json"}), 404, "not_found")
+    r = await client.get("/complaint/", headers={"Accept": "application/json"})
+    assert_problem(r, 404, "not_found")
+    assert "Accept" in r.headers["vary"]  # a cache keeps the page and the problem document apart
+    r = await client.get("/nowhere", headers={"Accept": BROWSER})
+    assert r.status_code == 404 and 'lang="ar"' in r.text  # no language of ours asked for: Arabic
     assert_problem(await client.get("/v1/nothing", headers={"Accept": BROWSER}), 404, "not_found")
     assert_problem(await client.post("/complaint/", headers={"Accept": BROWSER}), 404, "not_found")
 

@@ -163,10 +163,14 @@
   function renderCount() {
     $("text-count").textContent = t(cut ? "count_cut" : "count", { n: $("text").value.length, max: MAX });
     $("text-count").classList.toggle("warn", cut);
+    // said once to a screen reader when it happens (the count itself changes with every key)
+    const told = cut ? t("count_cut", { n: MAX, max: MAX }) : "";
+    if ($("text-cut").textContent !== told) $("text-cut").textContent = told;
   }
   $("text").addEventListener("paste", (e) => {
     const box = e.target;
-    const pasted = (e.clipboardData && e.clipboardData.getData("text")) || "";
+    // (a textarea keeps a line break as one character, where a pasted Windows text has two)
+    const pasted = ((e.clipboardData && e.clipboardData.getData("text")) || "").replace(/\r\n/g, "\n");
     const kept = box.value.length - (box.selectionEnd - box.selectionStart);
     cut = kept + pasted.length > MAX;
   });

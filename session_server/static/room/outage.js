@@ -48,12 +48,12 @@
       state.outage = { since: msg.since, side: msg.side, givesUpAt: msg.gives_up_at, resolved: false };
     } else if (msg.state === "resolved") {
       state.outage = { resolved: true };
-      if (dialog && dialog.open) dialog.close();
+      closeDialog();
       state.resolvedTimer = setTimeout(() => { state.outage = null; render(); }, 6000);
     } else if (msg.state === "ended") {
       state.final = msg.verdict;
       state.outage = null;
-      if (dialog && dialog.open) dialog.close();
+      closeDialog();
     }
     render();
   }
@@ -107,24 +107,39 @@
 
   // Ending a session cannot be undone and ends it for both: it is asked in a dialog of its own, whose
   // "end" answer does nothing for a moment after it opens, so a double click on the banner's button (or a
-  // tap that lands twice) never ends a session by itself. Keeping the session is the answer in focus.
+  // tap that lands twice) never ends a session by itself. Keeping the session is the answer in focus, and
+  // stays open to the end: a request that could not go, or that has no answer after a while, says so and
+  // may be sent again (the server ends a session once however often it is asked).
   let dialog = null;
+  let waiting = 0;
   const CONFIRM_DELAY_MS = 800;
+  const ANSWER_WAIT_MS = 10_000;
+  function closeDialog() {
+    clearTimeout(waiting);
+    if (dialog && dialog.open) dialog.close();
+  }
   function confirmEnd() {
     if (!dialog) {
       dialog = document.createElement("dialog");
       dialog.id = "confirm-end";
       dialog.setAttribute("aria-labelledby", "confirm-end-title");
+      dialog.setAttribute("aria-describedby", "confirm-end-text");
+      dialog.addEventListener("close", () => clearTimeout(waiting));
       document.body.append(dialog);
     }
     const title = document.createElement("h2");
     title.id = "confirm-end-title";
     title.textContent = t("end_dialog_title");
+    const text = line(t("end_dialog_text"));
+    text.id = "confirm-end-text";
+    const said = line("", "outage-small");
+    said.id = "confirm-end-status";
+    said.setAttribute("role", "status");
     const keep = document.createElement("button");
     keep.type = "button";
     keep.id = "confirm-end-keep";
     keep.textContent = t("end_keep");
-    keep.addEventListener("click", () => dialog.close());
+    keep.addEventListener("click", closeDialog);
     const yes = document.createElement("button");
     yes.type = "button";
     yes.id = "confirm-end-yes";
@@ -134,18 +149,17 @@
     setTimeout(() => { yes.disabled = false; }, CONFIRM_DELAY_MS);
     yes.addEventListener("click", () => {
       const ws = state.ws;
-      if (ws && ws.readyState === Native.OPEN) {
-        ws.send(JSON.stringify({ type: "session.end_technical", id: "end-" + Date.now().toString(36) }));
-      }
+      if (!ws || ws.readyState !== Native.OPEN) { said.textContent = t("end_not_sent"); return; }
+      ws.send(JSON.stringify({ type: "session.end_technical", id: "end-" + Date.now().toString(36) }));
       yes.disabled = true;
-      keep.disabled = true;
-      const end = document.getElementById("outage-end");
-      if (end) end.disabled = true;
+      said.textContent = t("end_sending");
+      clearTimeout(waiting);
+      waiting = setTimeout(() => { yes.disabled = false; said.textContent = t("end_no_answer"); }, ANSWER_WAIT_MS);
     });
     const actions = document.createElement("div");
     actions.className = "dialog-actions";
     actions.append(keep, yes);
-    dialog.replaceChildren(title, line(t("end_dialog_text")), actions);
+    dialog.replaceChildren(title, text, said, actions);
     if (!dialog.open) dialog.showModal();
     keep.focus();
   }
@@ -207,6 +221,5 @@
 
   window.addEventListener("room:problem-report", () => { state.reported = true; render(); });
   // the language switch changes <html lang>: say the same again in the new language
-  new MutationObserver(() => { render(); if (dialog && dialog.open) confirmEnd(); })
-    .observe(document.documentElement, { attributes: true, attributeFilter: ["lang"] });
+  new MutationObserver(render).observe(document.documentElement, { attributes: true, attributeFilter: ["lang"] });
 })();

@@ -97,7 +97,9 @@
       }
       render();
       // an offer means the session was stopped by a technical problem: room.js then offers no complaint
-      if (offer) window.dispatchEvent(new CustomEvent("room:rescheduled", { detail: { status: offer.status } }));
+      if (offer && offer.status !== "expired") {
+        window.dispatchEvent(new CustomEvent("room:rescheduled", { detail: { status: offer.status } }));
+      }
     } finally {
       looking = false;
     }

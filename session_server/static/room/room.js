@@ -63,7 +63,7 @@
   // --- state -----------------------------------------------------------------------------------
   const state = {
     ws: null, conn: "connecting", me: null, room: null, participants: new Map(), lastSeq: 0,
-    joinedOnce: false, iceServers: [], heartbeatS: 10, lastHeard: 0, retry: 0, final: null, verdict: null,
+    joinedOnce: false, iceServers: [], heartbeatS: 10, lastHeard: 0, retry: 0, final: null, verdict: null, talked: false,
     unacked: new Map(), myMessages: new Map(), delivered: 0, typing: new Map(), docs: new Map(),
     pc: null, pendingCandidates: [], localStream: null, mic: true, cam: true, left: false,
     typingSent: 0, typingTimer: null,
@@ -157,18 +157,17 @@
       text = other ? t("outage_with", { name: other.name }) : t("outage_between");
     } else if (!other && state.peerLeft) {
       text = t("peer_left_at", { name: state.peerLeft.name, time: clock(state.peerLeft.at) });
-    } else if (state.me.role === "client") {
-      // "in session" once the two are connected; before that the practitioner is here (perhaps still
-      // checking their camera), not yet talking with the client
-      text = !other ? t("waiting_for_practitioner")
+    } else if (state.me.role === "client" || state.me.role === "practitioner") {
+      // "in session" once the media connected while the other was here (and from then on, through a
+      // rebuilt connection), or in the chat only; before that the other is here, perhaps still checking
+      // their camera, not yet talking
+      if (other && state.pc && state.pc.connectionState === "connected") state.talked = true;
+      const together = state.talked || state.mode === "chat";
+      const client = state.me.role === "client";
+      text = !other ? t(client ? "waiting_for_practitioner" : "waiting_for_client")
         : other.state === "reconnecting" ? t("peer_reconnecting", { name: other.name })
-          : state.pc && state.pc.connectionState === "connected" ? t("in_session")
-            : t("expected_here", { name: other.name });
-    } else if (state.me.role === "practitioner") {
-      text = !other ? t("waiting_for_client")
-        : other.state === "reconnecting" ? t("peer_reconnecting", { name: other.name })
-          : state.pc && state.pc.connectionState === "connected" ? t("in_session")
-            : t("client_waiting", { name: other.name });
+          : together ? t("in_session")
+            : t(client ? "expected_here" : "client_waiting", { name: other.name });
     } else {
       text = t("staff_view");
     }
