@@ -58,6 +58,15 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def _kind(moved: str) -> str:
+    """What moved, for the log, without the ids it names (a person's account, a booking): `balances`,
+    `booking`, `complaint`..., `postings`, `a posting id`, or `an event`."""
+    if moved in ("postings", "a posting id"):
+        return moved
+    parts = moved.split(" ")[0].split(":")
+    return parts[1] if len(parts) > 2 else "an event"
+
+
 def _type(fields: Mapping[Any, Any] | None) -> str:
     """An entry's type, "" for none (an entry trimmed from the stream comes back without fields)."""
     return _s(fields.get(b"type", fields.get("type", b""))) if fields else ""
@@ -317,7 +326,7 @@ class LedgerConsumer:
             moved = await self.store.write(planned.args)
             as_planned = moved is None
             if moved is not None:
-                log.info("ledger: %s moved since the batch was read; its changes are decided again", moved)
+                log.info("ledger: %s moved since the batch was read; its changes are decided again", _kind(moved))
         self._on_batch("planned" if as_planned else "moved" if planned is not None else "per_change")
         results: Sequence[int | Refused] = (
             planned.posted if planned is not None and as_planned

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from . import paydates
+from .intake import utc_text
 from .processor import event_fields, stable_id
 from .store import LedgerStore
 
@@ -99,10 +100,6 @@ class CsvTransferExporter:
         return target.name
 
 
-def _iso(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 class PayoutCalendar:
     """Announced payout dates and admins' holiday corrections, over the store."""
 
@@ -165,10 +162,10 @@ class PayoutCalendar:
         events = [event_fields("holiday.corrected", {"estimated": estimated.isoformat(), "date": actual.isoformat(),
                                                      "by": by, "announced_moved": len(moved),
                                                      "announced_kept": len(kept)}, at,
-                               stable_id("holiday", estimated.isoformat(), actual.isoformat(), _iso(at)))]
+                               stable_id("holiday", estimated.isoformat(), actual.isoformat(), utc_text(at)))]
         events += [event_fields("payout.date_moved", {"sunday": s.isoformat(), "from": d.isoformat(),
                                                       "to": n.isoformat(), "by": by}, at,
-                                stable_id("moved", s.isoformat(), n.isoformat(), _iso(at))) for s, d, n in moved]
+                                stable_id("moved", s.isoformat(), n.isoformat(), utc_text(at))) for s, d, n in moved]
         args: list[str] = [estimated.isoformat(), actual.isoformat(), str(len(moved))]
         for s, _d, n in moved:
             args += [s.isoformat(), n.isoformat()]

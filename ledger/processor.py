@@ -14,11 +14,11 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from . import rules
-from .intake import TYPES, Incoming, Poison
+from .intake import TYPES, Incoming, Poison, utc_text
 from .paydates import ZONE
 from .rules import BookingMoney, Decision, Entry, Outcome, Policy, RuleError
 from .store import Change, LedgerStore, Posting
@@ -370,5 +370,5 @@ class Processor:
 
 def event_fields(type_: str, body: dict[str, Any], time: datetime, event_id: str) -> list[str]:
     """Stream fields of an event the ledger writes (the server's format: id, type, v, time, body)."""
-    return [event_id, type_, "1", time.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+    return [event_id, type_, "1", utc_text(time),
             json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)]

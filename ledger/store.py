@@ -453,25 +453,19 @@ class Posting(msgspec.Struct, frozen=True):
     ref: str = ""  # the event it came from
     corrects: str = ""
 
-    def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "currency": self.currency, "time": self.time, "day": self.day,
-                "ordinal": self.ordinal, "booking_id": self.booking_id, "ref": self.ref, "corrects": self.corrects,
-                "entries": [(e.account, e.amount, account_class(e.account)) for e in self.entries]}
-
     def json(self) -> str:
-        """The JSON it is stored as (made here: exact integers), the same as `as_json` gives."""
+        """The JSON it is stored as (made here: exact integers): its fields, and each entry as (account,
+        amount, account class)."""
         return _JSON.encode(_Stored(self.id, self.kind, self.currency, self.time, self.day, self.ordinal,
                                     self.booking_id, self.ref, self.corrects,
                                     [(e.account, e.amount, account_class(e.account)) for e in self.entries])).decode()
 
     def encode(self) -> list[str | int]:
         """The posting's fields for the script, the JSON it is stored as among them."""
-        plain = self.as_json()
-        entries = plain["entries"]
         out: list[str | int] = [self.id, self.kind, self.currency, self.time, self.day, self.ordinal, self.booking_id,
-                                _JSON.encode(plain).decode(), len(entries)]
-        for e in entries:
-            out += e
+                                self.json(), len(self.entries)]
+        for e in self.entries:
+            out += (e.account, e.amount, account_class(e.account))
         return out
 
 

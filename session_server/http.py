@@ -371,11 +371,10 @@ def lost_page(request: Request) -> Response:
             "margin:3rem auto;padding:0 1rem;color:#1f2937}h1{font-size:1.5rem}a{color:#1d4ed8}</style></head>"
             f'<body><main><h1>{title}</h1><p>{text}</p><p><a href="/?lang={lang}">{home}</a></p></main>'
             "</body></html>")
+    policy = ("default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
+              "frame-ancestors 'none'")
     return Response(body, status_code=404, media_type="text/html; charset=utf-8", headers={
-        "Content-Language": lang, "Vary": "Accept, Accept-Language", "Cache-Control": "no-store",
-        "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
-        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
-                                   "form-action 'none'; frame-ancestors 'none'"})
+        "Content-Language": lang, "Vary": "Accept, Accept-Language", **private_page_headers(policy)})
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:

@@ -78,6 +78,7 @@ async def test_the_client_picks_a_new_time_on_the_reschedule_page_and_both_are_t
             assert (await complaint.inner_text("#notice")).startswith(
                 "Cette séance a été arrêtée à cause d’un problème technique et aura lieu de nouveau, sans frais.")
             assert await complaint.is_hidden("#form")
+            await complaint.screenshot(path=str(SCREENSHOTS / "complaint-interrupted-fr.png"))
             await complaint.context.close()
 
             # the practitioner proposes an evening time outside their hours, reading the page in French in a

@@ -18,7 +18,7 @@ from session_server.rooms.media_bridge import SfuBridge
 
 from .accessibility import assert_accessible
 from .redis_support import PrivateRedis
-from .room_page_support import PLAYING, SFU, SHOTS, new_page, rising
+from .room_page_support import PLAYING, SFU, SHOTS, new_page, practitioner_in_the_room, rising
 from .rooms_support import room_server
 from .support import CHROMIUM_ARGS, browser_for_media, enter_room, eventually
 
@@ -34,76 +34,54 @@ REFUSES = ["--allow-loopback-in-peer-connection", "--use-fake-device-for-media-s
 
 async def test_a_client_with_no_camera_or_microphone_sees_and_hears_the_practitioner_after_one_click(
         tmp_path: Path, redis_url: str) -> None:
-    path = browser_for_media()
-    from playwright.async_api import async_playwright
+    async with practitioner_in_the_room(tmp_path, redis_url, NO_DEVICES, "en") as (
+            demo, prac, bare):
+        client = await new_page(bare, demo["links"]["client"], "ar")
+        # the lobby says who is expected, when, and that nothing was found, calmly; the camera is not needed
+        await client.locator("#device-note", has_text="لم نجد كاميرا ولا ميكروفونًا").wait_for(timeout=15_000)
+        await client.locator("#gate-title", has_text="Dr. Demo").wait_for()
+        assert await client.locator("#gate-when").inner_text()
+        await client.screenshot(path=str(SHOTS / "people-no-devices-lobby-ar.png"))
+        await assert_accessible(client, "the lobby of a client without devices")
+        assert await client.locator("#enter").inner_text() == "الدخول لرؤية الطرف الآخر وسماعه"
 
-    async with room_server(tmp_path, redis_url, **SFU) as server, async_playwright() as pw:
-        demo = await seed_demo(server.app.state.ctx, echo=False)
-        with_devices = await pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        bare = await pw.chromium.launch(executable_path=path, args=NO_DEVICES)
-        try:
-            prac = await new_page(with_devices, demo["links"]["practitioner"], "en")
-            await enter_room(prac)
-            client = await new_page(bare, demo["links"]["client"], "ar")
-            # the lobby says who is expected, when, and that nothing was found, calmly; the camera is not needed
-            await client.locator("#device-note", has_text="لم نجد كاميرا ولا ميكروفونًا").wait_for(timeout=15_000)
-            await client.locator("#gate-title", has_text="Dr. Demo").wait_for()
-            assert await client.locator("#gate-when").inner_text()
-            await client.screenshot(path=str(SHOTS / "people-no-devices-lobby-ar.png"))
-            await assert_accessible(client, "the lobby of a client without devices")
-            assert await client.locator("#enter").inner_text() == "الدخول لرؤية الطرف الآخر وسماعه"
-
-            await client.click("#enter")  # the one click
-            await rising(client, "video", "the client without devices")
-            await rising(client, "audio", "the client without devices")
-            playing = await client.evaluate(PLAYING)
-            assert playing == {"paused": False, "muted": False, "volume": 1, "attached": True, "visible": True}
-            assert await client.locator("#start-sound").is_hidden()
-            # the buttons tell the truth
-            mic, cam = client.locator("#toggle-mic"), client.locator("#toggle-cam")
-            assert await mic.is_disabled() and await mic.inner_text() == "لا يوجد ميكروفون"
-            assert await cam.is_disabled() and await cam.inner_text() == "لا توجد كاميرا"
-            # and the practitioner is told, in words, rather than shown a black tile
-            flags = prac.locator("#remote-flags")
-            await flags.filter(has_text="no microphone").filter(has_text="no camera").wait_for(timeout=10_000)
-            await prac.locator("#remote-placeholder", has_text="Demo client has no camera").wait_for()
-            await client.screenshot(path=str(SHOTS / "people-no-devices-in-session-ar.png"))
-            await assert_accessible(client, "the room of a client without devices")
-            await assert_accessible(prac, "the practitioner's room")
-        finally:
-            await bare.close()
-            await with_devices.close()
+        await client.click("#enter")  # the one click
+        await rising(client, "video", "the client without devices")
+        await rising(client, "audio", "the client without devices")
+        playing = await client.evaluate(PLAYING)
+        assert playing == {"paused": False, "muted": False, "volume": 1, "attached": True, "visible": True}
+        assert await client.locator("#start-sound").is_hidden()
+        # the buttons tell the truth
+        mic, cam = client.locator("#toggle-mic"), client.locator("#toggle-cam")
+        assert await mic.is_disabled() and await mic.inner_text() == "لا يوجد ميكروفون"
+        assert await cam.is_disabled() and await cam.inner_text() == "لا توجد كاميرا"
+        # and the practitioner is told, in words, rather than shown a black tile
+        flags = prac.locator("#remote-flags")
+        await flags.filter(has_text="no microphone").filter(has_text="no camera").wait_for(timeout=10_000)
+        await prac.locator("#remote-placeholder", has_text="Demo client has no camera").wait_for()
+        await client.screenshot(path=str(SHOTS / "people-no-devices-in-session-ar.png"))
+        await assert_accessible(client, "the room of a client without devices")
+        await assert_accessible(prac, "the practitioner's room")
 
 
 async def test_a_client_who_refused_the_camera_and_microphone_still_sees_and_hears_and_is_told_how_to_allow(
         tmp_path: Path, redis_url: str) -> None:
-    path = browser_for_media()
-    from playwright.async_api import async_playwright
-
-    async with room_server(tmp_path, redis_url, **SFU) as server, async_playwright() as pw:
-        demo = await seed_demo(server.app.state.ctx, echo=False)
-        with_devices = await pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        refusing = await pw.chromium.launch(executable_path=path, args=REFUSES)
-        try:
-            prac = await new_page(with_devices, demo["links"]["practitioner"], "fr")
-            await enter_room(prac)
-            client = await new_page(refusing, demo["links"]["client"], "ar")
-            await client.locator("#device-note", has_text="لم تسمح باستعمال الكاميرا والميكروفون").wait_for(
-                timeout=15_000)
-            assert (await client.evaluate("window.roomDebug.state().devices"))["denied"] is True
-            await client.screenshot(path=str(SHOTS / "people-refused-lobby-ar.png"))
-            await client.click("#enter")
-            await client.locator("#room").wait_for(state="visible")
-            # (Whether the picture then arrives is not checked here: a browser refused the camera gathers
-            # addresses only on the default route, and the loopback-only namespace of these tests has none.
-            # A client with no devices at all, above, proves that a page sending nothing sees and hears.)
-            assert await client.locator("#toggle-cam").inner_text() == "الكاميرا غير مسموح بها"
-            await prac.locator("#remote-flags", has_text="pas de caméra").wait_for(timeout=10_000)
-            await client.screenshot(path=str(SHOTS / "people-refused-in-session-ar.png"))
-            await assert_accessible(client, "the room of a client who refused the devices")
-        finally:
-            await refusing.close()
-            await with_devices.close()
+    async with practitioner_in_the_room(tmp_path, redis_url, REFUSES, "fr") as (
+            demo, prac, refusing):
+        client = await new_page(refusing, demo["links"]["client"], "ar")
+        await client.locator("#device-note", has_text="لم تسمح باستعمال الكاميرا والميكروفون").wait_for(
+            timeout=15_000)
+        assert (await client.evaluate("window.roomDebug.state().devices"))["denied"] is True
+        await client.screenshot(path=str(SHOTS / "people-refused-lobby-ar.png"))
+        await client.click("#enter")
+        await client.locator("#room").wait_for(state="visible")
+        # (Whether the picture then arrives is not checked here: a browser refused the camera gathers
+        # addresses only on the default route, and the loopback-only namespace of these tests has none.
+        # A client with no devices at all, above, proves that a page sending nothing sees and hears.)
+        assert await client.locator("#toggle-cam").inner_text() == "الكاميرا غير مسموح بها"
+        await prac.locator("#remote-flags", has_text="pas de caméra").wait_for(timeout=10_000)
+        await client.screenshot(path=str(SHOTS / "people-refused-in-session-ar.png"))
+        await assert_accessible(client, "the room of a client who refused the devices")
 
 
 async def test_sound_only_stops_the_video_both_ways_in_the_server_and_video_comes_back(

@@ -21,7 +21,7 @@ from session_server.demo import seed_demo
 from session_server.rooms.media_bridge import SfuBridge
 
 from .accessibility import assert_accessible
-from .room_page_support import INBOUND, PLAYING, SFU, SHOTS, new_page, rising
+from .room_page_support import INBOUND, PLAYING, SFU, SHOTS, new_page, practitioner_in_the_room, rising
 from .rooms_support import room_server
 from .support import CHROMIUM_ARGS, browser_for_media, enter_room, eventually, require
 
@@ -72,78 +72,66 @@ class Quiet:
 
 async def test_a_restored_tab_whose_browser_blocks_sound_plays_the_picture_muted_and_one_click_brings_the_sound(
         tmp_path: Path, redis_url: str) -> None:
-    path = browser_for_media()
-    from playwright.async_api import async_playwright
+    async with practitioner_in_the_room(tmp_path, redis_url, NO_SOUND_YET, "en") as (
+            demo, _prac, blocking):
+        # the client's tab, restored: its session storage says it had entered, so it goes straight in
+        context = await blocking.new_context(viewport={"width": 1100, "height": 800})
+        client = await context.new_page()
+        await client.add_init_script(f"sessionStorage.setItem('room:{demo['booking_id']}:entered', 'full')")
+        quiet = await Quiet.attach(client)
+        await client.goto(demo["links"]["client"].replace("#token=", "?lang=ar#token=", 1))
 
-    async with room_server(tmp_path, redis_url, **SFU) as server, async_playwright() as pw:
-        demo = await seed_demo(server.app.state.ctx, echo=False)
-        with_devices = await pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        blocking = await pw.chromium.launch(executable_path=path, args=NO_SOUND_YET)
-        try:
-            prac = await new_page(with_devices, demo["links"]["practitioner"], "en")
-            await enter_room(prac)
+        async def frames() -> int:
+            return await quiet.inbound("video")
 
-            # the client's tab, restored: its session storage says it had entered, so it goes straight in
-            context = await blocking.new_context(viewport={"width": 1100, "height": 800})
-            client = await context.new_page()
-            await client.add_init_script(f"sessionStorage.setItem('room:{demo['booking_id']}:entered', 'full')")
-            quiet = await Quiet.attach(client)
-            await client.goto(demo["links"]["client"].replace("#token=", "?lang=ar#token=", 1))
+        first = await eventually(frames, timeout=30, what="a first video frame in the restored tab")
 
-            async def frames() -> int:
-                return await quiet.inbound("video")
+        async def more_frames() -> bool:
+            return await frames() > first + 10
 
-            first = await eventually(frames, timeout=30, what="a first video frame in the restored tab")
+        await eventually(more_frames, timeout=30, what="the practitioner's picture still arriving")
 
-            async def more_frames() -> bool:
-                return await frames() > first + 10
+        async def button_shown() -> bool:
+            return bool(await quiet.js("!document.getElementById('start-sound').hidden"))
 
-            await eventually(more_frames, timeout=30, what="the practitioner's picture still arriving")
+        await eventually(button_shown, timeout=15, what="the start-sound button")
+        # the picture plays, without sound, and one button says how to hear it
+        assert await quiet.js(f"({PLAYING})()") == {
+            "paused": False, "muted": True, "volume": 1, "attached": True, "visible": True}
+        assert await quiet.js("window.roomDebug.state().soundBlocked") is True
+        assert await quiet.js(VISIBLE_BUTTONS + ".filter((b) => b.id === 'start-sound').length") == 1
+        sound = [b for b in await quiet.js(VISIBLE_BUTTONS) if b["text"] in ("تشغيل الصوت", "Activer le son")]
+        assert sound == [{"id": "start-sound", "text": "تشغيل الصوت"}], sound
+        await quiet.shot(SHOTS / "sound-blocked-ar.png")
 
-            async def button_shown() -> bool:
-                return bool(await quiet.js("!document.getElementById('start-sound').hidden"))
+        # the same screen in French (switched without a click: still no gesture in this document)
+        await quiet.js("(() => { const s = document.getElementById('lang'); s.value = 'fr';"
+                       " s.dispatchEvent(new Event('change')); })()")
+        buttons = await quiet.js(VISIBLE_BUTTONS)
+        assert [b for b in buttons if b["id"] == "start-sound"] == [{"id": "start-sound", "text": "Activer le son"}]
+        await quiet.shot(SHOTS / "sound-blocked-fr.png")
+        assert (await quiet.js(f"({PLAYING})()"))["muted"] is True
 
-            await eventually(button_shown, timeout=15, what="the start-sound button")
-            # the picture plays, without sound, and one button says how to hear it
-            assert await quiet.js(f"({PLAYING})()") == {
-                "paused": False, "muted": True, "volume": 1, "attached": True, "visible": True}
-            assert await quiet.js("window.roomDebug.state().soundBlocked") is True
-            assert await quiet.js(VISIBLE_BUTTONS + ".filter((b) => b.id === 'start-sound').length") == 1
-            sound = [b for b in await quiet.js(VISIBLE_BUTTONS) if b["text"] in ("تشغيل الصوت", "Activer le son")]
-            assert sound == [{"id": "start-sound", "text": "تشغيل الصوت"}], sound
-            await quiet.shot(SHOTS / "sound-blocked-ar.png")
+        await assert_accessible(client, "the room with the start-sound button")
+        # (axe ran as a gesture, yet the page does not turn the sound on by itself: the button does)
+        assert (await quiet.js(f"({PLAYING})()"))["muted"] is True
 
-            # the same screen in French (switched without a click: still no gesture in this document)
-            await quiet.js("(() => { const s = document.getElementById('lang'); s.value = 'fr';"
-                           " s.dispatchEvent(new Event('change')); })()")
-            buttons = await quiet.js(VISIBLE_BUTTONS)
-            assert [b for b in buttons if b["id"] == "start-sound"] == [{"id": "start-sound", "text": "Activer le son"}]
-            await quiet.shot(SHOTS / "sound-blocked-fr.png")
-            assert (await quiet.js(f"({PLAYING})()"))["muted"] is True
+        await client.click("#start-sound")  # the one click
+        await client.locator("#start-sound").wait_for(state="hidden", timeout=5_000)
+        assert await client.evaluate(PLAYING) == {
+            "paused": False, "muted": False, "volume": 1, "attached": True, "visible": True}
+        assert await client.evaluate("window.roomDebug.state().soundBlocked") is False
 
-            await assert_accessible(client, "the room with the start-sound button")
-            # (axe ran as a gesture, yet the page does not turn the sound on by itself: the button does)
-            assert (await quiet.js(f"({PLAYING})()"))["muted"] is True
+        # and the practitioner is heard: their sound keeps arriving, with energy in it
+        await rising(client, "audio", "the client who turned the sound on")
+        clicked = float(await quiet.js(AUDIO_ENERGY))
 
-            await client.click("#start-sound")  # the one click
-            await client.locator("#start-sound").wait_for(state="hidden", timeout=5_000)
-            assert await client.evaluate(PLAYING) == {
-                "paused": False, "muted": False, "volume": 1, "attached": True, "visible": True}
-            assert await client.evaluate("window.roomDebug.state().soundBlocked") is False
+        async def louder() -> bool:
+            return float(await quiet.js(AUDIO_ENERGY)) > clicked
 
-            # and the practitioner is heard: their sound keeps arriving, with energy in it
-            await rising(client, "audio", "the client who turned the sound on")
-            clicked = float(await quiet.js(AUDIO_ENERGY))
-
-            async def louder() -> bool:
-                return float(await quiet.js(AUDIO_ENERGY)) > clicked
-
-            await eventually(louder, timeout=20, what="the practitioner's sound energy rising")
-            assert (await client.evaluate(PLAYING))["muted"] is False
-            await quiet.shot(SHOTS / "sound-on-fr.png")
-        finally:
-            await blocking.close()
-            await with_devices.close()
+        await eventually(louder, timeout=20, what="the practitioner's sound energy rising")
+        assert (await client.evaluate(PLAYING))["muted"] is False
+        await quiet.shot(SHOTS / "sound-on-fr.png")
 
 
 # A weak network, for real: inside the test's loopback-only namespace, a classic BPF filter on `lo` sends a
