@@ -14,7 +14,8 @@ and writes a backlog of `--events` booking events to the event stream in the ser
   runs) applies the whole backlog from its start, one script call per batch of 200, the next batch decided
   while Redis writes the one before;
 - for both, the CPU time per event in this process and in Redis (reference figures that depend less on
-  what else the machine is doing than the rates do);
+  what else the machine is doing than the rates do), and for the catch-up where Redis spends it, command by
+  command (INFO commandstats);
 - live: a writer adds bookings (created, then completed 50 ms later) at `--rate` events per second, the
   rate `benchmarks/bookings.py` measured for bookings on this machine, while the ledger consumer (a group
   of its own, from the live events on) runs beside it in the same event loop; the lag of an event is the
@@ -113,6 +114,13 @@ async def _cpu(redis: Any) -> tuple[float, float]:
 def _cpu_per_event(before: tuple[float, float], after: tuple[float, float], n: int) -> tuple[float, float]:
     """Microseconds of CPU per event: (this process, Redis)."""
     return (after[0] - before[0]) / n * 1e6, (after[1] - before[1]) / n * 1e6
+
+
+def _by_command(stats: dict[str, Any], n: int) -> dict[str, float]:
+    """Microseconds Redis spent per event in each command, the costliest first (above 0.05 us). A script's
+    time (`evalsha`) includes the commands it calls, which are listed on their own as well."""
+    found = {name.removeprefix("cmdstat_"): float(v["usec"]) / n for name, v in stats.items()}
+    return {name: round(us, 2) for name, us in sorted(found.items(), key=lambda kv: -kv[1]) if us >= 0.05}
 
 
 async def _ceiling(redis: Any, n: int, group: str) -> float:
@@ -221,8 +229,10 @@ async def main(args: argparse.Namespace) -> None:
             cpu0 = await _cpu(redis)
             before = await _ceiling(redis, args.events, "ceiling")
             cpu1 = await _cpu(redis)
+            await redis.config_resetstat()
             postings_per_s, events_per_s, postings = await _catch_up(redis, args.events)
             cpu2 = await _cpu(redis)
+            commands = _by_command(await redis.info("commandstats"), args.events)
             after = await _ceiling(redis, args.events, "ceiling-after")
             ceiling = (before + after) / 2
             ceiling_cpu, ledger_cpu = _cpu_per_event(cpu0, cpu1, args.events), _cpu_per_event(cpu1, cpu2, args.events)
@@ -232,6 +242,8 @@ async def main(args: argparse.Namespace) -> None:
                   f"({postings} postings, {events_per_s / ceiling:.0%} of the ceiling)")
             print(f"CPU per event: ceiling {ceiling_cpu[0]:.1f} us here + {ceiling_cpu[1]:.1f} us in Redis; "
                   f"ledger {ledger_cpu[0]:.1f} us here + {ledger_cpu[1]:.1f} us in Redis")
+            print("Redis time per event in the catch-up, by command (a script's own calls counted inside it too): "
+                  + ", ".join(f"{name} {us:.1f} us" for name, us in commands.items()))
             print(f"live at {live['offered_per_s']:,.0f} events/s for {args.live_seconds:.0f} s: "
                   f"{live['applied']} applied, lag p50 {live['p50_ms']:.1f} ms, p99 {live['p99_ms']:.1f} ms, "
                   f"max {live['max_ms']:.1f} ms")
@@ -247,7 +259,8 @@ async def main(args: argparse.Namespace) -> None:
                       "live_lag_p50_ms": round(live["p50_ms"], 2), "live_lag_p99_ms": round(live["p99_ms"], 2),
                       "live_lag_max_ms": round(live["max_ms"], 2),
                       "ceiling_cpu_us_per_event": [round(x, 1) for x in ceiling_cpu],
-                      "ledger_cpu_us_per_event": [round(x, 1) for x in ledger_cpu]}))
+                      "ledger_cpu_us_per_event": [round(x, 1) for x in ledger_cpu],
+                      "ledger_redis_us_per_event_by_command": commands}))
 
 
 if __name__ == "__main__":

@@ -108,6 +108,10 @@ async def seed_demo(ctx: AppContext, *, now: int | None = None, echo: bool = Tru
     agent, _ = ctx.tokens.mint(sub="demo-agent", name="Demo agent", role=Role.SUPPORT,
                                ttl_s=min(ttl, ctx.tokens.max_ttl_for(Role.SUPPORT)))
     support = f"{ctx.settings.base_url}/support#token={agent}"
+    # the administration's page (complaints to decide, the platform's money, payout dates)
+    admin, _ = ctx.tokens.mint(sub="demo-admin", name="Demo admin", role=Role.ADMIN,
+                               ttl_s=min(ttl, ctx.tokens.max_ttl_for(Role.ADMIN)))
+    administration = f"{ctx.settings.base_url}/admin#token={admin}"
     if echo:
         print(f"Demo booking {booking.id} starts at {at(starts_at).isoformat()} "
               f"(in about {max(0, starts_at - t) // 60} minutes).", flush=True)
@@ -118,9 +122,10 @@ async def seed_demo(ctx: AppContext, *, now: int | None = None, echo: bool = Tru
         print(f"  client:       {links['client']}", flush=True)
         print(f"  the practitioner's statement (earnings and payouts): {statement}", flush=True)
         print(f"  the support board (live sessions, never their content): {support}", flush=True)
+        print(f"  the administration (complaints, the platform's money, payouts): {administration}", flush=True)
     log.info("demo data seeded (booking %s)", booking.id)
     return {"booking_id": booking.id, "starts_at": starts_at, "links": links, "statement": statement,
-            "support": support,
+            "support": support, "admin": administration,
             "practitioner_id": practitioner_id, "client_id": client_id}
 
 

@@ -57,6 +57,21 @@ async def publish(redis: aioredis.Redis, *events: Event) -> None:
         await pipe.execute()
 
 
+async def session_took_place(redis: aioredis.Redis, bid: str, starts: int, *, pid: str = "p1",
+                             cid: str = "c1") -> None:
+    """What the rooms write when both parties are in the session with their media flowing."""
+    when = at(starts)
+    await publish(redis, Event("session.started", {"booking_id": bid, "practitioner_id": pid, "client_id": cid,
+                                                   "at": starts * 1000}, time=when))
+    for who, role in ((cid, "client"), (pid, "practitioner")):
+        await publish(redis, Event("room.joined", {
+            "booking_id": bid, "participant_id": who, "role": role, "at": starts * 1000,
+            "practitioner_id": pid, "client_id": cid}, time=when))
+        await publish(redis, Event("media.state_changed", {
+            "booking_id": bid, "participant_id": who, "state": "connected", "reason": None, "node_id": "n1",
+            "at": starts * 1000}, time=when))
+
+
 async def publish_raw(redis: aioredis.Redis, fields: dict[str, str]) -> None:
     await redis.xadd(EVENTS_STREAM, fields)  # type: ignore[arg-type]
 

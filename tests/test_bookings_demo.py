@@ -27,6 +27,9 @@ async def test_the_demo_seeds_a_bookable_practitioner_and_a_booking_minutes_away
         # and the support board, as an agent (a token no longer than a shift)
         board = re.findall(r"http://127\.0\.0\.1:8123/support#token=([\w.-]+)", out)
         assert len(board) == 1
+        # and the administration's page, as an admin
+        admin = re.findall(r"http://127\.0\.0\.1:8123/admin#token=([\w.-]+)", out)
+        assert len(admin) == 1
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
             practitioner_token, client_token = links[0][2], links[1][2]
@@ -38,6 +41,10 @@ async def test_the_demo_seeds_a_bookable_practitioner_and_a_booking_minutes_away
             assert r.json()["sub"] == booking["practitioner_id"] and r.json()["role"] == "practitioner"
             r = await http.get("/v1/me", headers=auth(board[0]))
             assert r.status_code == 200 and r.json()["role"] == "support"
+            r = await http.get("/v1/complaints", headers=auth(admin[0]))
+            assert r.status_code == 200 and r.json()["complaints"] == []
+            page = await http.get("/admin", headers={"Accept": "text/html"})
+            assert page.status_code == 200 and "/static/admin/admin.js" in page.text
             r = await http.get(f"/v1/practitioners/{booking['practitioner_id']}/availability",
                                headers=auth(client_token))
             assert r.json()["windows"]

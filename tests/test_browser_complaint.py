@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,11 @@ from session_server.app import create_app
 from session_server.auth import Role, TokenAuthority
 from session_server.bookings.jobs import COMPLETION_GRACE_S
 from session_server.clock import ManualClock
-from session_server.events import Event
 
 from .accessibility import assert_accessible
 from .bookings_support import every_day, first_slot, make_practitioner
 from .conftest import API_KEY_ID, API_SECRET, LiveServer, auth, make_settings
-from .ledger_support import publish
+from .ledger_support import session_took_place
 from .support import CHROMIUM_ARGS, chromium_path, eventually, in_loopback_namespace, require
 
 pytestmark = [
@@ -35,20 +34,6 @@ pytestmark = [
 ]
 
 SHOTS = Path(os.environ["COMPLAINT_SCREENSHOTS"]) if os.environ.get("COMPLAINT_SCREENSHOTS") else None
-
-
-async def _session_took_place(redis_client: aioredis.Redis, bid: str, starts: int) -> None:
-    """What the rooms write when both parties are in the session with their media flowing."""
-    at = datetime.fromtimestamp(starts, UTC)
-    await publish(redis_client, Event("session.started", {"booking_id": bid, "practitioner_id": "p1",
-                                                          "client_id": "c1", "at": starts * 1000}, time=at))
-    for pid, role in (("c1", "client"), ("p1", "practitioner")):
-        await publish(redis_client, Event("room.joined", {
-            "booking_id": bid, "participant_id": pid, "role": role, "at": starts * 1000,
-            "practitioner_id": "p1", "client_id": "c1"}, time=at))
-        await publish(redis_client, Event("media.state_changed", {
-            "booking_id": bid, "participant_id": pid, "state": "connected", "reason": None, "node_id": "n1",
-            "at": starts * 1000}, time=at))
 
 
 async def test_a_client_files_a_complaint_from_the_page_and_sees_what_becomes_of_it(
@@ -97,7 +82,7 @@ async def test_a_client_files_a_complaint_from_the_page_and_sees_what_becomes_of
 
                 # the session takes place and is over: the ledger settles it
                 clock.set(starts)
-                await _session_took_place(redis_client, bid, starts)
+                await session_took_place(redis_client, bid, starts)
 
                 async def in_session() -> bool:
                     r = await http.get(f"/v1/bookings/{bid}", headers=auth(bearer(Role.ADMIN, "a1")))

@@ -215,6 +215,20 @@ async def test_the_statement_page_is_served_with_a_policy_that_allows_only_its_o
         assert (await client.get(name)).status_code == 200, name
 
 
+async def test_the_administration_page_is_served_with_a_policy_that_allows_only_its_own_files(
+        client: httpx.AsyncClient) -> None:
+    r = await client.get("/admin?lang=ar")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    policy = r.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy and "connect-src 'self'" in policy
+    assert r.headers["referrer-policy"] == "no-referrer" and r.headers["cache-control"] == "no-store"
+    files = re.findall(r'(?:src|href)="(/static/[\w/.]+)"', r.text)
+    assert sorted(files) == ["/static/admin/admin.css", "/static/admin/admin.js", "/static/admin/i18n.js",
+                             "/static/common/page.js"]
+    for name in files:
+        assert (await client.get(name)).status_code == 200, name
+
+
 async def test_the_statement_names_the_next_payout_that_has_not_run_and_the_minimum_it_pays(
         tmp_path: Path, redis_url: str) -> None:
     """Saturday: tomorrow. Sunday, once that week's run has begun: the next Sunday (what is earned after the

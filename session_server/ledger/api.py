@@ -273,6 +273,11 @@ def routes() -> list[BaseRoute]:
                                                            "token travels in the URL fragment; ?lang=ar|fr|en)"),
               methods=["GET"]),
         Mount("/static/complaint", StaticFiles(directory=STATIC / "complaint"), name="complaint-static"),
+        Route("/admin", _page_route("admin", "The administration's page: complaints to decide, the platform's "
+                                             "money per day, payout dates and this week's payouts (the admin "
+                                             "token travels in the URL fragment; ?lang=ar|fr|en)"),
+              methods=["GET"]),
+        Mount("/static/admin", StaticFiles(directory=STATIC / "admin"), name="admin-static"),
         Route("/v1/bookings/{bid}/complaints", file_complaint, methods=["POST"]),
         Route("/v1/complaints", list_complaints, methods=["GET"]),
         Route("/v1/complaints/{cid}", get_complaint, methods=["GET"]),
