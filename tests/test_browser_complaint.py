@@ -131,6 +131,7 @@ async def test_a_client_files_a_complaint_from_the_page_and_sees_what_becomes_of
                 await dialog.dismiss()
                 assert await page.input_value("#text") == words
                 await page.get_by_label("سلوك المختص").check()
+                assert await page.is_hidden("#notice")  # a reason is chosen: "choose a reason" goes
                 if SHOTS:
                     await page.screenshot(path=str(SHOTS / "complaint-form-ar.png"), full_page=True)
                 await page.click("#send")

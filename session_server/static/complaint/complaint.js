@@ -152,6 +152,9 @@
     }
   }
 
+  // a reason chosen answers "choose a reason": that notice goes (it would read as if none were chosen)
+  $("reasons").addEventListener("change", () => { if (notice && notice[0] === "choose_reason") say(null); });
+
   $("lang").addEventListener("change", (e) => {
     lang = e.target.value;
     PAGE.rememberLanguage("complaint", lang);
