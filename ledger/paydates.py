@@ -10,8 +10,9 @@ the store keeps announced dates and moves one only when an admin says so.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -21,6 +22,10 @@ ZONE = ZoneInfo("Africa/Algiers")
 COUNTRY = "DZ"
 SUNDAY = 6
 ESTIMATED_MARK = "estimated"
+# the holiday's name in the pages' languages: the package's own translations
+LANGUAGES = {"ar": "ar", "fr": "fr", "en": "en_US"}
+# what the package appends to an estimated holiday's name, in those languages (a page says it in its own words)
+_ESTIMATED_LABEL = re.compile(r"\s*\((?:estimated|estimé|تقديري)\)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +34,7 @@ class Holiday:
     name: str
     estimated: bool  # the package's estimate of an Islamic date, not yet confirmed by an admin
     corrected_from: date | None = None
+    names: Mapping[str, str] = field(default_factory=dict)  # language -> its name, without "(estimated)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,18 +51,23 @@ class Calendar:
 def calendar(years: Iterable[int], corrections: Mapping[date, date] | None = None) -> Calendar:
     """The package's holidays for `years`, an estimated date moved (or confirmed) by `corrections`."""
     found = holidays.country_holidays(COUNTRY, years=sorted(set(years)))
+    translated = {lang: holidays.country_holidays(COUNTRY, years=sorted(set(years)), language=code)
+                  for lang, code in LANGUAGES.items()}
     weekend = frozenset(int(d) for d in getattr(found, "weekend", {4, 5}))
     days: dict[date, Holiday] = {}
     for day, names in sorted(found.items()):
         for name in str(names).split("; "):
             estimated = ESTIMATED_MARK in name.lower()
-            days.setdefault(day, Holiday(day, name, estimated))
+            local = {lang: _ESTIMATED_LABEL.sub("", str(t.get(day, name)).split("; ")[0])
+                     for lang, t in translated.items()}
+            days.setdefault(day, Holiday(day, name, estimated, names=local))
     for estimated_day, actual in (corrections or {}).items():
         holiday = days.pop(estimated_day, None)
         if holiday is None:
             continue
         days[actual] = Holiday(actual, holiday.name, False,
-                               corrected_from=estimated_day if actual != estimated_day else None)
+                               corrected_from=estimated_day if actual != estimated_day else None,
+                               names=holiday.names)
     return Calendar(days, weekend)
 
 

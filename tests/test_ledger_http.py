@@ -27,6 +27,8 @@ from .conftest import API_KEY_ID, API_SECRET, LiveServer, api_key_auth, auth, ma
 from .ledger_support import publish
 from .support import eventually
 
+T_FILED = int(datetime(2026, 12, 1, tzinfo=UTC).timestamp())
+
 
 def _ledger_settings(tmp_path: Path, redis_url: str) -> Settings:
     return make_settings(tmp_path, redis_url, ledger_payout_check_interval_s=0.05, ledger_claim_idle_ms=200,
@@ -197,6 +199,39 @@ async def test_book_with_a_code_complete_complain_reject_and_get_paid_on_sunday(
             assert day[-1]["liabilities"]["practitioners_available_minor"] == 280_000
             runs = [f for _id, f in await redis_client.xrange(EVENTS_STREAM) if f[b"type"] == b"payout.run"]
             assert len({f[b"body"] for f in runs}) == len(runs)  # one run per week
+    finally:
+        await server.stop()
+
+
+async def test_the_queue_of_one_status_is_not_cut_by_newer_complaints_of_another(
+        tmp_path: Path, redis_url: str, redis_client: aioredis.Redis) -> None:
+    """Three complaints, the two newest decided: the one still open is found however small the limit (the
+    list was cut to `limit` before it was filtered, which hid the complaints that had waited longest)."""
+    # (the ledger's consumer apart: these complaints have no booking in the ledger to hold money from)
+    server = LiveServer(create_app(make_settings(tmp_path, redis_url, ledger_in_process=False)))
+    await server.start()
+    try:
+        svc = server.app.state.ctx.ledger
+        for n in range(3):  # as the route files them; the hold as the consumer adds it
+            cid = f"{n:032x}"
+            await svc.complaints.file({"complaint_id": cid, "booking_id": f"b{n}", "client_id": f"c{n}",
+                                       "practitioner_id": "p1", "reason": "conduct", "status": "open",
+                                       "filed_at": str(T_FILED + n), "has_text": "0"},
+                                      "p1", T_FILED + n,
+                                      ["e" + cid, "complaint.filed", "1", "2026-12-01T00:00:00Z", "{}"])
+            await redis_client.hset(f"ledger:complaint:{cid}", mapping={"held": "1000", "currency": "DZD"})
+        admin = {"Authorization": "Bearer " + server.app.state.ctx.tokens.mint(
+            sub="a1", name="a1", role=Role.ADMIN, ttl_s=600)[0]}
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            for n in (1, 2):
+                r = await http.post(f"/v1/complaints/{n:032x}/resolve", headers=admin, json={"decision": "rejected"})
+                assert r.status_code == 200, r.text
+            r = await http.get("/v1/complaints", headers=admin, params={"status": "open", "limit": 1})
+            assert [c["id"] for c in r.json()["complaints"]] == [f"{0:032x}"]
+            r = await http.get("/v1/complaints", headers=admin, params={"status": "rejected", "limit": 5})
+            assert [c["id"] for c in r.json()["complaints"]] == [f"{2:032x}", f"{1:032x}"]  # the newest first
+            r = await http.get("/v1/complaints", headers=admin, params={"limit": 2})
+            assert [c["id"] for c in r.json()["complaints"]] == [f"{2:032x}", f"{1:032x}"]
     finally:
         await server.stop()
 

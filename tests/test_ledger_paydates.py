@@ -39,6 +39,14 @@ def test_islamic_holidays_are_marked_estimated_and_national_ones_are_not(sunday:
     assert not CAL.days[date(2026, 7, 5)].estimated
 
 
+def test_a_holiday_is_named_in_arabic_french_and_english_without_the_estimate_mark_that_a_page_says_itself() -> None:
+    assert CAL.days[date(2027, 6, 6)].names == {"ar": "رأس السنة الهجرية", "fr": "Awal Moharram",
+                                                 "en": "Islamic New Year"}
+    assert CAL.days[date(2026, 11, 1)].names["fr"] == "Fête de la Révolution"
+    corrected = paydates.calendar([2027], {date(2027, 6, 6): date(2027, 6, 7)})
+    assert corrected.days[date(2027, 6, 7)].names["ar"] == "رأس السنة الهجرية"  # a corrected date keeps its names
+
+
 def test_an_admin_correction_of_an_estimated_date_moves_the_payout_date() -> None:
     # the moon is sighted a day later: the Islamic New Year of 2027 falls on Monday 7 June, not Sunday 6
     corrected = paydates.calendar([2027], {date(2027, 6, 6): date(2027, 6, 7)})

@@ -248,3 +248,20 @@ def test_who_is_told_that_the_other_party_waits_in_the_room() -> None:
     assert notifications_for(joined_by("support")) == []  # staff are not a party
     # one notification per booking and person, whichever join made it
     assert notifications_for(joined_by("client"))[0].id == notifications_for(joined_by("client"))[0].id
+
+
+async def test_an_event_without_what_its_notification_needs_does_not_hold_back_the_others(
+        live_server: LiveServer, token: Token, redis_client: aioredis.Redis) -> None:
+    """A complaint event without its ids, written with a good one in the same instant (so read in one batch):
+    the good one is notified, the bad one skipped (left pending, it stopped the consumer each time it was
+    claimed again, and the events read with it)."""
+    from .ledger_support import publish
+
+    await publish(redis_client,
+                  Event("complaint.filed", {"booking_id": "b0"}),
+                  Event("complaint.filed", {"complaint_id": "k1", "booking_id": "b1", "client_id": "c1",
+                                            "practitioner_id": "p1", "reason": "conduct", "has_text": False}))
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=10) as http:
+        told = await eventually(lambda: _unread(http, auth(token("client", "c1"))), timeout=15,
+                                what="the good complaint's notice")
+        assert [(n["kind"], n["data"]["complaint_id"]) for n in told] == [("complaint.filed", "k1")]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Out(BaseModel):
@@ -102,6 +102,8 @@ class PayoutDateOut(_Out):
     announced: bool
     computed: str
     holiday: str | None
+    holiday_names: dict[str, str] | None = Field(
+        description="the holiday's name in Arabic, French and English (ar, fr, en), without the estimate's mark")
     estimated: bool
 
 

@@ -28,6 +28,7 @@ from .store import ComplaintStore, ComplaintText
 
 DAY_S = 86400
 STATEMENT_ACCOUNTS = ("available", "held", "in_transit", "paid")
+COMPLAINT_PAGE = 500  # complaints read at once while looking for those of one status
 
 
 def _iso(ts: float) -> str:
@@ -100,9 +101,18 @@ class LedgerService:
         return out
 
     async def complaint_list(self, practitioner_id: str | None, status: str | None, limit: int) -> list[dict[str, Any]]:
-        ids = await self.complaints.complaint_ids(practitioner_id, limit)
-        found = await self.store.hashes([self.store.complaint_key(i) for i in ids])
-        return [r for r in found if r and (status is None or r.get("status") == status)]
+        """Up to `limit` complaints with this status (any if None), the newest first: read page by page until
+        that many are found, so that a complaint waiting long is not lost behind newer ones decided since."""
+        found: list[dict[str, Any]] = []
+        start, page = 0, max(limit, COMPLAINT_PAGE)
+        while len(found) < limit:
+            ids = await self.complaints.complaint_ids(practitioner_id, start, page)
+            records = await self.store.hashes([self.store.complaint_key(i) for i in ids])
+            found += [r for r in records if r and (status is None or r.get("status") == status)]
+            if len(ids) < page:
+                break
+            start += page
+        return found[:limit]
 
     async def resolve(self, cid: str, decision: str, refund: int | None, by: str) -> dict[str, Any]:
         record = await self.complaint(cid)
@@ -151,6 +161,7 @@ class LedgerService:
             out.append({"sunday": sunday.isoformat(), "date": announced.get(sunday, computed).isoformat(),
                         "announced": sunday in announced, "computed": computed.isoformat(),
                         "holiday": holiday.name if holiday else None,
+                        "holiday_names": dict(holiday.names) if holiday else None,
                         "estimated": bool(holiday and holiday.estimated)})
         return out
 

@@ -82,13 +82,20 @@ class NotificationService:
                 raise
 
     async def _decide(self, event: Event) -> tuple[list[Notification], list[str]]:
-        """The event's notifications, and the waiting clients they answer (to be forgotten)."""
-        waiting = await self.bookings.waiting_clients(event.body["practitioner_id"]) \
-            if needs_waiting_clients(event) else []
-        present: set[str] = set()
-        if needs_room_presence(event):
-            present = await self.presence.participants(event.body["booking_id"])
-        return notifications_for(event, waiting, present), waiting
+        """The event's notifications, and the waiting clients they answer (to be forgotten). An event whose
+        body lacks what its notification needs notifies nobody, and never stops the events after it (left
+        pending, it would stop the consumer each time it was claimed again)."""
+        try:
+            waiting = await self.bookings.waiting_clients(event.body["practitioner_id"]) \
+                if needs_waiting_clients(event) else []
+            present: set[str] = set()
+            if needs_room_presence(event):
+                present = await self.presence.participants(event.body["booking_id"])
+            return notifications_for(event, waiting, present), waiting
+        except (KeyError, ValueError, TypeError) as exc:
+            log.error("notifications: event %s (%s) lacks what its notification needs (%s); skipped",
+                      event.id, event.type, type(exc).__name__)  # not the body's values
+            return [], []
 
     async def handle(self, event: Event) -> int:
         notes, waiting = await self._decide(event)

@@ -11,6 +11,7 @@
   const storeKey = "admin";
   const DAYS = 30;
   const DATES_SHOWN = 8;
+  const LISTED = 500; // complaints listed at once (the waiting ones: the oldest first)
   const CONFIRM_DELAY_MS = 800; // a double click on "continue" must not land on "confirm"
   const ZONE = "Africa/Algiers";
 
@@ -20,6 +21,8 @@
   const t = (key, vars) => words(lang, key, vars);
   const locale = () => PAGE.locale(lang);
   const money = (minor, currency) => PAGE.money(lang, minor, currency);
+  const symbol = (currency) => new Intl.NumberFormat(locale(), { style: "currency", currency }).formatToParts(0)
+    .find((part) => part.type === "currency").value;
   const digitsOf = (currency) => new Intl.NumberFormat("en", { style: "currency", currency }).resolvedOptions().maximumFractionDigits;
   const narrow = window.matchMedia("(max-width: 640px)");
   const when = (iso) => new Intl.DateTimeFormat(locale(), { dateStyle: narrow.matches ? "short" : "medium",
@@ -28,11 +31,15 @@
   const day = (iso, options) => new Intl.DateTimeFormat(locale(), { timeZone: "UTC", ...options })
     .format(new Date(iso + "T00:00:00Z"));
   // today in Algeria, as YYYY-MM-DD, and a calendar date moved by whole days
-  const today = () => new Intl.DateTimeFormat("en-CA", { timeZone: ZONE }).format(new Date());
+  const dayParts = new Intl.DateTimeFormat("en-US", { timeZone: ZONE, year: "numeric", month: "2-digit", day: "2-digit" });
+  const today = () => {
+    const p = Object.fromEntries(dayParts.formatToParts(new Date()).map((x) => [x.type, x.value]));
+    return `${p.year}-${p.month}-${p.day}`;
+  };
   const shift = (iso, days) => new Date(Date.parse(iso + "T00:00:00Z") + days * 86400_000).toISOString().slice(0, 10);
 
   const who = token ? PAGE.claims(token) : null;
-  const state = { filter: "open", complaints: null, counts: null, days: null, before: null, dates: null,
+  const state = { filter: "open", complaints: null, openCount: 0, days: null, before: null, dates: null,
                   week: null, sunday: null, open: null, problem: null };
   let retry = null;
 
@@ -72,6 +79,14 @@
     clearTimeout(saidTimer);
     saidTimer = setTimeout(() => { $("said").hidden = true; }, 8000);
   }
+  // what went wrong with the complaint open in the dialog, said there (the page behind a modal dialog is
+  // neither seen nor read aloud), with the focus on it
+  function sayInDialog(text) {
+    if (!$("complaint").open) { say(text); return; }
+    $("complaint-said").textContent = text;
+    $("complaint-said").hidden = false;
+    $("complaint-said").focus();
+  }
 
   async function load() {
     clearTimeout(retry);
@@ -81,7 +96,7 @@
     const year = Number(now.slice(0, 4));
     const sunday = shift(now, -new Date(now + "T00:00:00Z").getUTCDay()); // this week's Sunday in Algeria
     const [complaints, days, dates, later, week] = await Promise.all([
-      call("/v1/complaints?limit=500"),
+      call(`/v1/complaints?limit=${LISTED}` + (state.filter === "all" ? "" : `&status=${state.filter}`)),
       call(`/v1/ledger/revenue?from=${shift(now, -(DAYS - 1))}&to=${now}`),
       call(`/v1/ledger/payout-dates?year=${year}`),
       call(`/v1/ledger/payout-dates?year=${year + 1}`),
@@ -96,6 +111,12 @@
       return;
     }
     state.complaints = complaints.body.complaints;
+    if (state.filter === "open") {
+      state.openCount = state.complaints.length;
+    } else {
+      const open = await call(`/v1/complaints?limit=${LISTED}&status=open`);
+      if (open.status === 200) state.openCount = open.body.complaints.length;
+    }
     state.days = days.body.days;
     state.before = null;
     if (!state.days.length) {
@@ -154,14 +175,14 @@
   const heldText = (c) => (c.held_minor == null ? t("held_pending") : money(c.held_minor, c.currency));
 
   function renderComplaints() {
-    const open = state.complaints.filter((c) => c.status === "open").length;
-    $("open-count").textContent = open ? `(${open.toLocaleString(locale())})` : "";
+    const open = state.openCount;
+    $("open-count").textContent = open ? `(${open >= LISTED ? LISTED.toLocaleString(locale()) + "+" : open.toLocaleString(locale())})` : "";
     document.querySelectorAll("[data-filter]").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.filter === state.filter)));
     // the oldest first among those waiting (who waited longest is answered first), the newest first otherwise
-    const shown = state.complaints.filter((c) => state.filter === "all" || c.status === state.filter)
-      .sort((a, b) => (state.filter === "open" ? a.filed_at.localeCompare(b.filed_at) : b.filed_at.localeCompare(a.filed_at)));
+    const shown = state.complaints.slice().sort((a, b) => (state.filter === "open" ? a.filed_at.localeCompare(b.filed_at) : b.filed_at.localeCompare(a.filed_at)));
     $("no-complaints").textContent = t(state.filter === "open" ? "no_complaints_open" : "no_complaints");
     $("no-complaints").hidden = shown.length > 0;
+    $("cut").hidden = shown.length < LISTED;
     $("complaints").hidden = shown.length === 0;
     $("complaints").tBodies[0].replaceChildren(...shown.map((c) => {
       const tr = document.createElement("tr");
@@ -180,9 +201,10 @@
       return tr;
     }));
   }
-  document.querySelectorAll("[data-filter]").forEach((b) => b.addEventListener("click", () => {
+  document.querySelectorAll("[data-filter]").forEach((b) => b.addEventListener("click", async () => {
     state.filter = b.dataset.filter;
-    renderComplaints();
+    document.querySelectorAll("[data-filter]").forEach((x) => x.setAttribute("aria-pressed", String(x === b)));
+    await load();
   }));
 
   function figure(list, label, minor, currency) {
@@ -241,6 +263,7 @@
     const n = days.length, slot = width / n, gap = Math.max(1, Math.round(slot / 5));
     const labelEvery = Math.ceil(84 / slot); // a date under one bar in this many, from today back
     const most = Math.max(...days.map((d) => d.revenue));
+    const topDay = days.findIndex((d) => d.revenue === most); // its figure written once, over the first such day
     const rtl = I18N[lang].dir === "rtl"; // time runs from right to left in Arabic
     const short = (date) => day(date, { day: "numeric", month: "short" });
     const node = (name, attrs, text) => {
@@ -265,7 +288,7 @@
       hover.textContent = `${short(d.date)}: ${money(d.revenue, currency)}`;
       bar.appendChild(hover);
       if ((n - 1 - i) % labelEvery === 0) node("text", { y: height - 8, ...inside(x + slot / 2, 28) }, short(d.date));
-      if (d.revenue === most && most > 0) node("text", { y: height - bottom - h - 5, ...inside(x + slot / 2, 45) }, money(d.revenue, currency));
+      if (i === topDay && most > 0) node("text", { y: height - bottom - h - 5, ...inside(x + slot / 2, 45) }, money(d.revenue, currency));
     });
     const total = days.reduce((s, d) => s + d.revenue, 0);
     svg.setAttribute("aria-label", t("chart_label", { n, list: days.filter((d) => d.revenue)
@@ -276,6 +299,8 @@
   let resized = null;
   window.addEventListener("resize", () => { clearTimeout(resized); resized = setTimeout(() => state.days && renderMoney(), 150); });
 
+  const holidayName = (d) => (d.holiday_names && (d.holiday_names[lang] || d.holiday_names.en)) || d.holiday || "";
+
   function renderPayouts() {
     const full = (iso) => day(iso, { weekday: "long", day: "numeric", month: "long", year: "numeric" });
     $("dates").tBodies[0].replaceChildren(...state.dates.map((d) => {
@@ -283,7 +308,8 @@
       tr.dataset.sunday = d.sunday;
       const note = document.createElement("span");
       note.className = "note";
-      const parts = [d.holiday ? t("moved_by", { holiday: d.holiday }) : t("on_sunday")];
+      const parts = [d.date !== d.sunday ? t("moved_from", { sunday: day(d.sunday, { day: "numeric", month: "long" }), holiday: holidayName(d) })
+        : d.holiday ? t("holiday_kept", { holiday: holidayName(d) }) : t("on_sunday")];
       if (d.estimated) parts.push(t("estimated"));
       if (d.announced) parts.push(t("announced"));
       note.textContent = parts.join(" · ");
@@ -294,7 +320,7 @@
         fix.addEventListener("click", () => openHoliday(d));
         note.append(" ", fix);
       }
-      tr.append(cell(full(d.sunday)), cell(full(d.date), d.date !== d.sunday ? "moved" : ""), cell(note));
+      tr.append(cell(full(d.date), d.date !== d.sunday ? "moved" : ""), cell(note));
       return tr;
     }));
     $("week-title").textContent = t("week_payouts", { date: day(state.sunday, { day: "numeric", month: "long" }) });
@@ -315,11 +341,12 @@
   async function openComplaint(cid) {
     const found = await call(`/v1/complaints/${encodeURIComponent(cid)}`);
     if (!token) return;
-    if (found.status !== 200) { say(t(found.status === 0 ? "err_send" : "err_unavailable")); return; }
+    if (found.status !== 200) { sayInDialog(t(found.status === 0 ? "err_reach" : "err_unavailable")); return; }
     state.open = found.body;
     resetDecision();
     renderComplaint();
     if (!$("complaint").open) $("complaint").showModal();
+    $("complaint-title").focus(); // not on an action: sharing and deciding are chosen, never landed on
   }
 
   function fact(list, label, value) {
@@ -334,12 +361,12 @@
 
   function renderComplaint() {
     const c = state.open;
-    $("complaint-title").textContent = t("complaint_title", { booking: c.booking_id });
+    $("complaint-title").textContent = t("complaint_title", { date: when(c.filed_at) });
     const facts = $("facts");
     facts.replaceChildren();
     fact(facts, "col_status", t("status_" + c.status));
     fact(facts, "col_reason", t("reason_" + c.reason));
-    fact(facts, "filed_on", when(c.filed_at));
+    fact(facts, "session", c.booking_id);
     fact(facts, "practitioner", c.practitioner_id);
     fact(facts, "client", c.client_id);
     fact(facts, "held", heldText(c));
@@ -354,7 +381,7 @@
     $("share-box").hidden = !c.has_text || c.shared_with_practitioner;
     $("decide-form").hidden = c.status !== "open";
     $("decide-full-label").textContent = t("decide_full", { amount: heldText(c) });
-    $("part-label").textContent = t("part_amount", { currency: c.currency });
+    $("part-label").textContent = t("part_amount", { currency: symbol(c.currency) });
     const link = new URL("/statement", location.origin);
     link.searchParams.set("practitioner", c.practitioner_id);
     link.searchParams.set("lang", lang);
@@ -365,6 +392,7 @@
     $("decide-form").reset();
     $("part-box").hidden = true;
     $("decide-error").hidden = true;
+    $("complaint-said").hidden = true;
     $("confirm-box").hidden = true;
     $("decide-actions").hidden = false;
     $("share-ask").hidden = true;
@@ -396,22 +424,39 @@
   });
 
   // the amount an admin typed, in minor units (null: not an amount in this currency's decimals)
+  // Written as people write amounts: Arabic or Persian digits, spaces or a thousands separator (3 000,
+  // 3.000,00, 3,000.00, ٣٬٠٠٠), a comma or a point for the decimals; a lone separator followed by exactly
+  // three digits is a thousands separator where the currency has fewer decimals (3,000 or 3.000 DZD: three
+  // thousand).
   function minorOf(text, currency) {
     const digits = digitsOf(currency);
-    const clean = text.trim().replace(/[\s\u00a0\u202f]/g, "").replace(/[٠-٩]/g, (d) => "٠١٢٣٤٥٦٧٨٩".indexOf(d)).replace("٫", ".").replace(",", ".");
+    let clean = text.trim().replace(/[\s\u00a0\u202f'’٬]/g, "")
+      .replace(/[٠-٩]/g, (d) => String("٠١٢٣٤٥٦٧٨٩".indexOf(d))).replace(/[۰-۹]/g, (d) => String("۰۱۲۳۴۵۶۷۸۹".indexOf(d)))
+      .replace(/٫/g, ".");
+    if (!/^[\d.,]+$/.test(clean)) return null;
+    const last = Math.max(clean.lastIndexOf("."), clean.lastIndexOf(","));
+    if (last >= 0) {
+      const mark = clean[last];
+      const grouping = (clean.includes(".") && clean.includes(",")) ? (mark === "." ? "," : ".")
+        : (clean.split(mark).length > 2 || (clean.length - last - 1 === 3 && digits < 3)) ? mark : null;
+      if (grouping) clean = clean.split(grouping).join("");
+      if (grouping !== mark) clean = clean.replace(mark, ".");
+    }
     const match = /^(\d+)(?:\.(\d*))?$/.exec(clean);
     if (!match || (match[2] || "").length > digits) return null;
     return Number(match[1]) * 10 ** digits + Number((match[2] || "").padEnd(digits, "0") || "0");
   }
 
   let chosen = null; // {decision, refund_minor?} once "continue" was pressed
+  let confirmTimer = null;
+  let shareTimer = null;
   $("decide-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const c = state.open;
     const held = c.held_minor;
     const pick = $("decide-form").elements.decision.value;
     if (!pick) { decisionError(t("err_choose")); return; }
-    if (held == null && pick !== "reject") { decisionError(t("err_hold_pending")); return; }
+    if (held == null) { decisionError(t("err_hold_pending")); return; }
     let text;
     if (pick === "full") {
       chosen = { decision: "upheld" };
@@ -437,13 +482,16 @@
     $("decide-actions").hidden = true;
     $("confirm-box").hidden = false;
     $("confirm").disabled = true;
-    setTimeout(() => { $("confirm").disabled = false; }, CONFIRM_DELAY_MS);
+    clearTimeout(confirmTimer);
+    confirmTimer = setTimeout(() => { $("confirm").disabled = false; }, CONFIRM_DELAY_MS);
     $("confirm-back").focus();
   });
   $("confirm-back").addEventListener("click", () => {
+    clearTimeout(confirmTimer);
     $("confirm-box").hidden = true;
     $("decide-actions").hidden = false;
     chosen = null;
+    $("decide").focus();
   });
 
   const RESOLVE_ERRORS = { hold_pending: "err_hold_pending", already_resolved: "err_already_resolved",
@@ -457,26 +505,41 @@
     setBusy(false);
     if (!token) return;
     if (res.status === 200) {
+      if ($("complaint").open) $("complaint").close();
       say(t(res.body.status === "upheld" ? "done_upheld" : "done_rejected"));
-      $("complaint").close();
       await load();
+      $("complaints-title").focus(); // the list it left, now without it
       return;
     }
     $("confirm-box").hidden = true;
     $("decide-actions").hidden = false;
     const code = res.body && res.body.code;
-    decisionError(t(res.status === 0 ? "err_send" : RESOLVE_ERRORS[code] || "err_unavailable"));
-    if (code === "already_resolved") { await openComplaint(c.id); await load(); }
+    if (code === "already_resolved") {
+      // decided elsewhere meanwhile: shown as it now stands, and said why
+      await load();
+      if ($("complaint").open && state.open && state.open.id === c.id) await openComplaint(c.id);
+      sayInDialog(t("err_already_resolved"));
+      return;
+    }
+    const text = t(res.status === 0 ? "err_reach_decision" : RESOLVE_ERRORS[code] || "err_decide_failed");
+    if ($("complaint").open && state.open && state.open.id === c.id) {
+      decisionError(text);
+      $("decide").focus();
+    } else {
+      say(text); // the dialog was closed while it was sent
+    }
   });
 
   $("share").addEventListener("click", () => {
     $("share").hidden = true;
     $("share-ask").hidden = false;
     $("share-yes").disabled = true;
-    setTimeout(() => { $("share-yes").disabled = false; }, CONFIRM_DELAY_MS);
+    clearTimeout(shareTimer);
+    shareTimer = setTimeout(() => { $("share-yes").disabled = false; }, CONFIRM_DELAY_MS);
     $("share-no").focus();
   });
   $("share-no").addEventListener("click", () => {
+    clearTimeout(shareTimer);
     $("share-ask").hidden = true;
     $("share").hidden = false;
     $("share").focus();
@@ -487,13 +550,13 @@
     if (!token) return;
     if (res.status !== 200) {
       $("share-yes").disabled = false;
-      say(t(res.status === 0 ? "err_send" : "err_unavailable"));
+      sayInDialog(t(res.status === 0 ? "err_reach" : "err_share_failed"));
       return;
     }
     state.open = res.body;
     $("share-ask").hidden = true;
     renderComplaint();
-    say(t("done_shared"));
+    $("shared").focus();
   });
   $("complaint-close").addEventListener("click", () => $("complaint").close());
   $("complaint").addEventListener("close", () => { state.open = null; chosen = null; });
@@ -502,7 +565,7 @@
   let holiday = null;
   function openHoliday(d) {
     holiday = d;
-    $("holiday-title").textContent = t("correct_title", { holiday: d.holiday });
+    $("holiday-title").textContent = t("correct_title", { holiday: holidayName(d) });
     $("holiday-text").textContent = t("correct_text", { date: day(d.sunday, { weekday: "long", day: "numeric", month: "long", year: "numeric" }) });
     $("holiday-date").value = d.sunday;
     $("holiday-move").checked = false;
@@ -520,7 +583,7 @@
     if (!token) return;
     if (res.status !== 200) {
       const code = res.body && res.body.code;
-      $("holiday-error").textContent = t(res.status === 0 ? "err_send" : code === "not_an_estimated_holiday" ? "err_not_estimated" : "err_unavailable");
+      $("holiday-error").textContent = t(res.status === 0 ? "err_reach" : code === "not_an_estimated_holiday" ? "err_not_estimated" : "err_unavailable");
       $("holiday-error").hidden = false;
       return;
     }
@@ -528,6 +591,7 @@
     const kept = res.body.kept.map((k) => day(k.announced, { day: "numeric", month: "long" }));
     say(kept.length ? `${t("correct_done")} ${t("correct_kept", { list: kept.join(lang === "ar" ? "، " : ", ") })}` : t("correct_done"));
     await load();
+    $("dates-title").focus();
   });
   $("holiday-close").addEventListener("click", () => $("holiday").close());
 
