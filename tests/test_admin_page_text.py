@@ -4,28 +4,15 @@ English, or as its key)."""
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
-from .support import require
+from .page_text_support import STATIC, assert_every_word_in_every_language, assert_same_placeholders, catalogue
 
-ADMIN = Path(__file__).resolve().parent.parent / "session_server" / "static" / "admin"
+ADMIN = STATIC / "admin"
 REASONS = ("practitioner_late", "practitioner_absent", "session_cut_short", "conduct", "technical_problem",
            "billing", "other")
-
-
-def catalogue() -> dict[str, dict[str, str]]:
-    require(shutil.which("node") is not None, "node is not installed")
-    script = f"global.window = {{}}; require({json.dumps(str(ADMIN / 'i18n.js'))}); " \
-             "process.stdout.write(JSON.stringify(window.ADMIN_I18N));"
-    out = subprocess.run(["node", "-e", script], capture_output=True, check=True, text=True)
-    loaded: dict[str, dict[str, str]] = json.loads(out.stdout)
-    return loaded
 
 
 def used_keys() -> set[str]:
@@ -44,18 +31,10 @@ def used_keys() -> set[str]:
 
 
 def test_every_text_the_administration_page_uses_is_in_every_language() -> None:
-    texts = catalogue()
-    assert set(texts) == {"ar", "fr", "en"}
     assert {"paid_in", "escrow", "err_hold_pending", "reason_conduct"} <= used_keys()  # the patterns find them
-    for lang, table in texts.items():
-        missing = sorted(used_keys() - set(table))
-        assert not missing, f"{lang} lacks {missing}"
-        assert set(table) == set(texts["en"]), f"{lang} and en differ: {set(table) ^ set(texts['en'])}"
-        assert all(isinstance(v, str) and v.strip() for v in table.values()), lang
+    assert_every_word_in_every_language(catalogue("admin", "ADMIN_I18N"), used_keys())
 
 
 @pytest.mark.parametrize("lang", ["ar", "fr", "en"])
 def test_every_placeholder_of_a_text_is_the_same_in_every_language(lang: str) -> None:
-    texts = catalogue()
-    for key, english in texts["en"].items():
-        assert set(re.findall(r"\{(\w+)\}", texts[lang][key])) == set(re.findall(r"\{(\w+)\}", english)), key
+    assert_same_placeholders(catalogue("admin", "ADMIN_I18N"), lang)

@@ -7,8 +7,6 @@ form. Screenshots in Arabic and French (COMPLAINT_SCREENSHOTS, a directory)."""
 from __future__ import annotations
 
 import os
-import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +14,11 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from session_server.app import create_app
-from session_server.auth import Role, TokenAuthority
-from session_server.bookings.jobs import COMPLETION_GRACE_S
-from session_server.clock import ManualClock
+from session_server.auth import Role
 
 from .accessibility import assert_accessible
-from .bookings_support import every_day, first_slot, make_practitioner
-from .conftest import API_KEY_ID, API_SECRET, LiveServer, auth, make_settings
-from .ledger_support import session_took_place
+from .complaint_support import book_a_session, manual_server, statement, the_session_takes_place
+from .conftest import auth
 from .support import CHROMIUM_ARGS, chromium_path, eventually, in_loopback_namespace, require
 
 pytestmark = [
@@ -43,141 +37,104 @@ async def test_a_client_files_a_complaint_from_the_page_and_sees_what_becomes_of
     require(browser_path is not None, "Chromium is not installed")
     from playwright.async_api import async_playwright
 
-    clock = ManualClock(time.time())
-    authority = TokenAuthority({API_KEY_ID: API_SECRET}, max_ttl_s=3600, clock=clock.now)
+    async with manual_server(tmp_path, redis_url) as ms, httpx.AsyncClient(base_url=ms.server.url) as http, \
+            async_playwright() as pw:
+        server, bearer = ms.server, ms.bearer
+        booking = await book_a_session(http, ms)
+        bid = booking[0]
+        browser = await pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
+        try:
+            async def open_page(token: str, lang: str) -> Any:
+                page = await (await browser.new_context(viewport={"width": 900, "height": 900})).new_page()
+                await page.goto(f"{server.url}/complaint/{bid}?lang={lang}#token={token}")
+                await page.wait_for_selector("body[data-state]", state="attached")
+                return page
 
-    def bearer(role: Role, sub: str) -> str:
-        """A token valid at the server's present (which the test moves ahead)."""
-        return authority.mint(sub=sub, name=sub, role=role, ttl_s=3600)[0]
+            # before the session: not yet, and from when
+            page = await open_page(bearer(Role.CLIENT, "c1"), "fr")
+            await page.locator("#notice").wait_for(state="visible")
+            assert (await page.inner_text("#notice")).startswith(
+                "Vous pourrez déposer une réclamation une fois la séance terminée et clôturée, à partir du ")
+            assert await page.is_hidden("#form")
+            await page.context.close()
 
-    # (a payout minimum above what is earned here: whatever day the test runs, no Sunday payout takes the share)
-    server = LiveServer(create_app(make_settings(tmp_path, redis_url, ledger_claim_idle_ms=200,
-                                                 ledger_payout_minimum_minor=10**9), clock=clock))
-    await server.start()
-    try:
-        async with httpx.AsyncClient(base_url=server.url) as http, async_playwright() as pw:
-            await make_practitioner(http, "p1", price=300_000, weekly=every_day())
-            slot = await first_slot(http, "p1", auth(bearer(Role.CLIENT, "c1")))
-            r = await http.post("/v1/bookings", headers=auth(bearer(Role.CLIENT, "c1")),
-                                json={"practitioner_id": "p1", "starts_at": slot["starts_at"]})
-            assert r.status_code == 201, r.text
-            bid = r.json()["id"]
-            starts = int(datetime.fromisoformat(r.json()["starts_at"]).timestamp())
-            ends = int(datetime.fromisoformat(r.json()["ends_at"]).timestamp())
-            browser = await pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
-            try:
-                async def open_page(token: str, lang: str) -> Any:
-                    page = await (await browser.new_context(viewport={"width": 900, "height": 900})).new_page()
-                    await page.goto(f"{server.url}/complaint/{bid}?lang={lang}#token={token}")
-                    await page.wait_for_selector("body[data-state]", state="attached")
-                    return page
+            # the session takes place and is over: the ledger settles it
+            await the_session_takes_place(http, redis_client, ms, booking)
 
-                # before the session: not yet, and from when
-                page = await open_page(bearer(Role.CLIENT, "c1"), "fr")
+            # the client, in Arabic: a reason is asked for, then the complaint goes
+            page = await open_page(bearer(Role.CLIENT, "c1"), "ar")
+            await page.locator("#form").wait_for(state="visible")
+            assert await page.evaluate("document.documentElement.dir") == "rtl"
+            assert await page.locator("input[name=reason]").count() == 7
+            await assert_accessible(page, "the complaint form in Arabic")
+            # a story pasted past the limit: the box keeps 4,000 characters and says the rest was not kept
+            await page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+            await page.evaluate("text => navigator.clipboard.writeText(text)", "ب" * 4500)
+            await page.focus("#text")
+            await page.keyboard.press("Control+V")
+            await page.locator("#text-count.warn").wait_for()
+            assert await page.evaluate("document.getElementById('text').value.length") == 4000
+            assert "لم يُحفظ ما زاد عليه" in await page.inner_text("#text-count")
+            await page.fill("#text", "")
+            assert "لم يُحفظ" not in await page.inner_text("#text-count")
+            words = "أجاب المختص على الهاتف مرتين أثناء الجلسة."
+            await page.fill("#text", words)
+            await page.click("#send")
+            assert await page.inner_text("#notice") == "اختر سببًا من القائمة."
+            # words not sent yet: a reload is asked about first, and staying keeps them
+            async with page.expect_event("dialog") as asked:
+                await page.evaluate("setTimeout(() => location.reload(), 0)")
+            dialog = await asked.value
+            assert dialog.type == "beforeunload"
+            await dialog.dismiss()
+            assert await page.input_value("#text") == words
+            await page.get_by_label("سلوك المختص").check()
+            assert await page.is_hidden("#notice")  # a reason is chosen: "choose a reason" goes
+            if SHOTS:
+                await page.screenshot(path=str(SHOTS / "complaint-form-ar.png"), full_page=True)
+            await page.click("#send")
+            await page.locator("#status").wait_for(state="visible")
+            assert await page.inner_text("#status-title") == "شكواك قيد الدراسة"
+            assert await page.inner_text("#filed-reason") == "سلوك المختص"
+            assert await page.is_hidden("#form") and await page.is_hidden("#notice")
+
+            async def held() -> bool:
+                s = await statement(http, ms)
+                return bool(s["held_minor"] == 300_000 and s["available_minor"] == 0)
+
+            await eventually(held, timeout=30, what="the practitioner's share held")
+            found = (await http.get("/v1/complaints", headers=auth(bearer(Role.ADMIN, "a1")))).json()
+            [filed] = found["complaints"]
+            assert filed["booking_id"] == bid and filed["reason"] == "conduct" and filed["has_text"]
+            r = await http.get(f"/v1/complaints/{filed['id']}", headers=auth(bearer(Role.ADMIN, "a1")))
+            assert r.json()["text"] == words
+
+            # upheld with a refund of 1,000.00: the page, opened again in French, says what comes back
+            r = await http.post(f"/v1/complaints/{filed['id']}/resolve", headers=auth(bearer(Role.ADMIN, "a1")),
+                                json={"decision": "upheld", "refund_minor": 100_000})
+            assert r.status_code == 200, r.text
+            await page.context.close()
+            page = await open_page(bearer(Role.CLIENT, "c1"), "fr")
+            await page.locator("#status").wait_for(state="visible")
+            assert await page.inner_text("#status-title") == "Votre réclamation est fondée"
+            refund = await page.evaluate(
+                "new Intl.NumberFormat('fr-FR', {style: 'currency', currency: 'DZD'}).format(1000)")
+            assert await page.inner_text("#status-text") == f"{refund} vous sera remboursé."
+            await assert_accessible(page, "the complaint's status in French")
+            if SHOTS:
+                await page.screenshot(path=str(SHOTS / "complaint-upheld-fr.png"), full_page=True)
+            await page.context.close()
+
+            # anyone else: why there is no form
+            for token, lang, says in (
+                    (bearer(Role.CLIENT, "c2"), "en", "This session is not one of yours."),
+                    (bearer(Role.PRACTITIONER, "p1"), "fr",
+                     "Cette page permet aux clients de déposer une réclamation sur leur séance.")):
+                page = await open_page(token, lang)
                 await page.locator("#notice").wait_for(state="visible")
-                assert (await page.inner_text("#notice")).startswith(
-                    "Vous pourrez déposer une réclamation une fois la séance terminée et clôturée, à partir du ")
-                assert await page.is_hidden("#form")
+                assert await page.inner_text("#notice") == says
+                assert await page.is_hidden("#form") and await page.is_hidden("#status")
                 await page.context.close()
+        finally:
+            await browser.close()
 
-                # the session takes place and is over: the ledger settles it
-                clock.set(starts)
-                await session_took_place(redis_client, bid, starts)
-
-                async def in_session() -> bool:
-                    r = await http.get(f"/v1/bookings/{bid}", headers=auth(bearer(Role.ADMIN, "a1")))
-                    return bool(r.json()["status"] == "in_session")
-
-                await eventually(in_session, what="the booking in session")
-                clock.set(ends + COMPLETION_GRACE_S + 1)
-
-                async def statement() -> dict[str, Any]:
-                    r = await http.get("/v1/ledger/practitioners/p1/statement",
-                                       headers=auth(bearer(Role.PRACTITIONER, "p1")))
-                    assert r.status_code == 200, r.text
-                    body: dict[str, Any] = r.json()
-                    return body
-
-                async def earned() -> bool:
-                    return bool((await statement())["available_minor"] == 300_000)
-
-                await eventually(earned, timeout=30, what="the session's share earned")
-
-                # the client, in Arabic: a reason is asked for, then the complaint goes
-                page = await open_page(bearer(Role.CLIENT, "c1"), "ar")
-                await page.locator("#form").wait_for(state="visible")
-                assert await page.evaluate("document.documentElement.dir") == "rtl"
-                assert await page.locator("input[name=reason]").count() == 7
-                await assert_accessible(page, "the complaint form in Arabic")
-                # a story pasted past the limit: the box keeps 4,000 characters and says the rest was not kept
-                await page.context.grant_permissions(["clipboard-read", "clipboard-write"])
-                await page.evaluate("text => navigator.clipboard.writeText(text)", "ب" * 4500)
-                await page.focus("#text")
-                await page.keyboard.press("Control+V")
-                await page.locator("#text-count.warn").wait_for()
-                assert await page.evaluate("document.getElementById('text').value.length") == 4000
-                assert "لم يُحفظ ما زاد عليه" in await page.inner_text("#text-count")
-                await page.fill("#text", "")
-                assert "لم يُحفظ" not in await page.inner_text("#text-count")
-                words = "أجاب المختص على الهاتف مرتين أثناء الجلسة."
-                await page.fill("#text", words)
-                await page.click("#send")
-                assert await page.inner_text("#notice") == "اختر سببًا من القائمة."
-                # words not sent yet: a reload is asked about first, and staying keeps them
-                async with page.expect_event("dialog") as asked:
-                    await page.evaluate("setTimeout(() => location.reload(), 0)")
-                dialog = await asked.value
-                assert dialog.type == "beforeunload"
-                await dialog.dismiss()
-                assert await page.input_value("#text") == words
-                await page.get_by_label("سلوك المختص").check()
-                assert await page.is_hidden("#notice")  # a reason is chosen: "choose a reason" goes
-                if SHOTS:
-                    await page.screenshot(path=str(SHOTS / "complaint-form-ar.png"), full_page=True)
-                await page.click("#send")
-                await page.locator("#status").wait_for(state="visible")
-                assert await page.inner_text("#status-title") == "شكواك قيد الدراسة"
-                assert await page.inner_text("#filed-reason") == "سلوك المختص"
-                assert await page.is_hidden("#form") and await page.is_hidden("#notice")
-
-                async def held() -> bool:
-                    s = await statement()
-                    return bool(s["held_minor"] == 300_000 and s["available_minor"] == 0)
-
-                await eventually(held, timeout=30, what="the practitioner's share held")
-                found = (await http.get("/v1/complaints", headers=auth(bearer(Role.ADMIN, "a1")))).json()
-                [filed] = found["complaints"]
-                assert filed["booking_id"] == bid and filed["reason"] == "conduct" and filed["has_text"]
-                r = await http.get(f"/v1/complaints/{filed['id']}", headers=auth(bearer(Role.ADMIN, "a1")))
-                assert r.json()["text"] == words
-
-                # upheld with a refund of 1,000.00: the page, opened again in French, says what comes back
-                r = await http.post(f"/v1/complaints/{filed['id']}/resolve", headers=auth(bearer(Role.ADMIN, "a1")),
-                                    json={"decision": "upheld", "refund_minor": 100_000})
-                assert r.status_code == 200, r.text
-                await page.context.close()
-                page = await open_page(bearer(Role.CLIENT, "c1"), "fr")
-                await page.locator("#status").wait_for(state="visible")
-                assert await page.inner_text("#status-title") == "Votre réclamation est fondée"
-                refund = await page.evaluate(
-                    "new Intl.NumberFormat('fr-FR', {style: 'currency', currency: 'DZD'}).format(1000)")
-                assert await page.inner_text("#status-text") == f"{refund} vous sera remboursé."
-                await assert_accessible(page, "the complaint's status in French")
-                if SHOTS:
-                    await page.screenshot(path=str(SHOTS / "complaint-upheld-fr.png"), full_page=True)
-                await page.context.close()
-
-                # anyone else: why there is no form
-                for token, lang, says in (
-                        (bearer(Role.CLIENT, "c2"), "en", "This session is not one of yours."),
-                        (bearer(Role.PRACTITIONER, "p1"), "fr",
-                         "Cette page permet aux clients de déposer une réclamation sur leur séance.")):
-                    page = await open_page(token, lang)
-                    await page.locator("#notice").wait_for(state="visible")
-                    assert await page.inner_text("#notice") == says
-                    assert await page.is_hidden("#form") and await page.is_hidden("#status")
-                    await page.context.close()
-            finally:
-                await browser.close()
-    finally:
-        await server.stop()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import redis.asyncio as aioredis
 
 from ledger import paydates
@@ -23,6 +24,7 @@ from session_server.events import EVENTS_STREAM, Event
 from session_server.settings import Settings
 
 from .bookings_support import every_day, first_slot, make_practitioner
+from .complaint_support import complaints_filed
 from .conftest import API_KEY_ID, API_SECRET, LiveServer, api_key_auth, auth, make_settings
 from .ledger_support import publish
 from .support import eventually
@@ -211,15 +213,7 @@ async def test_the_queue_of_one_status_is_not_cut_by_newer_complaints_of_another
     server = LiveServer(create_app(make_settings(tmp_path, redis_url, ledger_in_process=False)))
     await server.start()
     try:
-        svc = server.app.state.ctx.ledger
-        for n in range(3):  # as the route files them; the hold as the consumer adds it
-            cid = f"{n:032x}"
-            await svc.complaints.file({"complaint_id": cid, "booking_id": f"b{n}", "client_id": f"c{n}",
-                                       "practitioner_id": "p1", "reason": "conduct", "status": "open",
-                                       "filed_at": str(T_FILED + n), "has_text": "0"},
-                                      "p1", T_FILED + n,
-                                      ["e" + cid, "complaint.filed", "1", "2026-12-01T00:00:00Z", "{}"])
-            await redis_client.hset(f"ledger:complaint:{cid}", mapping={"held": "1000", "currency": "DZD"})
+        await complaints_filed(server, redis_client, {f"{n:032x}": 1000 for n in range(3)}, since=T_FILED)
         admin = {"Authorization": "Bearer " + server.app.state.ctx.tokens.mint(
             sub="a1", name="a1", role=Role.ADMIN, ttl_s=600)[0]}
         async with httpx.AsyncClient(base_url=server.url) as http:
@@ -236,30 +230,20 @@ async def test_the_queue_of_one_status_is_not_cut_by_newer_complaints_of_another
         await server.stop()
 
 
-async def test_the_statement_page_is_served_with_a_policy_that_allows_only_its_own_files(
-        client: httpx.AsyncClient) -> None:
-    r = await client.get("/statement?lang=fr")
+@pytest.mark.parametrize(("path", "own"), [
+    ("/statement?lang=fr", ["/static/statement/i18n.js", "/static/statement/statement.css",
+                            "/static/statement/statement.js"]),
+    ("/admin?lang=ar", ["/static/admin/admin.css", "/static/admin/admin.js", "/static/admin/i18n.js"]),
+])
+async def test_the_ledger_pages_are_served_with_a_policy_that_allows_only_their_own_files(
+        client: httpx.AsyncClient, path: str, own: list[str]) -> None:
+    r = await client.get(path)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     policy = r.headers["content-security-policy"]
     assert "default-src 'none'" in policy and "script-src 'self'" in policy and "connect-src 'self'" in policy
     assert r.headers["referrer-policy"] == "no-referrer" and r.headers["cache-control"] == "no-store"
     files = re.findall(r'(?:src|href)="(/static/[\w/.]+)"', r.text)
-    assert sorted(files) == ["/static/common/page.js", "/static/statement/i18n.js", "/static/statement/statement.css",
-                             "/static/statement/statement.js"]
-    for name in files:
-        assert (await client.get(name)).status_code == 200, name
-
-
-async def test_the_administration_page_is_served_with_a_policy_that_allows_only_its_own_files(
-        client: httpx.AsyncClient) -> None:
-    r = await client.get("/admin?lang=ar")
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-    policy = r.headers["content-security-policy"]
-    assert "default-src 'none'" in policy and "script-src 'self'" in policy and "connect-src 'self'" in policy
-    assert r.headers["referrer-policy"] == "no-referrer" and r.headers["cache-control"] == "no-store"
-    files = re.findall(r'(?:src|href)="(/static/[\w/.]+)"', r.text)
-    assert sorted(files) == ["/static/admin/admin.css", "/static/admin/admin.js", "/static/admin/i18n.js",
-                             "/static/common/page.js"]
+    assert sorted(files) == sorted(["/static/common/page.js", "/static/common/chart.js", *own])
     for name in files:
         assert (await client.get(name)).status_code == 200, name
 

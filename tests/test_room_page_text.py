@@ -3,26 +3,13 @@ language switch (a text missing in one language would show in English, or as its
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
-from .support import require
+from .page_text_support import STATIC, assert_every_word_in_every_language, assert_same_placeholders, catalogue
 
-ROOM = Path(__file__).resolve().parent.parent / "session_server" / "static" / "room"
-
-
-def catalogue() -> dict[str, dict[str, str]]:
-    require(shutil.which("node") is not None, "node is not installed")
-    script = f"global.window = {{}}; require({json.dumps(str(ROOM / 'i18n.js'))}); " \
-             "process.stdout.write(JSON.stringify(window.ROOM_I18N));"
-    out = subprocess.run(["node", "-e", script], capture_output=True, check=True, text=True)
-    loaded: dict[str, dict[str, str]] = json.loads(out.stdout)
-    return loaded
+ROOM = STATIC / "room"
 
 
 def used_keys() -> set[str]:
@@ -43,17 +30,9 @@ def used_keys() -> set[str]:
 
 
 def test_every_text_the_room_page_uses_is_in_every_language() -> None:
-    texts = catalogue()
-    assert set(texts) == {"ar", "fr", "en"}
-    for lang, table in texts.items():
-        missing = sorted(used_keys() - set(table))
-        assert not missing, f"{lang} lacks {missing}"
-        assert set(table) == set(texts["en"]), f"{lang} and en differ: {set(table) ^ set(texts['en'])}"
-        assert all(isinstance(v, str) and v.strip() for v in table.values()), lang
+    assert_every_word_in_every_language(catalogue("room", "ROOM_I18N"), used_keys())
 
 
 @pytest.mark.parametrize("lang", ["ar", "fr", "en"])
 def test_every_placeholder_of_a_text_is_the_same_in_every_language(lang: str) -> None:
-    texts = catalogue()
-    for key, english in texts["en"].items():
-        assert set(re.findall(r"\{(\w+)\}", texts[lang][key])) == set(re.findall(r"\{(\w+)\}", english)), key
+    assert_same_placeholders(catalogue("room", "ROOM_I18N"), lang)

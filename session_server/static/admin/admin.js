@@ -254,42 +254,11 @@
   }
 
   function drawChart(days, currency) {
-    const svg = $("chart");
-    const ns = "http://www.w3.org/2000/svg";
-    svg.replaceChildren();
-    // drawn at the size it is shown, so that its words keep their size on a phone as on a laptop
-    const width = Math.max(240, Math.round(svg.getBoundingClientRect().width) || 600), height = 180, top = 20, bottom = 24;
-    svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-    const n = days.length, slot = width / n, gap = Math.max(1, Math.round(slot / 5));
-    const labelEvery = Math.ceil(84 / slot); // a date under one bar in this many, from today back
-    const most = Math.max(...days.map((d) => d.revenue));
-    const topDay = days.findIndex((d) => d.revenue === most); // its figure written once, over the first such day
-    const rtl = I18N[lang].dir === "rtl"; // time runs from right to left in Arabic
     const short = (date) => day(date, { day: "numeric", month: "short" });
-    const node = (name, attrs, text) => {
-      const el = document.createElementNS(ns, name);
-      for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
-      if (text != null) el.textContent = text;
-      svg.appendChild(el);
-      return el;
-    };
-    node("line", { class: "axis", x1: 0, x2: width, y1: height - bottom, y2: height - bottom });
-    const inside = (centre, half) => {
-      if (centre + half > width) return { x: width - 2, "text-anchor": rtl ? "start" : "end" };
-      if (centre - half < 0) return { x: 2, "text-anchor": rtl ? "end" : "start" };
-      return { x: centre, "text-anchor": "middle" };
-    };
-    days.forEach((d, i) => {
-      const x = (rtl ? n - 1 - i : i) * slot;
-      const h = most > 0 ? Math.round(((height - top - bottom) * Math.max(d.revenue, 0)) / most) : 0;
-      const bar = node("rect", { class: "bar-rect" + (d.revenue > 0 ? "" : " empty"), x: x + gap / 2, width: slot - gap,
-                                 y: height - bottom - Math.max(h, 2), height: Math.max(h, 2) });
-      const hover = document.createElementNS(ns, "title");
-      hover.textContent = `${short(d.date)}: ${money(d.revenue, currency)}`;
-      bar.appendChild(hover);
-      if ((n - 1 - i) % labelEvery === 0) node("text", { y: height - 8, ...inside(x + slot / 2, 28) }, short(d.date));
-      if (i === topDay && most > 0) node("text", { y: height - bottom - h - 5, ...inside(x + slot / 2, 45) }, money(d.revenue, currency));
-    });
+    const svg = $("chart");
+    CHART.bars(svg, days.map((d) => ({ label: short(d.date), title: short(d.date), value: d.revenue })),
+               { rtl: I18N[lang].dir === "rtl", format: (v) => money(v, currency), labelWidth: 84 });
+    const n = days.length;
     const total = days.reduce((s, d) => s + d.revenue, 0);
     svg.setAttribute("aria-label", t("chart_label", { n, list: days.filter((d) => d.revenue)
       .map((d) => `${short(d.date)} ${money(d.revenue, currency)}`).join(lang === "ar" ? "، " : ", ") }));

@@ -151,46 +151,10 @@
       if (w) w.earned += e.amount_minor;
     }
     const svg = $("chart");
-    const ns = "http://www.w3.org/2000/svg";
-    svg.replaceChildren();
-    // drawn at the size it is shown, so that its words keep their size on a phone as on a laptop
-    const width = Math.max(240, Math.round(svg.getBoundingClientRect().width) || 600), height = 180, top = 20, bottom = 24;
-    svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-    const slot = width / WEEKS, gap = Math.max(2, Math.round(slot / 5));
-    const labelEvery = Math.ceil(72 / slot); // a week's date under one bar in this many, from this week back
-    const most = Math.max(...weeks.map((w) => w.earned));
-    const rtl = I18N[lang].dir === "rtl"; // time runs from right to left in Arabic
-    const node = (name, attrs, text) => {
-      const el = document.createElementNS(ns, name);
-      for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
-      if (text != null) el.textContent = text;
-      svg.appendChild(el);
-      return el;
-    };
-    node("line", { class: "axis", x1: 0, x2: width, y1: height - bottom, y2: height - bottom });
-    // a label centred on `centre`, or kept inside the chart at either edge (an anchor's "start" is the
-    // right-hand side in Arabic)
-    const inside = (centre, half) => {
-      if (centre + half > width) return { x: width - 2, "text-anchor": rtl ? "start" : "end" };
-      if (centre - half < 0) return { x: 2, "text-anchor": rtl ? "end" : "start" };
-      return { x: centre, "text-anchor": "middle" };
-    };
-    weeks.forEach((w, i) => {
-      const x = (rtl ? WEEKS - 1 - i : i) * slot;
-      const h = most > 0 ? Math.round(((height - top - bottom) * w.earned) / most) : 0;
-      const label = `${t("week_of", { date: day(new Date(w.start), { day: "numeric", month: "short" }) })}: ${money(w.earned, s.currency)}`;
-      const bar = node("rect", { class: "bar-rect" + (w.earned ? "" : " empty"), x: x + gap / 2, width: slot - gap,
-                                 y: height - bottom - Math.max(h, 2), height: Math.max(h, 2) });
-      const hover = document.createElementNS(ns, "title"); // what a pointer over the bar shows
-      hover.textContent = label;
-      bar.appendChild(hover);
-      if ((WEEKS - 1 - i) % labelEvery === 0) {
-        node("text", { y: height - 8, ...inside(x + slot / 2, 28) }, day(new Date(w.start), { day: "numeric", month: "short" }));
-      }
-      if (w.earned === most && most > 0) {
-        node("text", { y: height - bottom - h - 5, ...inside(x + slot / 2, 45) }, money(w.earned, s.currency));
-      }
-    });
+    const short = (start) => day(new Date(start), { day: "numeric", month: "short" });
+    CHART.bars(svg, weeks.map((w) => ({ label: short(w.start), title: t("week_of", { date: short(w.start) }),
+                                        value: w.earned })),
+               { rtl: I18N[lang].dir === "rtl", format: (v) => money(v, s.currency), labelWidth: 72 });
     const total = weeks.reduce((sum, w) => sum + w.earned, 0);
     svg.setAttribute("aria-label", t("chart_label", { n: WEEKS, list: weeks.map((w) =>
       `${day(new Date(w.start), { day: "numeric", month: "short" })} ${money(w.earned, s.currency)}`).join(lang === "ar" ? "، " : ", ") }));
