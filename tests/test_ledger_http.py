@@ -196,6 +196,16 @@ async def test_book_with_a_code_complete_complain_reject_and_get_paid_on_sunday(
                 return s if s["available_minor"] == 280_000 and s["in_transit_minor"] == 0 else None
 
             await eventually(returned, what="the failed payout's money back")
+
+            # the practitioner was told of each step of her money: sent, then refused and back in her balance
+            async def told() -> list[tuple[str, int]] | None:
+                r = await http.get("/v1/notifications", headers=p1)
+                found = [(n["kind"], n["data"]["amount_minor"]) for n in r.json()["notifications"]
+                         if n["kind"].startswith("payout.")]
+                return found if len(found) == 2 else None
+
+            assert await eventually(told, what="the payout's notices") == [("payout.failed", 280_000),
+                                                                           ("payout.sent", 280_000)]
             day = (await http.get("/v1/ledger/revenue", headers=admin)).json()["days"]
             assert sum(d["revenue_minor"] for d in day) == 50_000
             assert day[-1]["liabilities"]["practitioners_available_minor"] == 280_000

@@ -61,6 +61,9 @@ _RESCHEDULE_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+_PAYOUT_KINDS = {"payout.created": "payout.sent", "payout.paid": "payout.paid", "payout.failed": "payout.failed"}
+
+
 def needs_room_presence(event: Event) -> bool:
     """Does deciding on this event need to know who is in the room now?"""
     return event.type == "room.joined" and event.body.get("role") in _PARTIES and "client_id" in event.body
@@ -119,4 +122,15 @@ def notifications_for(event: Event, waiting_clients: Sequence[str] = (),
                 "refund_minor": b.get("refund_minor")}
         return [note(b["client_id"], "complaint.resolved", data),
                 note(b["practitioner_id"], "complaint.resolved", data)]
+    if t == "complaint.shared":
+        # the practitioner may now read the client's words (in the complaint, not in the notification)
+        return [note(b["practitioner_id"], "complaint.shared",
+                     {"complaint_id": b["complaint_id"], "booking_id": b["booking_id"]})]
+    if t in _PAYOUT_KINDS:
+        # the practitioner's own money: sent to the bank, received, or refused and back in the balance
+        data = {"payout_id": b["payout_id"], "amount_minor": int(b["amount"]), "currency": b["currency"],
+                "sunday": b.get("sunday")}
+        if t == "payout.created":
+            data["date"] = b.get("date")
+        return [note(b["practitioner_id"], _PAYOUT_KINDS[t], data)]
     return []
