@@ -236,6 +236,11 @@ async def test_the_queue_of_one_status_is_not_cut_by_newer_complaints_of_another
             assert [c["id"] for c in r.json()["complaints"]] == [f"{2:032x}", f"{1:032x}"]  # the newest first
             r = await http.get("/v1/complaints", headers=admin, params={"limit": 2})
             assert [c["id"] for c in r.json()["complaints"]] == [f"{2:032x}", f"{1:032x}"]
+            # a queue: those waiting longest first
+            r = await http.get("/v1/complaints", headers=admin, params={"order": "oldest", "limit": 2})
+            assert [c["id"] for c in r.json()["complaints"]] == [f"{0:032x}", f"{1:032x}"]
+            r = await http.get("/v1/complaints", headers=admin, params={"order": "first"})
+            assert r.status_code == 422 and r.json()["code"] == "invalid_input"
     finally:
         await server.stop()
 

@@ -66,6 +66,8 @@ class ComplaintsQuery(Body):
     status: Literal["open", "upheld", "rejected"] | None = None
     practitioner_id: Id | None = None
     limit: int = Field(default=100, ge=1, le=500)
+    order: Literal["newest", "oldest"] = Field(default="newest",
+                                              description="oldest: the queue, those waiting longest first")
 
 
 class PayoutAnswerIn(Body):
@@ -125,12 +127,14 @@ async def list_complaints(request: Request) -> Response:
     identity = authenticate_any(request)
     q = parse_query(request, ComplaintsQuery)
     svc = _service(request)
+    oldest = q.order == "oldest"
     if identity.role is Role.ADMIN:
-        found = await svc.complaint_list(q.practitioner_id, q.status, q.limit)
+        found = await svc.complaint_list(q.practitioner_id, q.status, q.limit, oldest_first=oldest)
     elif identity.role is Role.PRACTITIONER:
-        found = await svc.complaint_list(identity.sub, q.status, q.limit)
+        found = await svc.complaint_list(identity.sub, q.status, q.limit, oldest_first=oldest)
     elif identity.role is Role.CLIENT:
-        found = [r for r in await svc.complaint_list(None, q.status, 10_000) if r["client_id"] == identity.sub]
+        found = [r for r in await svc.complaint_list(None, q.status, 10_000, oldest_first=oldest)
+                 if r["client_id"] == identity.sub]
         found = found[:q.limit]
     else:
         identity.require_role(Role.ADMIN, Role.PRACTITIONER, Role.CLIENT)

@@ -164,8 +164,10 @@ class ComplaintStore:
         self._check(await self._answer(keys=[self.ledger.payout_key(payout_id), self.ledger.events_stream],
                                        args=[status, reason, at, *event]))
 
-    async def complaint_ids(self, practitioner_id: str | None, start: int, count: int) -> list[str]:
-        """Complaint ids, the newest first, from the `start`-th on (at most `count`)."""
+    async def complaint_ids(self, practitioner_id: str | None, start: int, count: int, *,
+                            oldest_first: bool = False) -> list[str]:
+        """Complaint ids, the newest first (or the oldest), from the `start`-th on (at most `count`)."""
         key = (self.ledger.key("practitioner", practitioner_id, "complaints") if practitioner_id
                else self.ledger.key("complaints"))
-        return [_s(x) for x in await self.ledger.redis.zrevrange(key, start, start + count - 1)]
+        read = self.ledger.redis.zrange if oldest_first else self.ledger.redis.zrevrange
+        return [_s(x) for x in await read(key, start, start + count - 1)]

@@ -96,7 +96,9 @@
     const year = Number(now.slice(0, 4));
     const sunday = shift(now, -new Date(now + "T00:00:00Z").getUTCDay()); // this week's Sunday in Algeria
     const [complaints, days, dates, later, week] = await Promise.all([
-      call(`/v1/complaints?limit=${LISTED}` + (state.filter === "all" ? "" : `&status=${state.filter}`)),
+      // those waiting: the oldest first (answered first); the others: the newest first
+      call(`/v1/complaints?limit=${LISTED}` + (state.filter === "all" ? "" : `&status=${state.filter}`)
+           + (state.filter === "open" ? "&order=oldest" : "")),
       call(`/v1/ledger/revenue?from=${shift(now, -(DAYS - 1))}&to=${now}`),
       call(`/v1/ledger/payout-dates?year=${year}`),
       call(`/v1/ledger/payout-dates?year=${year + 1}`),
@@ -178,8 +180,7 @@
     const open = state.openCount;
     $("open-count").textContent = open ? `(${open >= LISTED ? LISTED.toLocaleString(locale()) + "+" : open.toLocaleString(locale())})` : "";
     document.querySelectorAll("[data-filter]").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.filter === state.filter)));
-    // the oldest first among those waiting (who waited longest is answered first), the newest first otherwise
-    const shown = state.complaints.slice().sort((a, b) => (state.filter === "open" ? a.filed_at.localeCompare(b.filed_at) : b.filed_at.localeCompare(a.filed_at)));
+    const shown = state.complaints; // in the order asked for: the oldest first among those waiting
     $("no-complaints").textContent = t(state.filter === "open" ? "no_complaints_open" : "no_complaints");
     $("no-complaints").hidden = shown.length > 0;
     $("cut").hidden = shown.length < LISTED;
