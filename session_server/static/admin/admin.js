@@ -393,11 +393,10 @@
     $("part").removeAttribute("aria-invalid");
   });
 
-  // the amount an admin typed, in minor units (null: not an amount in this currency's decimals)
-  // Written as people write amounts: Arabic or Persian digits, spaces or a thousands separator (3 000,
-  // 3.000,00, 3,000.00, ٣٬٠٠٠), a comma or a point for the decimals; a lone separator followed by exactly
-  // three digits is a thousands separator where the currency has fewer decimals (3,000 or 3.000 DZD: three
-  // thousand).
+  // The amount an admin typed, in minor units (null: not an amount in this currency's decimals), read as
+  // people write amounts: Arabic or Persian digits, spaces or a thousands separator (3 000, 3.000,00,
+  // 3,000.00, ٣٬٠٠٠), a comma or a point for the decimals; a lone separator followed by exactly three digits
+  // is a thousands separator where the currency has fewer decimals (3,000 or 3.000 DZD: three thousand).
   function minorOf(text, currency) {
     const digits = digitsOf(currency);
     let clean = text.trim().replace(/[\s\u00a0\u202f'’٬]/g, "")
@@ -553,7 +552,7 @@
     if (!token) return;
     if (res.status !== 200) {
       const code = res.body && res.body.code;
-      $("holiday-error").textContent = t(res.status === 0 ? "err_reach" : code === "not_an_estimated_holiday" ? "err_not_estimated" : "err_unavailable");
+      $("holiday-error").textContent = t(res.status === 0 ? "err_reach" : code === "not_an_estimated_holiday" ? "err_not_estimated" : "err_save_failed");
       $("holiday-error").hidden = false;
       return;
     }
