@@ -26,7 +26,7 @@ NO_QUERY = [
 ]
 # reads that are not the API's JSON: health probes, the metrics scrape, pages, a document's bytes
 NOT_JSON_READS = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs/api", "/", "/favicon.ico",
-                  "/room/{booking_id}", "/reschedule/{bid}", "/statement", "/complaint/{bid}", "/support",
+                  "/room/{booking_id}", "/reschedule/{bid}", "/statement", "/complaint/{bid}", "/admin", "/support",
                   "/v1/documents/{document_id}/content"}
 
 
