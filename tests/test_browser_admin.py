@@ -67,16 +67,26 @@ async def test_an_admin_reads_shares_and_decides_a_complaint_and_sees_the_money_
 
         browser = await pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
         try:
-            async def open_page(token: str, lang: str, *, today: str | None = None, width: int = 1100) -> Any:
+            async def open_page(token: str, lang: str, *, today: str | None = None, width: int = 1100,
+                                path: str = "/admin") -> Any:
                 context = await browser.new_context(viewport={"width": width, "height": 900})
                 page = await context.new_page()
                 # the browser's calendar at the server's present (which the test moved), or at another day
                 # for the payout dates only (the server keeps its own clock)
                 await page.clock.set_fixed_time(datetime.fromisoformat(today + "T10:00:00+00:00") if today
                                                 else datetime.fromtimestamp(clock.now(), UTC))
-                await page.goto(f"{server.url}/admin?lang={lang}#token={token}")
+                await page.goto(f"{server.url}{path}?lang={lang}#token={token}")
                 await page.wait_for_selector("body[data-state]", state="attached")
                 return page
+
+            # the practitioner follows it on the complaint page: what is held, not the client's words
+            page = await open_page(bearer(Role.PRACTITIONER, "p1"), "fr", path=f"/complaint/{bid}")
+            await page.locator("#status").wait_for(state="visible")
+            assert await page.inner_text("#status-title") == "Une réclamation est en cours d’examen"
+            assert digits(await page.inner_text("#status-text")) == "300000"
+            assert await page.inner_text("#words") == "Les administrateurs ne vous ont pas transmis les mots du client."
+            assert await page.is_hidden("#form")
+            await page.context.close()
 
             admin = bearer(Role.ADMIN, "a1")
             page = await open_page(admin, "ar")
@@ -159,6 +169,23 @@ async def test_an_admin_reads_shares_and_decides_a_complaint_and_sees_the_money_
             assert await row.get_attribute("data-status") == "upheld"
             if SHOTS:
                 await page.screenshot(path=str(SHOTS / "admin-fr.png"), full_page=True)
+            await page.context.close()
+
+            # the practitioner, from her statement in Arabic: the complaint's movement leads to it, with what
+            # came back to her and the client's words, now shared
+            page = await open_page(bearer(Role.PRACTITIONER, "p1"), "ar", path="/statement")
+            await page.wait_for_selector("body[data-state='ready']", state="attached")
+            await page.locator("#entries tr[data-kind='complaint_upheld'] a").first.click()
+            await page.wait_for_url(f"**/complaint/{bid}?lang=ar")
+            await page.locator("#status").wait_for(state="visible")
+            assert await page.inner_text("#status-title") == "قُبلت الشكوى"
+            told = await page.inner_text("#status-text")
+            assert told.startswith("رُدّ ") and "إلى العميل، وأُعيد " in told and "إلى رصيدك المتاح" in told
+            assert [digits(x) for x in told.split("،")] == ["100000", "200000"]
+            assert await page.inner_text("#words") == words
+            await assert_accessible(page, "the complaint as its practitioner follows it, in Arabic")
+            if SHOTS:
+                await page.screenshot(path=str(SHOTS / "complaint-practitioner-ar.png"), full_page=True)
             await page.context.close()
 
             # an estimated holiday on a Sunday (the Islamic New Year, 2027-06-06 by the estimates) moves its

@@ -1,8 +1,9 @@
 """A client complains about a session from the complaint page, in a real browser: before the session is over
 the page says from when a complaint can be filed; after it, the client picks a reason, writes a few words
 and sends; the practitioner's share is held at once; the page then shows what became of the complaint, and
-once an admin upholds it, what is refunded. Whoever is not the session's client is told why there is no
-form. Screenshots in Arabic and French (COMPLAINT_SCREENSHOTS, a directory)."""
+once an admin upholds it, what is refunded. The session's practitioner follows it on the same page, without
+a form; whoever is not a party is told why there is nothing. Screenshots in Arabic and French
+(COMPLAINT_SCREENSHOTS, a directory)."""
 
 from __future__ import annotations
 
@@ -125,11 +126,21 @@ async def test_a_client_files_a_complaint_from_the_page_and_sees_what_becomes_of
                 await page.screenshot(path=str(SHOTS / "complaint-upheld-fr.png"), full_page=True)
             await page.context.close()
 
+            # the session's practitioner follows the complaint there, without a form (and without the client's
+            # words: no administrator shared them)
+            page = await open_page(bearer(Role.PRACTITIONER, "p1"), "fr")
+            await page.locator("#status").wait_for(state="visible")
+            assert await page.inner_text("#status-title") == "La réclamation a été retenue"
+            assert await page.inner_text("#words") == "Les administrateurs ne vous ont pas transmis les mots du client."
+            assert await page.is_hidden("#form")
+            await page.context.close()
+
             # anyone else: why there is no form
             for token, lang, says in (
                     (bearer(Role.CLIENT, "c2"), "en", "This session is not one of yours."),
-                    (bearer(Role.PRACTITIONER, "p1"), "fr",
-                     "Cette page permet aux clients de déposer une réclamation sur leur séance.")):
+                    (bearer(Role.PRACTITIONER, "p2"), "en", "This session is not one of yours."),
+                    (bearer(Role.SUPPORT, "s1"), "fr", "Cette page est pour les deux parties de la séance : le client "
+                                                       "qui réclame, le praticien qui suit la réclamation.")):
                 page = await open_page(token, lang)
                 await page.locator("#notice").wait_for(state="visible")
                 assert await page.inner_text("#notice") == says

@@ -1,6 +1,8 @@
 // A client's complaint about one of their sessions (docs/ledger.md, "Complaints"): the reasons from a fixed
 // list and, if they wish, their own words (kept encrypted); then what became of it. One complaint per
-// session: once filed, the page shows its status instead of the form.
+// session: once filed, the page shows its status instead of the form. The session's practitioner, on the
+// same page, follows it: what of their payment is held or came back, and the client's words once an
+// administrator shares them (the statement links its holds here).
 (() => {
   "use strict";
 
@@ -15,6 +17,7 @@
 
   const token = PAGE.token(storeKey);
   const who = token ? PAGE.claims(token) : null;
+  const practitioner = Boolean(who && who.role === "practitioner");
   let lang = PAGE.language(I18N, "complaint");
   const words = PAGE.translator(I18N);
   const t = (key, vars) => words(lang, key, vars);
@@ -41,7 +44,7 @@
   async function load() {
     clearTimeout(retry);
     if (!token) { say("err_no_token", {}, true); return; }
-    if (who && who.role !== "client") { say("err_role", {}, true); return; }
+    if (who && who.role !== "client" && who.role !== "practitioner") { say("err_role", {}, true); return; }
     try {
       const res = await api(`/v1/bookings/${encodeURIComponent(bookingId)}`);
       if (res.status === 401) { say("err_token", {}, true); return; }
@@ -51,11 +54,18 @@
       const list = await api("/v1/complaints?limit=500");
       if (!list.ok) throw new Error(String(list.status));
       complaint = (await list.json()).complaints.find((c) => c.booking_id === bookingId) || null;
+      if (complaint && practitioner) {
+        // one at a time, with the client's words if an administrator shared them
+        const one = await api(`/v1/complaints/${encodeURIComponent(complaint.id)}`);
+        if (!one.ok) throw new Error(String(one.status));
+        complaint = await one.json();
+      }
     } catch (e) {
       say("err_unavailable");
       retry = setTimeout(load, 10_000);
       return;
     }
+    if (!complaint && practitioner) { say("p_none", {}, true); return; }
     if (!complaint && (booking.status === "confirmed" || booking.status === "in_session")) {
       say("not_yet", { time: when(Date.parse(booking.ends_at) + CLOSING_S * 1000) }, true);
       return;
@@ -131,7 +141,8 @@
     document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
     document.title = t("title");
     $("lang").value = lang;
-    $("session").textContent = booking ? t("session_of", { time: when(Date.parse(booking.starts_at)) }) : "";
+    $("session").textContent = booking
+      ? t(practitioner ? "p_session_of" : "session_of", { time: when(Date.parse(booking.starts_at)) }) : "";
     $("notice").hidden = !notice;
     $("notice").textContent = notice ? t(notice[0], notice[1]) : "";
     const final = notice && notice[2];
@@ -143,13 +154,35 @@
     if (complaint) {
       const c = complaint;
       $("status").dataset.status = c.status;
-      $("status-title").textContent = t("status_" + c.status);
-      $("status-text").textContent = c.status === "upheld"
-        ? (c.refund_minor != null ? t("status_upheld_text", { amount: money(c.refund_minor, c.currency) }) : t("status_upheld_all"))
-        : t("status_" + c.status + "_text");
+      if (practitioner) {
+        renderForPractitioner(c);
+      } else {
+        $("status-title").textContent = t("status_" + c.status);
+        $("status-text").textContent = c.status === "upheld"
+          ? (c.refund_minor != null ? t("status_upheld_text", { amount: money(c.refund_minor, c.currency) }) : t("status_upheld_all"))
+          : t("status_" + c.status + "_text");
+      }
       $("filed-on").textContent = when(Date.parse(c.filed_at));
       $("filed-reason").textContent = t("reason_" + c.reason);
     }
+  }
+
+  // The practitioner's side of the complaint: what of their payment is held, or came back to them, and the
+  // client's words once an administrator shared them (the server sends them only then).
+  function renderForPractitioner(c) {
+    const held = c.held_minor;
+    $("status-title").textContent = t("p_" + c.status);
+    if (c.status === "open") {
+      $("status-text").textContent = held == null ? t("p_open_pending") : t("p_open_text", { amount: money(held, c.currency) });
+    } else if (c.status === "upheld") {
+      $("status-text").textContent = t("p_upheld_text", { refund: money(c.refund_minor || 0, c.currency),
+                                                          rest: money((held || 0) - (c.refund_minor || 0), c.currency) });
+    } else {
+      $("status-text").textContent = t("p_rejected_text", { amount: money(held || 0, c.currency) });
+    }
+    $("words-box").hidden = false;
+    $("words").textContent = c.text != null ? c.text : t(c.has_text ? "p_not_shared" : "p_no_text");
+    $("words").classList.toggle("none", c.text == null);
   }
 
   // a reason chosen answers "choose a reason": that notice goes (it would read as if none were chosen)

@@ -1,7 +1,7 @@
 // The statement page's words in Arabic (right to left), French and English.
 window.STATEMENT_I18N = {
   ar: {
-    dir: "rtl", title: "كشف حسابي", language: "اللغة", balances: "الأرصدة",
+    dir: "rtl", see_complaint: "عرض الشكوى", title: "كشف حسابي", language: "اللغة", balances: "الأرصدة",
     available: "المتاح", held: "المحجوز", in_transit: "قيد التحويل", paid: "المدفوع",
     held_hint: "محجوز ريثما تُدرس شكوى", in_transit_hint: "أُرسل إلى بنكك ولم يُؤكَّد بعد",
     paid_hint: "ما استلمه بنكك حتى الآن",
@@ -33,7 +33,7 @@ window.STATEMENT_I18N = {
     err_unavailable: "تعذّر تحميل الكشف الآن. ستُعاد المحاولة تلقائيًا.",
   },
   fr: {
-    dir: "ltr", title: "Mon relevé", language: "Langue", balances: "Soldes",
+    dir: "ltr", see_complaint: "Voir la réclamation", title: "Mon relevé", language: "Langue", balances: "Soldes",
     available: "Disponible", held: "Retenu", in_transit: "En cours de virement", paid: "Versé",
     held_hint: "Retenu le temps d’examiner une réclamation", in_transit_hint: "Envoyé à votre banque, pas encore confirmé",
     paid_hint: "Reçu par votre banque à ce jour",
@@ -65,7 +65,7 @@ window.STATEMENT_I18N = {
     err_unavailable: "Le relevé ne peut pas être chargé pour l’instant. Nouvel essai automatique.",
   },
   en: {
-    dir: "ltr", title: "My statement", language: "Language", balances: "Balances",
+    dir: "ltr", see_complaint: "See the complaint", title: "My statement", language: "Language", balances: "Balances",
     available: "Available", held: "Held", in_transit: "On its way", paid: "Paid",
     held_hint: "Held while a complaint is examined", in_transit_hint: "Sent to your bank, not yet confirmed",
     paid_hint: "Received by your bank so far",

@@ -171,6 +171,20 @@
     return td;
   }
 
+  // a movement of a complaint leads to the complaint (what is held or came back, and the client's words once
+  // an administrator shares them), in the same language, with the same link's token
+  function linkCell(text, bookingId) {
+    const td = document.createElement("td");
+    const a = document.createElement("a");
+    a.href = `/complaint/${encodeURIComponent(bookingId)}?lang=${lang}#token=${encodeURIComponent(token)}`;
+    a.title = t("see_complaint");
+    const b = document.createElement("bdi");
+    b.textContent = text;
+    a.appendChild(b);
+    td.appendChild(a);
+    return td;
+  }
+
   function renderEntries(s) {
     const rows = s.entries.slice().reverse(); // newest first
     $("no-entries").hidden = rows.length > 0;
@@ -185,7 +199,7 @@
       tr.dataset.kind = e.kind;
       tr.dataset.account = e.account;
       const what = I18N.en[`kind_${e.kind}_${e.account}`] ? t(`kind_${e.kind}_${e.account}`) : t("kind_" + e.kind);
-      tr.append(cell(when(e.time)), cell(what),
+      tr.append(cell(when(e.time)), e.kind.startsWith("complaint_") && e.booking_id && !adminView ? linkCell(what, e.booking_id) : cell(what),
                 cell(e.booking_id || "—", "session"), cell(t(e.account)),
                 cell(signed(e.amount_minor, s.currency), "num " + (e.amount_minor < 0 ? "minus" : "plus")),
                 cell(plain(e.balance_minor, s.currency), "num after"));
