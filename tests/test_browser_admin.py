@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from ledger import paydates
 from session_server.app import create_app
 from session_server.auth import Role
 
@@ -322,6 +323,25 @@ async def test_the_page_refuses_what_cannot_be_decided_says_why_and_reads_amount
                     assert await page.is_visible("#decide-error") and await page.is_hidden("#confirm-box"), wrong
                 r = await http.get(f"/v1/complaints/{typed}", headers=auth(admin))
                 assert r.json()["status"] == "open"  # nothing was sent
+
+                # last week's payout, still on its way (the bank answers days later): one click back
+                await page.click("#complaint-close")
+                today = datetime.now(paydates.ZONE).date()
+                last_sunday = (paydates.sunday_of(today) - timedelta(weeks=1)).isoformat()
+                await redis_client.hset("ledger:payout:" + "d" * 32, mapping={  # as the ledger's consumer writes it
+                    "payout_id": "d" * 32, "practitioner_id": "p1", "amount": "280000", "currency": "DZD",
+                    "sunday": last_sunday, "date": last_sunday, "status": "in_transit"})
+                await redis_client.zadd(f"ledger:payouts:{last_sunday}", {"d" * 32: 280_000})
+                await page.select_option("#lang", "en")
+                assert await page.is_visible("#no-payouts") and await page.is_disabled("#week-next")
+                await page.click("#week-prev")
+                await page.locator(f"#week tr[data-payout='{'d' * 32}']").wait_for()
+                cells = await page.locator(f"#week tr[data-payout='{'d' * 32}'] td").all_inner_texts()
+                assert cells[0] == "p1" and digits(cells[1]) == "280000" and cells[2] == "On its way"
+                await page.click("#week-next")
+                await page.locator("#no-payouts").wait_for(state="visible")
+                await page.select_option("#lang", "ar")
+                await open_one(typed)
 
                 # on a phone: this week's payouts and the complaint cards keep who they are about
                 await page.set_viewport_size({"width": 390, "height": 844})

@@ -39,7 +39,7 @@
   const shift = (iso, days) => new Date(Date.parse(iso + "T00:00:00Z") + days * 86400_000).toISOString().slice(0, 10);
 
   const who = token ? PAGE.claims(token) : null;
-  const state = { filter: "open", complaints: null, openCount: 0, days: null, before: null, dates: null,
+  const state = { filter: "open", weeksBack: 0, complaints: null, openCount: 0, days: null, before: null, dates: null,
                   week: null, sunday: null, open: null, problem: null };
   let retry = null;
 
@@ -94,7 +94,8 @@
     if (who && who.role !== "admin") { problem("err_role"); return; }
     const now = today();
     const year = Number(now.slice(0, 4));
-    const sunday = shift(now, -new Date(now + "T00:00:00Z").getUTCDay()); // this week's Sunday in Algeria
+    // the Sunday of the week whose payouts are shown: this week's in Algeria, or as many weeks back as asked
+    const sunday = shift(now, -new Date(now + "T00:00:00Z").getUTCDay() - 7 * state.weeksBack);
     const [complaints, days, dates, later, week] = await Promise.all([
       // those waiting: the oldest first (answered first); the others: the newest first
       call(`/v1/complaints?limit=${LISTED}` + (state.filter === "all" ? "" : `&status=${state.filter}`)
@@ -293,7 +294,8 @@
       tr.append(cell(full(d.date), d.date !== d.sunday ? "moved" : ""), cell(note));
       return tr;
     }));
-    $("week-title").textContent = t("week_payouts", { date: day(state.sunday, { day: "numeric", month: "long" }) });
+    $("week-title").textContent = t("week_payouts", { date: day(state.sunday, { day: "numeric", month: "long", year: "numeric" }) });
+    $("week-next").disabled = state.weeksBack === 0;
     $("no-payouts").hidden = state.week.length > 0;
     $("week").hidden = state.week.length === 0;
     $("week").tBodies[0].replaceChildren(...state.week.map((p) => {
@@ -305,6 +307,15 @@
       tr.append(cell(p.practitioner_id, "who"), cell(money(p.amount_minor, p.currency), "num"), cell(status));
       return tr;
     }));
+  }
+
+  // an earlier week's payouts (a bank answers days later: what is still on its way is looked for there)
+  for (const [id, step] of [["week-prev", 1], ["week-next", -1]]) {
+    $(id).addEventListener("click", async () => {
+      state.weeksBack = Math.max(0, state.weeksBack + step);
+      await load();
+      $("week-title").focus();
+    });
   }
 
   // --- one complaint: read, share, decide --------------------------------------------------------------
