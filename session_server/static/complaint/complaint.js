@@ -154,6 +154,7 @@
     if (complaint) {
       const c = complaint;
       $("status").dataset.status = c.status;
+      $("status").dataset.side = practitioner ? "practitioner" : "client";
       if (practitioner) {
         renderForPractitioner(c);
       } else {
