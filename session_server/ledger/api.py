@@ -278,7 +278,7 @@ def routes() -> list[BaseRoute]:
               methods=["GET"]),
         Mount("/static/complaint", StaticFiles(directory=STATIC / "complaint"), name="complaint-static"),
         Route("/admin", _page_route("admin", "The administration's page: complaints to decide, the platform's "
-                                             "money per day, payout dates and this week's payouts (the admin "
+                                             "money per day, payout dates and each week's payouts (the admin "
                                              "token travels in the URL fragment; ?lang=ar|fr|en)"),
               methods=["GET"]),
         Mount("/static/admin", StaticFiles(directory=STATIC / "admin"), name="admin-static"),

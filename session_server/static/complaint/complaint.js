@@ -141,8 +141,7 @@
     document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
     document.title = t("title");
     $("lang").value = lang;
-    $("session").textContent = booking
-      ? t(practitioner ? "p_session_of" : "session_of", { time: when(Date.parse(booking.starts_at)) }) : "";
+    $("session").textContent = booking ? t("session_of", { time: when(Date.parse(booking.starts_at)) }) : "";
     $("notice").hidden = !notice;
     $("notice").textContent = notice ? t(notice[0], notice[1]) : "";
     const final = notice && notice[2];
