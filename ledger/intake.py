@@ -29,6 +29,7 @@ TYPES: Mapping[str, frozenset[int]] = {
     "payout.run": frozenset({1}),
     "payout.paid": frozenset({1}),
     "payout.failed": frozenset({1}),
+    "refund.paid": frozenset({1}),
 }
 
 

@@ -156,6 +156,8 @@ class Processor:
         keys = [self.store.booking_key(v) for k in _BOOKING_FIELDS if type(v := b.get(k)) is str]
         if type(cid := b.get("complaint_id")) is str:
             keys.append(self.store.complaint_key(cid))
+        if type(rid := b.get("refund_id")) is str:
+            keys.append(self.store.refund_key(rid))
         return keys
 
     def _posting(self, ev: Incoming, pid: str, kind: str, currency: str, entries: list[Entry],
@@ -228,11 +230,33 @@ class Processor:
         money = money_of(bid, record)
         s = rules.settle(money, outcome, self.policy)
         rev, nxt = _rev(record)
-        return Change(
+        change = Change(
             postings=self._posting(ev, f"settle:{bid}", outcome.value, money.currency, s.entries, bid),
             guards=[(key, "rev", rev)],
             sets=[(key, {"state": "settled", "outcome": outcome.value, "earned": str(s.earned),
                          "refund": str(s.refund), "settled_at": ev.iso_time, "rev": nxt})])
+        return self._refund(change, ev, f"settle:{bid}", money.client_id, bid, money.currency, s.refund,
+                            outcome.value)
+
+    def _refund(self, change: Change, ev: Incoming, posting_id: str, client_id: str, booking_id: str,
+                currency: str, amount: int, reason: str, complaint_id: str = "") -> Change:
+        """What the posting `posting_id` owes the client becomes a refund, in the same change: its record,
+        its place among the refunds to hand to the payment gateway, and the `refund.created` event. One per
+        posting (its id is made from the posting's), against the booking the client paid for."""
+        if amount <= 0:
+            return change
+        rid = stable_id("refund", posting_id)
+        change.sets.append((self.store.refund_key(rid), {
+            "refund_id": rid, "client_id": client_id, "booking_id": booking_id, "complaint_id": complaint_id,
+            "amount": str(amount), "currency": currency, "reason": reason, "status": "owed",
+            "created_at": ev.iso_time, "posting": posting_id}))
+        for key in (self.store.key("refunds"), self.store.key("refunds", "due"),
+                    self.store.key("client", client_id, "refunds")):
+            change.scores.append((key, ev.epoch, rid))
+        change.events.append(event_fields("refund.created", {
+            "refund_id": rid, "client_id": client_id, "booking_id": booking_id, "complaint_id": complaint_id or None,
+            "amount": amount, "currency": currency, "reason": reason}, ev.time, stable_id(rid, "created")))
+        return change
 
     async def _booking_cancelled(self, ev: Incoming, view: View) -> Change:
         bid = ev.text("booking_id")
@@ -325,10 +349,13 @@ class Processor:
         _bkey, record = await self._booking(view, bid)
         entries = rules.resolve(record["practitioner_id"], record["client_id"], int(complaint["held"]), decision,
                                 refund)
-        return Change(
+        owed = sum(e.amount for e in entries if e.account == rules.refund_payable(record["client_id"]))
+        change = Change(
             postings=self._posting(ev, f"resolve:{cid}", f"complaint_{decision.value}", complaint["currency"],
                                    entries, bid),
             sets=[(ckey, {"resolution_posting": f"resolve:{cid}"})])
+        return self._refund(change, ev, f"resolve:{cid}", record["client_id"], bid, complaint["currency"], owed,
+                            "complaint_upheld", cid)
 
     # --- payouts ---
 
@@ -366,6 +393,22 @@ class Processor:
 
     async def _payout_failed(self, ev: Incoming, view: View) -> Change:
         return await self._payout_answer(ev, view, False)
+
+    # --- refunds ---
+
+    async def _refund_paid(self, ev: Incoming, view: View) -> Change:
+        """The payment gateway made a refund: the client's money leaves what the platform owes them."""
+        rid = ev.text("refund_id")
+        key = self.store.refund_key(rid)
+        refund = await view.record(key)
+        if not refund:
+            raise NotYet(f"refund {rid} is not in the ledger yet")
+        if refund.get("paid_posting"):
+            return Change()
+        client_id, amount = refund["client_id"], int(refund["amount"])
+        return Change(postings=self._posting(ev, f"refund-paid:{rid}", "refund_paid", refund["currency"],
+                                             rules.refund_made(client_id, amount), refund.get("booking_id", "")),
+                      sets=[(key, {"paid_posting": f"refund-paid:{rid}"})])
 
 
 def event_fields(type_: str, body: dict[str, Any], time: datetime, event_id: str) -> list[str]:

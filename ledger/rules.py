@@ -12,7 +12,8 @@ signed amount to one account's balance; the accounts (docs/ledger.md):
   platform:revenue                  the platform's commission earned
   platform:discounts                promotions and referral discounts the platform funded (negative: a cost)
   referral:{id}:credits             referral credits owed to a referrer
-  client:{id}:refund_payable        refunds owed to a client
+  client:{id}:refund_payable        refunds owed to a client, until the payment gateway says it made them
+  client:{id}:refunded              refunds the payment gateway made (the money is back with the client)
 
 Only `world:` and `platform:discounts` may go below zero; a posting that would take any other account
 below zero is refused as a whole. The outcome table (`OUTCOMES`) says, for each way a booking ends, what
@@ -63,6 +64,10 @@ def referral_credits(rid: str) -> str:
 
 def refund_payable(cid: str) -> str:
     return f"client:{cid}:refund_payable"
+
+
+def refunded(cid: str) -> str:
+    return f"client:{cid}:refunded"
 
 
 # Accounts whose entries are kept one by one, with the balance after each (a statement shows them): the
@@ -292,3 +297,12 @@ def payout_sent(pid: str, amount: int) -> list[Entry]:
 def payout_answered(pid: str, amount: int, ok: bool) -> list[Entry]:
     """The bank's answer: paid, or failed and the money returns to the available balance."""
     return transfer(in_transit(pid), paid(pid) if ok else available(pid), amount)
+
+
+# --- refunds -------------------------------------------------------------------------------------
+
+
+def refund_made(client_id: str, amount: int) -> list[Entry]:
+    """The payment gateway made a refund: what was owed to the client is now theirs again. (A refund the
+    gateway could not make moves nothing: it stays owed until it is sent again.)"""
+    return transfer(refund_payable(client_id), refunded(client_id), amount)

@@ -24,6 +24,14 @@ Redis layout (prefix `ledger` by default; amounts are integers in minor units):
   {p}:payout:{id}               hash: payout_id, practitioner_id, amount, currency, sunday, date, status
   {p}:payouts:{sunday}          zset: payout ids of one payout week -> amount
   {p}:payout_run:{sunday}       string: the id of the payout.run event for that week (written once)
+  {p}:refund:{id}               hash: refund_id, client_id, booking_id, complaint_id, amount, currency, reason,
+                                status (owed|sending|sent|paid|failed), created_at; the refund job and the
+                                gateway's answers add batch, sent_at, answered_at, answer_reason, tries
+  {p}:refunds                   zset: every refund id -> made at (epoch s)
+  {p}:refunds:due               zset: refunds to hand to the payment gateway -> made (or sent again) at
+  {p}:client:{id}:refunds       zset: a client's refunds -> made at
+  {p}:refund_batch:{id}         list: the refund ids handed to the gateway together (one file)
+  {p}:refund_sending            string: the batch being handed over (a crash hands the same batch again)
   {p}:paydates                  hash: Sunday (ISO date) -> the payout date announced for it
   {p}:holiday_fixes             hash: estimated holiday date -> the date an admin confirmed or set
   {p}:failures                  hash: stream entry id -> times its handling failed
@@ -558,6 +566,9 @@ class LedgerStore:
     def payout_key(self, payout_id: str) -> str:
         return self.key("payout", payout_id)
 
+    def refund_key(self, refund_id: str) -> str:
+        return self.key("refund", refund_id)
+
     def balances_key(self, currency: str) -> str:
         return self.key("balances", currency)
 
@@ -695,6 +706,12 @@ class LedgerStore:
     async def holiday_fixes(self) -> dict[str, str]:
         raw = await self.redis.hgetall(self.key("holiday_fixes"))
         return {_s(k): _s(v) for k, v in raw.items()}
+
+    async def refunds(self, *, client_id: str | None = None, start: int = 0, count: int = 100) -> list[dict[str, str]]:
+        """Refunds, the newest first: every client's, or one client's."""
+        key = self.key("client", client_id, "refunds") if client_id else self.key("refunds")
+        ids = [_s(i) for i in await self.redis.zrevrange(key, start, start + count - 1)]
+        return await self.hashes([self.refund_key(i) for i in ids])
 
     async def payouts_of(self, sunday: str) -> list[dict[str, str]]:
         ids = [_s(i) for i in await self.redis.zrange(self.key("payouts", sunday), 0, -1)]

@@ -141,6 +141,7 @@ class Settings:
     ledger_payout_minimum_minor: int = 100_000  # 1,000.00 DZD: smaller balances wait for a later Sunday
     ledger_payout_dir: Path | None = None  # transfer files; default <data_dir>/payouts
     ledger_payout_check_interval_s: float = 60.0
+    ledger_refund_dir: Path | None = None  # refund files for the payment gateway; default <data_dir>/refunds
     ledger_max_failures: int = 5  # an event that fails this often goes to the dead letter
     ledger_claim_idle_ms: int = 5_000  # a pending event idle this long is taken over (and retried)
     # Demo data on start.
@@ -425,6 +426,7 @@ _PARSERS: dict[str, Any] = {
     "ledger_complaint_window_days": lambda n, r: _int(n, r, 1, 365),
     "ledger_payout_minimum_minor": lambda n, r: _int(n, r, 0, 10**12),
     "ledger_payout_dir": _path,
+    "ledger_refund_dir": _path,
     "ledger_payout_check_interval_s": lambda n, r: _float(n, r, 0.05, 24 * 3600),
     "ledger_max_failures": lambda n, r: _int(n, r, 1, 1000),
     "ledger_claim_idle_ms": lambda n, r: _int(n, r, 10, 3_600_000),

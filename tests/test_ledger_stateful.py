@@ -1,10 +1,11 @@
 """The ledger against an auditor: random sequences of bookings (with and without codes), cancellations,
 completions, no-shows, interruptions and free reschedules, complaints upheld and rejected, payouts and the
-bank's answers go through the event stream and the real consumer on a real Redis. A model of our own,
-written from the business rules and not from the ledger's code, rebuilds every balance from the requests
-and the replies; after every step the two agree, every posting sums to zero, no account that must not go
-negative does, the money clients paid is all accounted for, and a fresh replay of the stream gives the
-same balances.
+bank's answers, refunds and the payment gateway's answers go through the event stream and the real
+consumer on a real Redis. A model of our own, written from the business rules and not from the ledger's
+code, rebuilds every balance from the requests and the replies; after every step the two agree, every
+posting sums to zero, no account that must not go negative does, the money clients paid is all accounted
+for, every dinar owed to a client is one refund against its booking, and a fresh replay of the stream
+gives the same balances.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class Auditor:
 
     balances: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     paid_in: int = 0
+    refunds: list[tuple[str, str, int]] = field(default_factory=list)  # (client, booking, amount) owed, one each
 
     def move(self, source: str, target: str, amount: int) -> None:
         assert amount >= 0
@@ -76,6 +78,8 @@ class Auditor:
     def settle(self, b: Booking, refund: int, earned: int, session_held: bool) -> None:
         escrow = f"booking:{b.bid}:escrow"
         self.move(escrow, f"client:{b.cid}:refund_payable", refund)
+        if refund:
+            self.refunds.append((b.cid, b.bid, refund))
         self.move(escrow, f"practitioner:{b.pid}:available", earned)
         rest = b.total - refund - earned
         credit = min(b.credit, rest) if session_held and b.referrer else 0
@@ -106,6 +110,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.complaints: dict[str, tuple[str, int]] = {}  # complaint id -> (booking id, held)
         self.open_complaints: list[str] = []
         self.payouts: list[dict[str, str]] = []
+        self.refunds_made: set[str] = set()
         self.ids = itertools.count(1)
         self.now = T0
         self.postings_checked = 0
@@ -252,6 +257,8 @@ class LedgerMachine(RuleBasedStateMachine):
         refund = (held if part is None else held * part // 2) if upheld else 0
         self.audit.move(f"practitioner:{b.pid}:held", f"client:{b.cid}:refund_payable", refund)
         self.audit.move(f"practitioner:{b.pid}:held", f"practitioner:{b.pid}:available", held - refund)
+        if refund:
+            self.audit.refunds.append((b.cid, bid, refund))
         self.send(Event("complaint.resolved", {"complaint_id": cid, "booking_id": bid, "client_id": b.cid,
                                                "practitioner_id": b.pid, "decision": "upheld" if upheld else "rejected",
                                                "refund_minor": refund, "held": held}, time=at(self.now)))
@@ -280,6 +287,23 @@ class LedgerMachine(RuleBasedStateMachine):
         self.audit.move(f"practitioner:{pid}:in_transit", f"practitioner:{pid}:{'paid' if ok else 'available'}",
                         amount)
         self.send(Event("payout.paid" if ok else "payout.failed", {"payout_id": p["payout_id"]}, time=at(self.now)))
+
+    def ledger_refunds(self) -> list[dict[str, str]]:
+        return self.run(self.consumer.store.refunds(count=10_000))
+
+    @precondition(lambda self: len(self.refunds_made) < len(self.audit.refunds))
+    @rule(data=st.data(), ok=st.booleans())
+    def gateway_answers(self, data: st.DataObject, ok: bool) -> None:
+        """The payment gateway made a refund (the money leaves what the platform owes), or could not (nothing
+        moves: it stays owed)."""
+        r = data.draw(st.sampled_from([r for r in self.ledger_refunds() if r["refund_id"] not in self.refunds_made]))
+        if ok:
+            self.audit.move(f"client:{r['client_id']}:refund_payable", f"client:{r['client_id']}:refunded",
+                            int(r["amount"]))
+            self.refunds_made.add(r["refund_id"])
+        self.send(Event("refund.paid" if ok else "refund.failed",
+                        {"refund_id": r["refund_id"], "client_id": r["client_id"], "booking_id": r["booking_id"],
+                         "amount": int(r["amount"]), "currency": "DZD"}, time=at(self.now)))
 
     @precondition(lambda self: self.events)
     @rule(data=st.data())
@@ -312,9 +336,14 @@ class LedgerMachine(RuleBasedStateMachine):
         held_or_pending = sum(v for k, v in b.items() if k.endswith((":escrow", ":held", ":in_transit")))
         earned = sum(v for k, v in b.items() if k.endswith((":available", ":paid")))
         platform = b.get("platform:revenue", 0) + b.get("platform:discounts", 0)
-        refunds = sum(v for k, v in b.items() if k.endswith(":refund_payable"))
+        refunds = sum(v for k, v in b.items() if k.endswith((":refund_payable", ":refunded")))
         credits = sum(v for k, v in b.items() if k.endswith(":credits"))
         assert self.audit.paid_in == earned + platform + credits + refunds + held_or_pending
+
+    @invariant()
+    def every_dinar_owed_to_a_client_is_one_refund_against_its_booking(self) -> None:
+        made = sorted((r["client_id"], r["booking_id"], int(r["amount"])) for r in self.ledger_refunds())
+        assert made == sorted(self.audit.refunds)
 
     @invariant()
     def a_fresh_replay_gives_the_same_balances(self) -> None:

@@ -7,6 +7,7 @@ import base64
 import json
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,14 @@ async def test_a_practitioner_is_told_at_once_of_a_new_booking_over_the_websocke
             await ws.close()
         unread = await _unread(http, auth(p_tok))
         assert [n["kind"] for n in unread] == ["booking.cancelled", "booking.created", "account.activated"]
-        assert await _unread(http, c) == []  # the client cancelled: they are not told of their own act
+        # the client cancelled: they are not told of their own act, only that their money is coming back
+        # (all of it at least a day ahead, half of it later: the default policy)
+        notices = await eventually(lambda: _unread(http, c), what="the client's refund notice")
+        total = booking["price"]["client_total"]
+        late = datetime.fromisoformat(booking["starts_at"]).timestamp() - time.time() < 86400
+        assert [(n["kind"], n["data"]["booking_id"], n["data"]["amount_minor"], n["data"]["reason"])
+                for n in notices] == [("refund.owed", booking["id"], total // 2 if late else total,
+                                       "cancelled_late" if late else "cancelled_in_time")]
         r = await http.post("/v1/notifications/read", headers=auth(p_tok), json={"ids": [unread[0]["id"]]})
         assert r.json() == {"marked": 1, "unread_count": 2}
         r = await http.post("/v1/notifications/read", headers=auth(p_tok), json={"all": True})

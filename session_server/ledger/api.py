@@ -17,7 +17,7 @@ from ..auth import USER_ID, Identity, Permission, Role, authenticate, authentica
 from ..context import AppContext
 from ..http import Body, NoQuery, Text, documented, parse_query, private_page_headers, read_json
 from . import responses as out
-from .errors import ComplaintNotFound, NotYourStatement, PayoutNotFound
+from .errors import ComplaintNotFound, NotYourStatement, PayoutNotFound, RefundNotFound
 from .service import LedgerService
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -73,6 +73,17 @@ class ComplaintsQuery(Body):
 class PayoutAnswerIn(Body):
     status: Literal["paid", "failed"]
     reason: Text = Field(default="", max_length=500, description="why the transfer failed (with failed)")
+
+
+class RefundsQuery(Body):
+    status: Literal["owed", "sending", "sent", "paid", "failed"] | None = None
+    client_id: Id | None = Field(default=None, description="an admin's filter; a client sees only their own")
+    limit: int = Field(default=100, ge=1, le=500)
+
+
+class RefundAnswerIn(Body):
+    status: Literal["paid", "failed"]
+    reason: Text = Field(default="", max_length=500, description="why the gateway could not make it (with failed)")
 
 
 class PayoutsQuery(Body):
@@ -239,6 +250,56 @@ async def answer_payout(request: Request) -> Response:
     return JSONResponse(_payout_view(found))
 
 
+def _refund_view(r: dict[str, str]) -> dict[str, Any]:
+    return {"refund_id": r["refund_id"], "client_id": r["client_id"], "booking_id": r["booking_id"],
+            "complaint_id": r.get("complaint_id") or None, "amount_minor": int(r["amount"]),
+            "currency": r["currency"], "reason": r["reason"], "status": r["status"], "created_at": r["created_at"],
+            "sent_at": r.get("sent_at"), "answered_at": r.get("answered_at"),
+            "answer_reason": r.get("answer_reason") or None, "tries": int(r.get("tries", "0"))}
+
+
+def _refund_id(request: Request) -> str:
+    refund_id = str(request.path_params["refund_id"])
+    if len(refund_id) != 32 or not all(c in "0123456789abcdef" for c in refund_id):
+        raise RefundNotFound("no such refund")
+    return refund_id
+
+
+@documented("Refunds, the newest first: an admin's view of every client's (or one's), a client's own",
+            auth=("bearer", "api_key"), query=RefundsQuery, responses={200: out.RefundsOut},
+            errors=("wrong_role",), tags=("ledger",))
+async def list_refunds(request: Request) -> Response:
+    identity = authenticate_any(request)
+    q = parse_query(request, RefundsQuery)
+    if identity.role is Role.CLIENT:
+        client_id: str | None = identity.sub
+    else:
+        identity.require_role(Role.ADMIN)
+        client_id = q.client_id
+    found = await _service(request).refunds(client_id, q.status, q.limit)
+    return JSONResponse({"refunds": [_refund_view(r) for r in found]})
+
+
+@documented("The payment gateway's answer for a refund: paid (the money is back with the client), or failed "
+            "(it stays owed until an admin sends it again)", auth=("bearer", "api_key"), roles=("admin",),
+            body=RefundAnswerIn, responses={200: out.RefundOut},
+            errors=("wrong_role", "refund_not_found", "refund_not_sent", "refund_answered"), tags=("ledger",))
+async def answer_refund(request: Request) -> Response:
+    authenticate_admin(request)
+    body = await read_json(request, RefundAnswerIn)
+    found = await _service(request).answer_refund(_refund_id(request), body.status == "paid", body.reason)
+    return JSONResponse(_refund_view(found))
+
+
+@documented("Send a refund the gateway could not make again (in the refund job's next batch)",
+            auth=("bearer", "api_key"), roles=("admin",), responses={200: out.RefundOut},
+            errors=("wrong_role", "refund_not_found", "refund_not_failed"), tags=("ledger",))
+async def retry_refund(request: Request) -> Response:
+    admin = authenticate_admin(request)
+    found = await _service(request).retry_refund(_refund_id(request), admin.sub)
+    return JSONResponse(_refund_view(found))
+
+
 @documented("Payout dates of a year: each Sunday, or the first working day after it when it is a holiday",
             auth=("bearer", "api_key"), query=PayoutDatesQuery, responses={200: out.PayoutDatesOut}, tags=("ledger",))
 async def payout_dates(request: Request) -> Response:
@@ -292,6 +353,9 @@ def routes() -> list[BaseRoute]:
         Route("/v1/ledger/revenue", revenue, methods=["GET"]),
         Route("/v1/ledger/payouts", list_payouts, methods=["GET"]),
         Route("/v1/ledger/payouts/{payout_id}/answer", answer_payout, methods=["POST"]),
+        Route("/v1/ledger/refunds", list_refunds, methods=["GET"]),
+        Route("/v1/ledger/refunds/{refund_id}/answer", answer_refund, methods=["POST"]),
+        Route("/v1/ledger/refunds/{refund_id}/retry", retry_refund, methods=["POST"]),
         Route("/v1/ledger/payout-dates", payout_dates, methods=["GET"]),
         Route("/v1/ledger/holidays", correct_holiday, methods=["POST"]),
     ]

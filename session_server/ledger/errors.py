@@ -65,6 +65,30 @@ class PayoutAnswered(Conflict):
     code = "payout_answered"
 
 
+class RefundNotFound(NotFound):
+    """No refund with this id, or not one the caller may see."""
+
+    code = "refund_not_found"
+
+
+class RefundNotSent(Conflict):
+    """The refund has not been handed to the payment gateway yet: there is nothing to answer."""
+
+    code = "refund_not_sent"
+
+
+class RefundAnswered(Conflict):
+    """The gateway's answer for this refund was recorded already."""
+
+    code = "refund_answered"
+
+
+class RefundNotFailed(Conflict):
+    """Only a refund the gateway could not make is sent again."""
+
+    code = "refund_not_failed"
+
+
 class NotAnEstimatedHoliday(DomainError):
     """The date is not one of Algeria's estimated (Islamic) holidays."""
 
@@ -80,5 +104,9 @@ def script_refusal(status: str) -> DomainError:
         "too_large": RefundTooLarge("the refund cannot exceed the held amount"),
         "no_payout": PayoutNotFound("no such payout"),
         "answered": PayoutAnswered("this payout was answered already"),
+        "no_refund": RefundNotFound("no such refund"),
+        "refund_not_sent": RefundNotSent("this refund has not been handed to the payment gateway yet"),
+        "refund_answered": RefundAnswered("this refund was answered already"),
+        "refund_not_failed": RefundNotFailed("only a refund the gateway could not make is sent again"),
     }
     return refusals[status]

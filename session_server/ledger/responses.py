@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -75,7 +77,8 @@ class RevenueDayOut(_Out):
     revenue_minor: int
     discounts_funded_minor: int
     liabilities: LiabilitiesOut
-    paid_out_total_minor: int
+    paid_out_total_minor: int = Field(description="paid to practitioners so far, as the bank confirmed")
+    refunded_total_minor: int = Field(description="refunded to clients so far, as the payment gateway confirmed")
 
 
 class RevenueOut(_Out):
@@ -94,6 +97,30 @@ class PayoutOut(_Out):
 
 class PayoutsOut(_Out):
     payouts: list[PayoutOut]
+
+
+class RefundOut(_Out):
+    refund_id: str
+    client_id: str
+    booking_id: str
+    complaint_id: str | None = Field(description="the upheld complaint it comes from, if any")
+    amount_minor: int
+    currency: str
+    reason: str = Field(description="why the client is refunded: the way the booking ended (cancelled_in_time, "
+                                    "cancelled_late, cancelled_by_practitioner, cancelled_by_admin, client_no_show, "
+                                    "practitioner_no_show, both_no_show) or complaint_upheld")
+    status: Literal["owed", "sending", "sent", "paid", "failed"] = Field(
+        description="owed: waiting to be handed to the payment gateway; sending/sent: handed to it; paid: made; "
+                    "failed: the gateway could not make it (an admin sends it again)")
+    created_at: str
+    sent_at: str | None
+    answered_at: str | None
+    answer_reason: str | None = Field(description="why the gateway could not make it (failed)")
+    tries: int = Field(description="how many times it was handed to the gateway")
+
+
+class RefundsOut(_Out):
+    refunds: list[RefundOut]
 
 
 class PayoutDateOut(_Out):

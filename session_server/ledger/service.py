@@ -1,5 +1,5 @@
-"""The ledger's services for the HTTP edge: complaints, the bank's answers, payout dates and the views
-(a practitioner's statement, the platform's revenue and liabilities per day)."""
+"""The ledger's services for the HTTP edge: complaints, the bank's and the payment gateway's answers, payout
+dates and the views (a practitioner's statement, refunds, the platform's revenue and liabilities per day)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from .errors import (
     ComplaintNotFound,
     ComplaintWindowClosed,
     NotAnEstimatedHoliday,
+    RefundNotFound,
     SessionNotSettled,
 )
 from .store import ComplaintStore, ComplaintText
@@ -150,6 +151,49 @@ class LedgerService:
         await self.complaints.answer(payout_id, status, reason, _iso(now), event)
         return await self.store.hash(self.store.payout_key(payout_id))
 
+    # --- refunds ---
+
+    async def refund(self, refund_id: str) -> dict[str, str]:
+        record = await self.store.hash(self.store.refund_key(refund_id))
+        if not record:
+            raise RefundNotFound("no such refund")
+        return record
+
+    async def refunds(self, client_id: str | None, status: str | None, limit: int) -> list[dict[str, str]]:
+        """Up to `limit` refunds with this status (any if None), the newest first: every client's or one's."""
+        found: list[dict[str, str]] = []
+        start, page = 0, max(limit, COMPLAINT_PAGE)
+        while len(found) < limit:
+            records = await self.store.refunds(client_id=client_id, start=start, count=page)
+            found += [r for r in records if r and (status is None or r.get("status") == status)]
+            if len(records) < page:
+                break
+            start += page
+        return found[:limit]
+
+    async def answer_refund(self, refund_id: str, ok: bool, reason: str) -> dict[str, str]:
+        now = self.clock.now()
+        refund = await self.refund(refund_id)
+        status = "paid" if ok else "failed"
+        body: dict[str, Any] = {"refund_id": refund_id, "client_id": refund["client_id"],
+                                "booking_id": refund["booking_id"], "amount": int(refund["amount"]),
+                                "currency": refund["currency"]}
+        if not ok:
+            body["reason"] = reason
+        event = event_fields(f"refund.{status}", body, datetime.fromtimestamp(now, UTC), _event_id())
+        await self.complaints.answer_refund(refund_id, status, reason, _iso(now), event)
+        return await self.refund(refund_id)
+
+    async def retry_refund(self, refund_id: str, by: str) -> dict[str, str]:
+        now = self.clock.now()
+        refund = await self.refund(refund_id)
+        event = event_fields("refund.retried", {"refund_id": refund_id, "client_id": refund["client_id"],
+                                                "booking_id": refund["booking_id"], "amount": int(refund["amount"]),
+                                                "currency": refund["currency"], "by": by},
+                             datetime.fromtimestamp(now, UTC), _event_id())
+        await self.complaints.retry_refund(refund_id, int(now), by, event)
+        return await self.refund(refund_id)
+
     async def payouts(self, sunday: str) -> list[dict[str, str]]:
         return await self.store.payouts_of(sunday)
 
@@ -248,5 +292,6 @@ class LedgerService:
                     "refunds_payable_minor": running.get("client:refund_payable", 0),
                     "referral_credits_minor": running.get("referral:credits", 0),
                 },
-                "paid_out_total_minor": running.get("practitioner:paid", 0)})
+                "paid_out_total_minor": running.get("practitioner:paid", 0),
+                "refunded_total_minor": running.get("client:refunded", 0)})
         return days

@@ -1,8 +1,9 @@
-"""The server's writes to the ledger's records: complaints (the client's text encrypted at rest) and the
-bank's answers to payouts. Each record change and its event in one Lua script; the money itself moves
-only in the ledger's consumer, which applies these events in the stream's order (see ledger/).
+"""The server's writes to the ledger's records: complaints (the client's text encrypted at rest), the
+bank's answers to payouts, and the payment gateway's answers to refunds (and an admin sending one again).
+Each record change and its event in one Lua script; the money itself moves only in the ledger's consumer,
+which applies these events in the stream's order (see ledger/).
 
-Keys (beside the ledger's own, ledger/store.py):
+Keys (beside the ledger's own, ledger/store.py, where the refunds' are listed):
   {p}:complaint:{id}            hash: complaint_id, booking_id, client_id, practitioner_id, reason, status
                                 (open|upheld|rejected), filed_at, has_text, text (AES-256-GCM, base64),
                                 key_id, wrapped_key (base64), shared, resolved_at, resolved_by, refund; the
@@ -90,6 +91,33 @@ return {'ok'}
 """
 
 
+# KEYS: 1 refund hash, 2 stream. ARGV: 1 status (paid|failed), 2 reason, 3 at, 4-8 event. The gateway answers
+# a refund handed to it (sending: a crash stopped the job just before it marked the batch sent).
+ANSWER_REFUND_LUA = """
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then return {'no_refund'} end
+if s == 'owed' then return {'refund_not_sent'} end
+if s ~= 'sent' and s ~= 'sending' then return {'refund_answered'} end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'answer_reason', ARGV[2], 'answered_at', ARGV[3])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', '1000000', '*', 'id', ARGV[4], 'type', ARGV[5], 'v', ARGV[6],
+  'time', ARGV[7], 'body', ARGV[8])
+return {'ok'}
+"""
+
+# KEYS: 1 refund hash, 2 due zset, 3 stream. ARGV: 1 refund id, 2 now (epoch s), 3 by, 4-8 event. A refund the
+# gateway could not make is due again: the refund job hands it over in its next batch.
+RETRY_REFUND_LUA = """
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then return {'no_refund'} end
+if s ~= 'failed' then return {'refund_not_failed'} end
+redis.call('HSET', KEYS[1], 'status', 'owed', 'retried_by', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', '1000000', '*', 'id', ARGV[4], 'type', ARGV[5], 'v', ARGV[6],
+  'time', ARGV[7], 'body', ARGV[8])
+return {'ok'}
+"""
+
+
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
@@ -131,6 +159,8 @@ class ComplaintStore:
         self._resolve = redis.register_script(RESOLVE_LUA)
         self._share = redis.register_script(SHARE_LUA)
         self._answer = redis.register_script(ANSWER_LUA)
+        self._answer_refund = redis.register_script(ANSWER_REFUND_LUA)
+        self._retry_refund = redis.register_script(RETRY_REFUND_LUA)
 
     @staticmethod
     def _check(raw: Sequence[Any]) -> list[str]:
@@ -163,6 +193,15 @@ class ComplaintStore:
     async def answer(self, payout_id: str, status: str, reason: str, at: str, event: list[str]) -> None:
         self._check(await self._answer(keys=[self.ledger.payout_key(payout_id), self.ledger.events_stream],
                                        args=[status, reason, at, *event]))
+
+    async def answer_refund(self, refund_id: str, status: str, reason: str, at: str, event: list[str]) -> None:
+        self._check(await self._answer_refund(keys=[self.ledger.refund_key(refund_id), self.ledger.events_stream],
+                                              args=[status, reason, at, *event]))
+
+    async def retry_refund(self, refund_id: str, now: int, by: str, event: list[str]) -> None:
+        self._check(await self._retry_refund(
+            keys=[self.ledger.refund_key(refund_id), self.ledger.key("refunds", "due"), self.ledger.events_stream],
+            args=[refund_id, now, by, *event]))
 
     async def complaint_ids(self, practitioner_id: str | None, start: int, count: int, *,
                             oldest_first: bool = False) -> list[str]:

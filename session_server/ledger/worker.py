@@ -1,5 +1,5 @@
-"""The ledger's moving parts, built from the settings: its consumer and its payout job. The server's
-lifespan runs them (the default), or `session-server ledger` runs them in a process of their own."""
+"""The ledger's moving parts, built from the settings: its consumer, its payout job and its refund job. The
+server's lifespan runs them (the default), or `session-server ledger` runs them in a process of their own."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from ledger.consumer import ConsumerConfig, LedgerConsumer
 from ledger.payouts import CsvTransferExporter, PayoutExporter, PayoutJob
 from ledger.processor import Processor
+from ledger.refunds import CsvRefundExporter, RefundExporter, RefundJob
 from ledger.rules import Policy
 from ledger.store import LedgerStore
 
@@ -43,6 +44,10 @@ def exporter_of(settings: Settings) -> PayoutExporter:
     return CsvTransferExporter(settings.ledger_payout_dir or settings.data_dir / "payouts")
 
 
+def refund_exporter_of(settings: Settings) -> RefundExporter:
+    return CsvRefundExporter(settings.ledger_refund_dir or settings.data_dir / "refunds")
+
+
 def consumer_name(settings: Settings, suffix: str) -> str:
     """Stable across restarts: a restarted process first takes back what it had read and not finished."""
     return f"{socket.gethostname()}-{suffix}"
@@ -62,14 +67,19 @@ def build_consumer(settings: Settings, store: LedgerStore, reader: aioredis.Redi
 class PayoutTicker:
     """The payout job's turns: the first one interval after the start (by the app's clock), not at it, so
     that a process starting writes no event before it has run for a while. Between turns it only looks for a
-    run the consumer has applied since, to write its transfer file without waiting a whole interval."""
+    run the consumer has applied since, to write its transfer file without waiting a whole interval. At every
+    call, the refunds due are handed to the payment gateway: a client waits for their money no longer than
+    that."""
 
     job: PayoutJob
     clock: Clock
     interval_s: float
+    refunds: RefundJob | None = None
     _due: float | None = None
 
     async def step(self) -> None:
+        if self.refunds is not None:
+            await self.refunds.step(self.clock.now())
         now = self.clock.monotonic()
         if self._due is None:
             self._due = now + self.interval_s
@@ -82,11 +92,12 @@ class PayoutTicker:
 
 def build_payouts(settings: Settings, store: LedgerStore, clock: Clock) -> PayoutTicker:
     return PayoutTicker(PayoutJob(store, exporter_of(settings), currency=settings.currency), clock,
-                        settings.ledger_payout_check_interval_s)
+                        settings.ledger_payout_check_interval_s,
+                        refunds=RefundJob(store, refund_exporter_of(settings)))
 
 
 async def run_apart(settings: Settings, consumer: str | None = None, clock: Clock | None = None) -> None:
-    """`session-server ledger`: the consumer and the payout job until SIGTERM or SIGINT."""
+    """`session-server ledger`: the consumer, the payout job and the refund job until SIGTERM or SIGINT."""
     from ..redis_client import blocking_client, command_client
 
     if settings.redis_url is None:

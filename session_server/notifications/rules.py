@@ -62,6 +62,7 @@ _RESCHEDULE_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 
 _PAYOUT_KINDS = {"payout.created": "payout.sent", "payout.paid": "payout.paid", "payout.failed": "payout.failed"}
+_REFUND_KINDS = {"refund.created": "refund.owed", "refund.paid": "refund.paid", "refund.failed": "refund.failed"}
 
 
 def needs_room_presence(event: Event) -> bool:
@@ -133,4 +134,11 @@ def notifications_for(event: Event, waiting_clients: Sequence[str] = (),
         if t == "payout.created":
             data["date"] = b.get("date")
         return [note(b["practitioner_id"], _PAYOUT_KINDS[t], data)]
+    if t in _REFUND_KINDS:
+        # the client's own money: owed to them, back with them, or not made yet (it is sent again)
+        data = {"refund_id": b["refund_id"], "booking_id": b["booking_id"], "amount_minor": int(b["amount"]),
+                "currency": b["currency"]}
+        if t == "refund.created":
+            data["reason"] = b.get("reason")
+        return [note(b["client_id"], _REFUND_KINDS[t], data)]
     return []

@@ -1,0 +1,151 @@
+"""Refunds: what the ledger owes a client goes back through the payment gateway.
+
+The consumer makes a refund in the same change as the posting that owes it (a cancellation, a no-show,
+an upheld complaint): its record, status `owed`, one per posting, against the booking the client paid
+for. The money stays in the client's `refund_payable` until the gateway says it made the refund
+(`refund.paid`: the consumer moves it to `refunded`); a refund the gateway could not make stays owed,
+and an admin sends it again.
+
+The refund job hands what is due to the gateway in batches: it claims the due refunds as one batch (status
+`sending`, in one script), has the exporter write the batch (a CSV refund file by default, the same batch
+giving the same file), then marks them `sent` with a `refund.sent` event each. A crash between the two
+hands the same batch over again, never a refund in two batches; the gateway also knows each refund by its
+id.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from .payouts import format_major
+from .processor import event_fields, stable_id
+from .store import LedgerStore
+
+BATCH_LIMIT = 1000  # refunds handed over in one file at most
+
+# KEYS: 1 due zset, 2 the batch being handed over. ARGV: 1 key prefix, 2 a new batch id, 3 the limit.
+# The batch id handed over before a crash if there is one, else a new batch of the due refunds, or false.
+CLAIM_LUA = """
+local open = redis.call('GET', KEYS[2])
+if open then return open end
+local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)
+if #ids == 0 then return false end
+local P = ARGV[1] .. ':'
+for _, id in ipairs(ids) do
+  redis.call('HSET', P .. 'refund:' .. id, 'status', 'sending', 'batch', ARGV[2])
+  redis.call('RPUSH', P .. 'refund_batch:' .. ARGV[2], id)
+end
+redis.call('ZREM', KEYS[1], unpack(ids))
+redis.call('SET', KEYS[2], ARGV[2])
+return ARGV[2]
+"""
+
+# KEYS: 1 the batch being handed over, 2 events stream. ARGV: 1 key prefix, 2 batch id, 3 sent at, 4 the file,
+# then per refund its id and its refund.sent event (5 fields). Marks the batch's refunds still `sending` as sent.
+SENT_LUA = """
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+local P = ARGV[1] .. ':'
+local n = 0
+for i = 5, #ARGV, 6 do
+  local key = P .. 'refund:' .. ARGV[i]
+  if redis.call('HGET', key, 'status') == 'sending' then
+    redis.call('HSET', key, 'status', 'sent', 'sent_at', ARGV[3], 'file', ARGV[4])
+    redis.call('HINCRBY', key, 'tries', 1)
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', '1000000', '*', 'id', ARGV[i + 1], 'type', ARGV[i + 2],
+      'v', ARGV[i + 3], 'time', ARGV[i + 4], 'body', ARGV[i + 5])
+    n = n + 1
+  end
+end
+redis.call('DEL', KEYS[1])
+return n
+"""
+
+
+class RefundExporter(Protocol):
+    """Hands a batch of refunds to the payment gateway; the same batch gives the same file, so handing it
+    over again after a crash is harmless."""
+
+    def export(self, batch: str, refunds: Sequence[Mapping[str, str]]) -> str:
+        """Hand the refunds over; a reference to what was handed (a file name)."""
+        ...
+
+
+class CsvRefundExporter:
+    """A CSV refund file per batch, for the gateway's merchant portal: one line per refund, against the
+    booking whose payment it returns."""
+
+    HEADER = ("refund_id", "client_id", "booking_id", "amount_minor", "amount", "currency", "reason")
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def path(self, batch: str) -> Path:
+        return self.directory / f"refunds-{batch}.csv"
+
+    def render(self, refunds: Sequence[Mapping[str, str]]) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(self.HEADER)
+        for r in sorted(refunds, key=lambda r: (r["created_at"], r["refund_id"])):
+            writer.writerow((r["refund_id"], r["client_id"], r["booking_id"], r["amount"],
+                             format_major(int(r["amount"])), r["currency"], r["reason"]))
+        return out.getvalue()
+
+    def export(self, batch: str, refunds: Sequence[Mapping[str, str]]) -> str:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        target = self.path(batch)
+        tmp = target.with_suffix(".tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(self.render(refunds))
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(target)  # whole or not at all
+        return target.name
+
+
+def batch_id(now: float) -> str:
+    """A batch's id: when it was made (UTC, readable in a file name) and a random part."""
+    return datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+class RefundJob:
+    """Runs in every process: hands the due refunds to the gateway. `step(now)` may run in several processes
+    at once: one batch is handed over at a time."""
+
+    def __init__(self, store: LedgerStore, exporter: RefundExporter) -> None:
+        self.store = store
+        self.exporter = exporter
+        self._claim = store.redis.register_script(CLAIM_LUA)
+        self._sent = store.redis.register_script(SENT_LUA)
+
+    @property
+    def sending_key(self) -> str:
+        return self.store.key("refund_sending")
+
+    async def step(self, now: float) -> list[str]:
+        """Hand over the due refunds (a batch left by a crash first); the ids of the refunds marked sent."""
+        raw: Any = await self._claim(keys=[self.store.key("refunds", "due"), self.sending_key],
+                                     args=[self.store.prefix, batch_id(now), BATCH_LIMIT])
+        if not raw:
+            return []
+        batch = raw.decode() if isinstance(raw, bytes) else str(raw)
+        ids = [i.decode() if isinstance(i, bytes) else str(i)
+               for i in await self.store.redis.lrange(self.store.key("refund_batch", batch), 0, -1)]
+        refunds = [r for r in await self.store.hashes([self.store.refund_key(i) for i in ids]) if r]
+        file = self.exporter.export(batch, refunds)
+        at = datetime.fromtimestamp(now, UTC)
+        args: list[Any] = [self.store.prefix, batch, at.isoformat().replace("+00:00", "Z"), file]
+        for r in refunds:
+            args += [r["refund_id"], *event_fields("refund.sent", {
+                "refund_id": r["refund_id"], "client_id": r["client_id"], "booking_id": r["booking_id"],
+                "amount": int(r["amount"]), "currency": r["currency"], "batch": batch},
+                at, stable_id(r["refund_id"], "sent", batch))]
+        await self._sent(keys=[self.sending_key, self.store.events_stream], args=args)
+        return [r["refund_id"] for r in refunds if r.get("status") == "sending"]

@@ -1,0 +1,204 @@
+"""Refunds through the real server: a client cancels, the ledger owes them the money and makes a refund
+against the booking they paid for, the refund job hands it to the payment gateway in a refund file, the
+gateway cannot make it, an admin sends it again, the gateway makes it, and the platform owes the client
+nothing more. The job's crash between handing a batch over and marking it sent hands the same batch again."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+
+from ledger.refunds import CsvRefundExporter, RefundJob
+from session_server.app import create_app
+from session_server.events import EVENTS_STREAM
+
+from .bookings_support import every_day, first_slot, make_practitioner
+from .conftest import LiveServer, api_key_auth, auth, make_settings
+from .ledger_support import T0, created, make_consumer, publish, transition
+from .support import eventually
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+async def _events(redis: aioredis.Redis, type_: str) -> list[dict[str, Any]]:
+    found: Any = await redis.xrange(EVENTS_STREAM)
+    return [json.loads(f[b"body"]) for _id, f in found if f[b"type"] == type_.encode()]
+
+
+async def test_a_cancelled_booking_is_refunded_through_the_gateway_and_a_failed_refund_is_sent_again(
+        tmp_path: Path, redis_url: str, redis_client: aioredis.Redis, token: Callable[..., str]) -> None:
+    refund_dir = tmp_path / "refund-files"
+    server = LiveServer(create_app(make_settings(tmp_path, redis_url, ledger_payout_check_interval_s=0.05,
+                                                 ledger_refund_dir=refund_dir)))
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            await make_practitioner(http, "p1", price=300_000, weekly=every_day())
+
+            def h(role: str, sub: str) -> dict[str, str]:
+                return auth(token(role, sub))
+
+            c1, admin = h("client", "c1"), h("admin", "a1")
+            slot = await first_slot(http, "p1", c1)
+            r = await http.post("/v1/bookings", headers=c1, json={"practitioner_id": "p1",
+                                                                  "starts_at": slot["starts_at"]})
+            assert r.status_code == 201, r.text
+            booking = r.json()
+            r = await http.post(f"/v1/bookings/{booking['id']}/cancel", headers=c1, json={"reason": "cannot come"})
+            assert r.status_code == 200, r.text
+            total = booking["price"]["client_total"]
+            late = datetime.fromisoformat(booking["starts_at"]).timestamp() - time.time() < 86400
+            owed = total // 2 if late else total  # the default policy: all of it a day ahead, half later
+
+            async def sent() -> list[dict[str, Any]] | None:
+                r = await http.get("/v1/ledger/refunds", headers=c1)
+                assert r.status_code == 200, r.text
+                found: list[dict[str, Any]] = r.json()["refunds"]
+                return found if found and found[0]["status"] == "sent" else None
+
+            [refund] = await eventually(sent, what="the refund handed to the gateway")
+            assert (refund["booking_id"], refund["amount_minor"], refund["currency"], refund["reason"],
+                    refund["tries"], refund["complaint_id"]) == (
+                booking["id"], owed, "DZD", "cancelled_late" if late else "cancelled_in_time", 1, None)
+            rid = refund["refund_id"]
+            [first_file] = sorted(refund_dir.glob("refunds-*.csv"))
+            assert [(row["refund_id"], row["client_id"], row["booking_id"], int(row["amount_minor"]),
+                     row["amount"]) for row in _rows(first_file)] == [
+                (rid, "c1", booking["id"], owed, f"{owed // 100}.{owed % 100:02d}")]
+
+            # who may see and answer it: the client their own, an admin all; nobody else
+            assert (await http.get("/v1/ledger/refunds", headers=h("client", "c2"))).json() == {"refunds": []}
+            r = await http.get("/v1/ledger/refunds", headers=h("practitioner", "p1"))
+            assert r.status_code == 403 and r.json()["code"] == "wrong_role"
+            r = await http.post(f"/v1/ledger/refunds/{rid}/answer", headers=c1, json={"status": "paid"})
+            assert r.status_code == 403
+            r = await http.get("/v1/ledger/refunds", headers=admin, params={"client_id": "c1", "status": "sent"})
+            assert [x["refund_id"] for x in r.json()["refunds"]] == [rid]
+
+            # bad input changes nothing
+            for bad in ("0" * 31, "g" * 32, "0" * 32):
+                r = await http.post(f"/v1/ledger/refunds/{bad}/answer", headers=admin, json={"status": "paid"})
+                assert r.status_code == 404 and r.json()["code"] == "refund_not_found", bad
+            r = await http.post(f"/v1/ledger/refunds/{rid}/answer", headers=admin, json={"status": "maybe"})
+            assert r.status_code == 422
+            r = await http.post(f"/v1/ledger/refunds/{rid}/retry", headers=admin)
+            assert r.status_code == 409 and r.json()["code"] == "refund_not_failed"
+
+            # the gateway could not make it: nothing moves, the platform still owes it
+            r = await http.post(f"/v1/ledger/refunds/{rid}/answer", headers=api_key_auth(),
+                                json={"status": "failed", "reason": "card expired"})
+            assert r.status_code == 200, r.text
+            assert (r.json()["status"], r.json()["answer_reason"]) == ("failed", "card expired")
+            r = await http.post(f"/v1/ledger/refunds/{rid}/answer", headers=admin, json={"status": "paid"})
+            assert r.status_code == 409 and r.json()["code"] == "refund_answered"
+
+            async def liabilities() -> dict[str, Any]:
+                r = await http.get("/v1/ledger/revenue", headers=admin)
+                day: dict[str, Any] = r.json()["days"][-1]
+                return day
+
+            day = await liabilities()
+            assert (day["liabilities"]["refunds_payable_minor"], day["refunded_total_minor"]) == (owed, 0)
+
+            # an admin sends it again: the next batch hands it over in a file of its own
+            r = await http.post(f"/v1/ledger/refunds/{rid}/retry", headers=admin)
+            assert r.status_code == 200 and r.json()["status"] in ("owed", "sending", "sent")
+
+            async def sent_again() -> dict[str, Any] | None:
+                r = await http.get("/v1/ledger/refunds", headers=c1)
+                found: dict[str, Any] = r.json()["refunds"][0]
+                return found if found["status"] == "sent" and found["tries"] == 2 else None
+
+            await eventually(sent_again, what="the refund handed over a second time")
+            files = sorted(refund_dir.glob("refunds-*.csv"))
+            assert len(files) == 2 and [row["refund_id"] for row in _rows(files[-1])] == [rid]
+
+            # the gateway made it: the money is back with the client, the platform owes nothing more
+            r = await http.post(f"/v1/ledger/refunds/{rid}/answer", headers=admin, json={"status": "paid"})
+            assert r.status_code == 200 and r.json()["status"] == "paid"
+
+            async def refunded() -> dict[str, Any] | None:
+                day = await liabilities()
+                return day if day["refunded_total_minor"] == owed else None
+
+            day = await eventually(refunded, what="the refund made in the ledger")
+            assert day["liabilities"]["refunds_payable_minor"] == 0
+
+            # every step is an event, and the client was told of each (never the gateway's reason)
+            assert [e["refund_id"] for e in await _events(redis_client, "refund.sent")] == [rid, rid]
+            assert [e["reason"] for e in await _events(redis_client, "refund.failed")] == ["card expired"]
+            assert [e["by"] for e in await _events(redis_client, "refund.retried")] == ["a1"]
+
+            async def told() -> list[str] | None:
+                r = await http.get("/v1/notifications", headers=c1)
+                kinds = [n["kind"] for n in r.json()["notifications"] if n["kind"].startswith("refund.")]
+                return kinds if len(kinds) == 3 else None
+
+            assert await eventually(told, what="the client's refund notices") == [
+                "refund.paid", "refund.failed", "refund.owed"]
+            r = await http.get("/v1/notifications", headers=c1)
+            assert "card expired" not in r.text
+    finally:
+        await server.stop()
+
+
+class _CrashOnce:
+    """An exporter whose first hand-over dies halfway (the process was killed): the file may or may not be there."""
+
+    def __init__(self, directory: Path) -> None:
+        self.real = CsvRefundExporter(directory)
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def export(self, batch: str, refunds: Any) -> str:
+        self.calls.append((batch, sorted(r["refund_id"] for r in refunds)))
+        ref = self.real.export(batch, refunds)
+        if len(self.calls) == 1:
+            raise SystemExit("killed after writing the file, before marking it sent")
+        return ref
+
+
+async def test_a_refund_job_killed_mid_batch_hands_the_same_batch_again_and_never_a_refund_twice(
+        tmp_path: Path, redis_client: aioredis.Redis) -> None:
+    system_redis = redis_client
+    consumer = make_consumer(system_redis)
+    store = consumer.store
+    # two cancelled bookings: two refunds due
+    await publish(system_redis, created("b1", cid="c1"), created("b2", cid="c2"),
+                  transition("b1", "cancelled", cid="c1", now=T0, by="practitioner"),
+                  transition("b2", "cancelled", cid="c2", now=T0, by="admin"))
+    await consumer.ensure_group()
+    while await consumer.read_once(block=False):
+        pass
+    due = [r["refund_id"] for r in await store.refunds()]
+    assert len(due) == 2
+    exporter = _CrashOnce(tmp_path)
+    job = RefundJob(store, exporter)
+    with contextlib.suppress(SystemExit):
+        await job.step(T0 + 60)
+    # a refund made after the crash waits for the next batch: the one handed over is handed over whole again
+    await publish(system_redis, created("b3", cid="c3"), transition("b3", "cancelled", cid="c3", now=T0, by="admin"))
+    while await consumer.read_once(block=False):
+        pass
+    assert sorted(await job.step(T0 + 120)) == sorted(due)
+    third = [r["refund_id"] for r in await store.refunds(client_id="c3")]
+    assert await job.step(T0 + 180) == third
+    assert await job.step(T0 + 240) == []  # nothing due
+    batches = [b for b, _ids in exporter.calls]
+    assert [ids for _b, ids in exporter.calls] == [sorted(due), sorted(due), third]
+    assert batches[0] == batches[1] != batches[2]  # the same batch, under the same file name
+    assert [exporter.real.path(b).exists() for b in dict.fromkeys(batches)] == [True, True]
+    statuses = {r["refund_id"]: (r["status"], r.get("tries")) for r in await store.refunds()}
+    assert statuses == {rid: ("sent", "1") for rid in [*due, *third]}
+    assert len(await _events(system_redis, "refund.sent")) == 3  # one per refund, the retried batch's once
