@@ -4,7 +4,8 @@ larger than what is held (told so, nothing sent), then upholds it with a partial
 second step: the client gets that part back and the practitioner the rest. The page also shows the
 platform's revenue per day as a chart and what it keeps for others, the next payout dates, and lets an admin
 correct an estimated holiday, which moves the payout date it had moved. Whoever is not an admin is told why
-there is nothing to see. Screenshots in Arabic and French (ADMIN_SCREENSHOTS, a directory)."""
+there is nothing to see. The refunds to clients not made yet are listed, a failed one first and sent again in
+a click. Screenshots in Arabic and French (ADMIN_SCREENSHOTS, a directory)."""
 
 from __future__ import annotations
 
@@ -257,6 +258,18 @@ async def test_the_page_refuses_what_cannot_be_decided_says_why_and_reads_amount
     pending, decided_elsewhere, typed = "a" * 32, "b" * 32, "c" * 32
     try:
         await complaints_filed(server, redis_client, {pending: None, decided_elsewhere: 300_000, typed: 300_000})
+        # two refunds not made yet, as the ledger's consumer and the gateway's answers leave them: one the gateway
+        # could not make (the older), one handed to it and not answered
+        failed, sent = "e" * 32, "f" * 32
+        for rid, status, created, extra in ((sent, "sent", "2026-12-01T10:00:00Z", {}),
+                                            (failed, "failed", "2026-12-02T10:00:00Z",
+                                             {"answer_reason": "card expired", "tries": "1"})):
+            await redis_client.hset(f"ledger:refund:{rid}", mapping={
+                "refund_id": rid, "client_id": "c7", "booking_id": "b" + rid[:31], "complaint_id": "",
+                "amount": "165000", "currency": "DZD", "reason": "cancelled_late", "status": status,
+                "created_at": created, **extra})
+            for key in ("ledger:refunds", "ledger:client:c7:refunds"):
+                await redis_client.zadd(key, {rid: datetime.fromisoformat(created).timestamp()})
         admin = server.app.state.ctx.tokens.mint(sub="a1", name="a1", role=Role.ADMIN, ttl_s=600)[0]
         async with httpx.AsyncClient(base_url=server.url) as http, async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
@@ -340,7 +353,27 @@ async def test_the_page_refuses_what_cannot_be_decided_says_why_and_reads_amount
                 assert cells[0] == "p1" and digits(cells[1]) == "280000" and cells[2] == "On its way"
                 await page.click("#week-next")
                 await page.locator("#no-payouts").wait_for(state="visible")
+
+                # the refunds not made yet: the failed one first, with the gateway's reason, sent again in a click
+                rows = page.locator("#refunds tbody tr")
+                assert await rows.evaluate_all("rs => rs.map(r => r.dataset.refund)") == [failed, sent]
+                cells = await page.locator(f"#refunds tr[data-refund='{failed}'] td").all_inner_texts()
+                assert (cells[1], digits(cells[2]), cells[3], cells[4], cells[5]) == (
+                    "c7", "165000", "Cancelled late by the client", "Failed: card expired", "Send again")
+                assert (await page.locator(f"#refunds tr[data-refund='{sent}'] td").all_inner_texts())[4:] == [
+                    "Sent to the gateway", ""]
+                await page.locator(f"#refunds tr[data-refund='{failed}'] button").click()
+                await page.locator(f"#refunds tr[data-refund='{failed}'][data-status='owed']").wait_for()
+                assert await page.inner_text("#said") == (
+                    "The refund leaves again in the next file for the payment gateway.")
+                assert await page.evaluate("document.activeElement.id") == "refunds-title"
+                r = await http.get("/v1/ledger/refunds", headers=auth(admin), params={"status": "owed"})
+                assert [x["refund_id"] for x in r.json()["refunds"]] == [failed]
+                assert await redis_client.zrange("ledger:refunds:due", 0, -1) == [failed.encode()]
+                assert await page.locator(f"#refunds tr[data-refund='{failed}'] button").count() == 0
                 await page.select_option("#lang", "ar")
+                assert (await page.locator(f"#refunds tr[data-refund='{failed}'] td").all_inner_texts())[4] == (
+                    "ينتظر الإرسال")
                 await open_one(typed)
 
                 # on a phone: this week's payouts and the complaint cards keep who they are about
@@ -348,6 +381,7 @@ async def test_the_page_refuses_what_cannot_be_decided_says_why_and_reads_amount
                 await page.click("#complaint-close")
                 await page.wait_for_function("document.documentElement.scrollWidth <= window.innerWidth")
                 assert await page.locator(f"#complaints tr[data-complaint='{typed}'] td.who").is_visible()
+                assert await page.locator(f"#refunds tr[data-refund='{sent}'] td.who").is_visible()
                 if SHOTS:
                     await page.screenshot(path=str(SHOTS / "admin-phone-cards-ar.png"), full_page=True)
             finally:

@@ -2,7 +2,8 @@
 // decided (upheld with all or part of the held money refunded, or rejected), the client's words shared with
 // the practitioner when an admin chooses to; the platform's revenue per day as a chart and what it keeps for
 // others now; the next payout dates, an estimated holiday's date confirmed or corrected, and this week's
-// payouts. Reads and writes the /v1/complaints and /v1/ledger routes with the token from the link's fragment.
+// payouts; the refunds to clients not made yet, a failed one sent again. Reads and writes the /v1/complaints
+// and /v1/ledger routes with the token from the link's fragment.
 (() => {
   "use strict";
 
@@ -12,6 +13,7 @@
   const DAYS = 30;
   const DATES_SHOWN = 8;
   const LISTED = 500; // complaints listed at once (the waiting ones: the oldest first)
+  const REFUNDS_WAITING = ["failed", "owed", "sending", "sent"]; // not made yet: the failed ones first
   const CONFIRM_DELAY_MS = 800; // a double click on "continue" must not land on "confirm"
   const ZONE = "Africa/Algiers";
 
@@ -40,7 +42,7 @@
 
   const who = token ? PAGE.claims(token) : null;
   const state = { filter: "open", weeksBack: 0, complaints: null, openCount: 0, days: null, before: null, dates: null,
-                  week: null, sunday: null, open: null, problem: null };
+                  week: null, sunday: null, refunds: null, open: null, problem: null };
   let retry = null;
 
   // --- talking to the server ---------------------------------------------------------------------------
@@ -96,7 +98,7 @@
     const year = Number(now.slice(0, 4));
     // the Sunday of the week whose payouts are shown: this week's in Algeria, or as many weeks back as asked
     const sunday = shift(now, -new Date(now + "T00:00:00Z").getUTCDay() - 7 * state.weeksBack);
-    const [complaints, days, dates, later, week] = await Promise.all([
+    const [complaints, days, dates, later, week, ...refunds] = await Promise.all([
       // those waiting: the oldest first (answered first); the others: the newest first
       call(`/v1/complaints?limit=${LISTED}` + (state.filter === "all" ? "" : `&status=${state.filter}`)
            + (state.filter === "open" ? "&order=oldest" : "")),
@@ -104,9 +106,10 @@
       call(`/v1/ledger/payout-dates?year=${year}`),
       call(`/v1/ledger/payout-dates?year=${year + 1}`),
       call(`/v1/ledger/payouts?sunday=${sunday}`),
+      ...REFUNDS_WAITING.map((status) => call(`/v1/ledger/refunds?status=${status}&limit=${LISTED}`)),
     ]);
     if (!token) return;
-    const all = [complaints, days, dates, later, week];
+    const all = [complaints, days, dates, later, week, ...refunds];
     if (all.some((r) => r.status === 403)) { problem("err_role"); return; }
     if (all.some((r) => r.status !== 200)) {
       problem("err_unavailable"); // the server or the network: it comes back by itself
@@ -130,6 +133,9 @@
     state.dates = [...dates.body.payout_dates, ...later.body.payout_dates].filter((d) => d.date >= now).slice(0, DATES_SHOWN);
     state.sunday = sunday;
     state.week = week.body.payouts;
+    // the failed ones first (they wait for an admin), then those waiting longest
+    state.refunds = refunds.flatMap((r, i) => r.body.refunds.map((x) => ({ ...x, rank: i ? 1 : 0 })))
+      .sort((a, b) => a.rank - b.rank || a.created_at.localeCompare(b.created_at));
     state.problem = null;
     $("notice").hidden = true;
     $("main").hidden = false;
@@ -160,6 +166,7 @@
     renderComplaints();
     renderMoney();
     renderPayouts();
+    renderRefunds();
   }
 
   function cell(content, className) {
@@ -253,6 +260,7 @@
     figure($("owes"), "refunds_payable", owes.refunds_payable_minor, currency);
     figure($("owes"), "referral_credits", owes.referral_credits_minor, currency);
     figure($("owes"), "paid_out", last.paid_out_total_minor, currency);
+    figure($("owes"), "refunded", last.refunded_total_minor, currency);
   }
 
   function drawChart(days, currency) {
@@ -316,6 +324,44 @@
       await load();
       $("week-title").focus();
     });
+  }
+
+  function renderRefunds() {
+    const shown = state.refunds;
+    $("no-refunds").hidden = shown.length > 0;
+    $("refunds").hidden = shown.length === 0;
+    $("refunds").tBodies[0].replaceChildren(...shown.map((r) => {
+      const tr = document.createElement("tr");
+      tr.dataset.refund = r.refund_id;
+      tr.dataset.status = r.status;
+      const status = document.createElement("span");
+      status.className = "badge " + r.status;
+      status.textContent = r.status === "failed"
+        ? (r.answer_reason ? t("refund_failed", { reason: r.answer_reason }) : t("refund_failed_plain"))
+        : t("refund_" + r.status);
+      status.dir = "auto";
+      let action = "";
+      if (r.status === "failed") {
+        action = document.createElement("button");
+        action.type = "button";
+        action.textContent = t("retry_refund");
+        action.addEventListener("click", () => retryRefund(r.refund_id, action));
+      }
+      tr.append(cell(when(r.created_at)), cell(r.client_id, "who"), cell(money(r.amount_minor, r.currency), "num"),
+                cell(t("refund_" + r.reason)), cell(status), cell(action));
+      return tr;
+    }));
+  }
+
+  // a refund the gateway could not make goes in the next refund file: sent again, never twice at once
+  async function retryRefund(rid, button) {
+    button.disabled = true;
+    const r = await call(`/v1/ledger/refunds/${encodeURIComponent(rid)}/retry`, { method: "POST" });
+    if (!token) return;
+    if (r.status === 0) { button.disabled = false; say(t("err_reach_refund")); return; }
+    say(t(r.status === 200 ? "refund_retried" : r.status === 409 ? "refund_not_failed" : "err_unavailable"));
+    await load();
+    $("refunds-title").focus();
   }
 
   // --- one complaint: read, share, decide --------------------------------------------------------------
