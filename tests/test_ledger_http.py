@@ -245,6 +245,60 @@ async def test_the_queue_of_one_status_is_not_cut_by_newer_complaints_of_another
         await server.stop()
 
 
+async def test_a_client_lists_their_own_complaints_including_those_filed_before_clients_had_an_index(
+        tmp_path: Path, redis_url: str, redis_client: aioredis.Redis) -> None:
+    """A client's complaints come from an index of their own (not from reading everyone's). A deployment whose
+    complaints were filed before that index existed gets them indexed once, when the server starts."""
+    settings = make_settings(tmp_path, redis_url, ledger_in_process=False)
+    server = LiveServer(create_app(settings))
+    await server.start()
+    filed = {"c1": [f"{n:032x}" for n in (1, 3, 4)], "c2": [f"{n:032x}" for n in (2, 5)]}
+    try:
+        svc = server.app.state.ctx.ledger
+        for client_id, cids in filed.items():
+            for cid in cids:
+                at = T_FILED + int(cid, 16)
+                await svc.complaints.file({"complaint_id": cid, "booking_id": "b" + cid[1:], "client_id": client_id,
+                                           "practitioner_id": "p1", "reason": "conduct", "status": "open",
+                                           "filed_at": str(at), "has_text": "0"},
+                                          "p1", at, ["e" + cid, "complaint.filed", "1", "2026-12-01T00:00:00Z", "{}"])
+    finally:
+        await server.stop()
+    # as a deployment from before the index left them
+    await redis_client.delete("ledger:client:c1:complaints", "ledger:client:c2:complaints",
+                              "ledger:complaints:client_index")
+    server = LiveServer(create_app(settings))
+    await server.start()
+    try:
+        tokens = server.app.state.ctx.tokens
+
+        def h(role: Role, sub: str) -> dict[str, str]:
+            return {"Authorization": "Bearer " + tokens.mint(sub=sub, name=sub, role=role, ttl_s=600)[0]}
+
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            async def own(client_id: str, **params: Any) -> list[str]:
+                r = await http.get("/v1/complaints", headers=h(Role.CLIENT, client_id), params=params)
+                assert r.status_code == 200, r.text
+                return [c["id"] for c in r.json()["complaints"]]
+
+            assert await own("c1") == list(reversed(filed["c1"]))  # the newest first
+            assert await own("c1", limit=2) == [filed["c1"][2], filed["c1"][1]]
+            assert await own("c1", order="oldest", limit=1) == [filed["c1"][0]]
+            assert await own("c2") == list(reversed(filed["c2"]))
+            assert await own("c3") == []
+            r = await http.post(f"/v1/complaints/{filed['c1'][1]}/resolve", headers=h(Role.ADMIN, "a1"),
+                                json={"decision": "rejected"})
+            assert r.status_code == 409  # (nothing held: these complaints have no money in the ledger)
+            await redis_client.hset(f"ledger:complaint:{filed['c1'][1]}", mapping={"held": "0", "currency": "DZD"})
+            r = await http.post(f"/v1/complaints/{filed['c1'][1]}/resolve", headers=h(Role.ADMIN, "a1"),
+                                json={"decision": "rejected"})
+            assert r.status_code == 200, r.text
+            assert await own("c1", status="rejected") == [filed["c1"][1]]
+            assert await own("c1", status="open") == [filed["c1"][2], filed["c1"][0]]
+    finally:
+        await server.stop()
+
+
 @pytest.mark.parametrize(("path", "own"), [
     ("/statement?lang=fr", ["/static/statement/i18n.js", "/static/statement/statement.css",
                             "/static/statement/statement.js"]),

@@ -144,9 +144,7 @@ async def list_complaints(request: Request) -> Response:
     elif identity.role is Role.PRACTITIONER:
         found = await svc.complaint_list(identity.sub, q.status, q.limit, oldest_first=oldest)
     elif identity.role is Role.CLIENT:
-        found = [r for r in await svc.complaint_list(None, q.status, 10_000, oldest_first=oldest)
-                 if r["client_id"] == identity.sub]
-        found = found[:q.limit]
+        found = await svc.complaint_list(None, q.status, q.limit, oldest_first=oldest, client_id=identity.sub)
     else:
         identity.require_role(Role.ADMIN, Role.PRACTITIONER, Role.CLIENT)
         found = []

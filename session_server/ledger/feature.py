@@ -26,10 +26,13 @@ class LedgerFeature:
     async def start(self, ctx: AppContext) -> None:
         settings = ctx.settings
         store = LedgerStore(ctx.redis, events_stream=EVENTS_STREAM)
-        ctx.ledger = LedgerService(store, ComplaintStore(store), ComplaintText(ctx.keyring), ctx.clock,
+        complaints = ComplaintStore(store)
+        ctx.ledger = LedgerService(store, complaints, ComplaintText(ctx.keyring), ctx.clock,
                                    currency=settings.currency,
                                    complaint_window_days=settings.ledger_complaint_window_days,
                                    payout_minimum=settings.ledger_payout_minimum_minor)
+        # a client's complaints are read from an index of their own; those filed before it existed go in once
+        await complaints.index_clients()
         if not settings.ledger_in_process:
             return
         registry = ctx.metrics.registry

@@ -102,14 +102,15 @@ class LedgerService:
         return out
 
     async def complaint_list(self, practitioner_id: str | None, status: str | None, limit: int, *,
-                             oldest_first: bool = False) -> list[dict[str, Any]]:
-        """Up to `limit` complaints with this status (any if None), the newest first (or the oldest: a queue):
-        read page by page until that many are found, so that a complaint waiting long is not lost behind newer
-        ones decided since."""
+                             oldest_first: bool = False, client_id: str | None = None) -> list[dict[str, Any]]:
+        """Up to `limit` complaints with this status (any if None), the newest first (or the oldest: a queue),
+        every one's, a practitioner's or a client's: read page by page until that many are found, so that a
+        complaint waiting long is not lost behind newer ones decided since."""
         found: list[dict[str, Any]] = []
         start, page = 0, max(limit, COMPLAINT_PAGE)
         while len(found) < limit:
-            ids = await self.complaints.complaint_ids(practitioner_id, start, page, oldest_first=oldest_first)
+            ids = await self.complaints.complaint_ids(practitioner_id, start, page, oldest_first=oldest_first,
+                                                      client_id=client_id)
             records = await self.store.hashes([self.store.complaint_key(i) for i in ids])
             found += [r for r in records if r and (status is None or r.get("status") == status)]
             if len(ids) < page:

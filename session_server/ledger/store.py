@@ -11,6 +11,8 @@ Keys (beside the ledger's own, ledger/store.py, where the refunds' are listed):
   {p}:booking:{id}:complaint    string: the complaint of a booking (one per booking)
   {p}:complaints                zset: complaint id -> filed at (epoch s)
   {p}:practitioner:{id}:complaints  zset: the practitioner's complaints -> filed at
+  {p}:client:{id}:complaints    zset: the client's complaints -> filed at
+  {p}:complaints:client_index   string: set once every complaint filed before that index is in it
 """
 
 from __future__ import annotations
@@ -31,17 +33,31 @@ from .errors import script_refusal
 NONCE_BYTES = 12
 
 # KEYS: 1 complaint hash, 2 booking's complaint marker, 3 complaints zset, 4 practitioner's complaints zset,
-# 5 stream. ARGV: 1 filed at, 2-6 event, 7.. field pairs.
+# 5 client's complaints zset, 6 stream. ARGV: 1 filed at, 2-6 event, 7.. field pairs.
 FILE_LUA = """
 if redis.call('SET', KEYS[2], ARGV[2], 'NX') == false then return {'exists'} end
 local fields = {}
 for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('ZADD', KEYS[3], ARGV[1], redis.call('HGET', KEYS[1], 'complaint_id'))
-redis.call('ZADD', KEYS[4], ARGV[1], redis.call('HGET', KEYS[1], 'complaint_id'))
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', '1000000', '*', 'id', ARGV[2], 'type', ARGV[3], 'v', ARGV[4],
+local id = redis.call('HGET', KEYS[1], 'complaint_id')
+for k = 3, 5 do redis.call('ZADD', KEYS[k], ARGV[1], id) end
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', '1000000', '*', 'id', ARGV[2], 'type', ARGV[3], 'v', ARGV[4],
   'time', ARGV[5], 'body', ARGV[6])
 return {'ok'}
+"""
+
+# KEYS: 1 complaints zset. ARGV: 1 key prefix, 2 start, 3 count. The client index of the complaints filed before
+# it existed: each complaint of this page of the zset goes into its client's zset (ZADD: done twice, the same).
+# The number of complaints read.
+INDEX_CLIENTS_LUA = """
+local found = redis.call('ZRANGE', KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[2]) + tonumber(ARGV[3]) - 1,
+  'WITHSCORES')
+local P = ARGV[1] .. ':'
+for i = 1, #found, 2 do
+  local client = redis.call('HGET', P .. 'complaint:' .. found[i], 'client_id')
+  if client then redis.call('ZADD', P .. 'client:' .. client .. ':complaints', found[i + 1], found[i]) end
+end
+return #found / 2
 """
 
 # KEYS: 1 complaint hash, 2 stream. ARGV: 1 decision, 2 refund ('' all held), 3 by, 4 at, 5-9 event (its body
@@ -161,6 +177,7 @@ class ComplaintStore:
         self._answer = redis.register_script(ANSWER_LUA)
         self._answer_refund = redis.register_script(ANSWER_REFUND_LUA)
         self._retry_refund = redis.register_script(RETRY_REFUND_LUA)
+        self._index_clients = redis.register_script(INDEX_CLIENTS_LUA)
 
     @staticmethod
     def _check(raw: Sequence[Any]) -> list[str]:
@@ -175,8 +192,24 @@ class ComplaintStore:
         self._check(await self._file(
             keys=[self.ledger.complaint_key(cid), self.ledger.key("booking", bid, "complaint"),
                   self.ledger.key("complaints"), self.ledger.key("practitioner", practitioner_id, "complaints"),
-                  self.ledger.events_stream],
+                  self.ledger.key("client", record["client_id"], "complaints"), self.ledger.events_stream],
             args=[filed_at, *event, *pairs]))
+
+    async def index_clients(self, page: int = 1000) -> int:
+        """Put the complaints filed before clients had an index of their own into it, once (a marker says it
+        was done); the number of complaints read."""
+        marker = self.ledger.key("complaints", "client_index")
+        if await self.ledger.redis.exists(marker):
+            return 0
+        start = 0
+        while True:
+            read = int(await self._index_clients(keys=[self.ledger.key("complaints")],
+                                                 args=[self.ledger.prefix, start, page]))
+            start += read
+            if read < page:
+                break
+        await self.ledger.redis.set(marker, "1")
+        return start
 
     async def resolve(self, cid: str, decision: str, refund: int | None, by: str, at: str,
                       event: list[str]) -> tuple[int, int]:
@@ -204,9 +237,11 @@ class ComplaintStore:
             args=[refund_id, now, by, *event]))
 
     async def complaint_ids(self, practitioner_id: str | None, start: int, count: int, *,
-                            oldest_first: bool = False) -> list[str]:
-        """Complaint ids, the newest first (or the oldest), from the `start`-th on (at most `count`)."""
+                            oldest_first: bool = False, client_id: str | None = None) -> list[str]:
+        """Complaint ids, the newest first (or the oldest), from the `start`-th on (at most `count`): every
+        complaint, a practitioner's or a client's."""
         key = (self.ledger.key("practitioner", practitioner_id, "complaints") if practitioner_id
+               else self.ledger.key("client", client_id, "complaints") if client_id
                else self.ledger.key("complaints"))
         read = self.ledger.redis.zrange if oldest_first else self.ledger.redis.zrevrange
         return [_s(x) for x in await read(key, start, start + count - 1)]
