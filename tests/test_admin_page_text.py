@@ -13,6 +13,8 @@ from .page_text_support import STATIC, assert_every_word_in_every_language, asse
 ADMIN = STATIC / "admin"
 REASONS = ("practitioner_late", "practitioner_absent", "session_cut_short", "conduct", "technical_problem",
            "billing", "other")
+REFUND_REASONS = ("cancelled_in_time", "cancelled_late", "cancelled_by_practitioner", "cancelled_by_admin",
+                  "client_no_show", "practitioner_no_show", "both_no_show", "complaint_upheld")
 
 
 def used_keys() -> set[str]:
@@ -25,13 +27,15 @@ def used_keys() -> set[str]:
     keys = {k for k in keys if not k.endswith("_")}  # a prefix: the full keys are listed below
     # keys built from a prefix and a value the server sends
     for prefix, values in (("status_", ("open", "upheld", "rejected")), ("reason_", REASONS),
-                           ("payout_", ("in_transit", "paid", "failed"))):
+                           ("payout_", ("in_transit", "paid", "failed")),
+                           ("refund_", ("owed", "sending", "sent", *REFUND_REASONS))):
         keys |= {prefix + v for v in values}
     return keys
 
 
 def test_every_text_the_administration_page_uses_is_in_every_language() -> None:
-    assert {"paid_in", "escrow", "err_hold_pending", "reason_conduct"} <= used_keys()  # the patterns find them
+    # the patterns find them
+    assert {"paid_in", "escrow", "err_hold_pending", "reason_conduct", "refunded", "retry_refund"} <= used_keys()
     assert_every_word_in_every_language(catalogue("admin", "ADMIN_I18N"), used_keys())
 
 

@@ -120,10 +120,32 @@ async def test_a_client_files_a_complaint_from_the_page_and_sees_what_becomes_of
             assert await page.inner_text("#status-title") == "Votre réclamation est fondée"
             refund = await page.evaluate(
                 "new Intl.NumberFormat('fr-FR', {style: 'currency', currency: 'DZD'}).format(1000)")
-            assert await page.inner_text("#status-text") == f"{refund} vous sera remboursé."
+            assert await page.inner_text("#status-text") == f"Votre remboursement : {refund}"
+            assert await page.inner_text("#refund-state") == (
+                "Le remboursement est en route par le service de paiement, vers la carte ou le compte qui a payé.")
             await assert_accessible(page, "the complaint's status in French")
             if SHOTS:
                 await page.screenshot(path=str(SHOTS / "complaint-upheld-fr.png"), full_page=True)
+            await page.context.close()
+
+            # the payment service made the refund: the page says when it reached her
+            admin = auth(bearer(Role.ADMIN, "a1"))
+
+            async def handed_over() -> str | None:
+                r = await http.get("/v1/ledger/refunds", headers=admin, params={"client_id": "c1", "status": "sent"})
+                found = [x for x in r.json()["refunds"] if x["complaint_id"] == filed["id"]]
+                return found[0]["refund_id"] if found and found[0]["amount_minor"] == 100_000 else None
+
+            rid = await eventually(handed_over, timeout=30, what="the complaint's refund handed to the gateway")
+            r = await http.post(f"/v1/ledger/refunds/{rid}/answer", headers=admin, json={"status": "paid"})
+            assert r.status_code == 200, r.text
+            page = await open_page(bearer(Role.CLIENT, "c1"), "ar")
+            await page.locator("#refund-state[data-refund='paid']").wait_for()
+            long_date = "d => new Intl.DateTimeFormat('ar-DZ', {dateStyle: 'long'}).format(new Date(d))"
+            made_on = await page.evaluate(long_date, r.json()["answered_at"])
+            assert await page.inner_text("#refund-state") == f"رُدّ إليك المبلغ في {made_on}."
+            if SHOTS:
+                await page.screenshot(path=str(SHOTS / "complaint-refunded-ar.png"), full_page=True)
             await page.context.close()
 
             # the session's practitioner follows the complaint there, without a form (and without the client's

@@ -1,6 +1,7 @@
 // A client's complaint about one of their sessions (docs/ledger.md, "Complaints"): the reasons from a fixed
 // list and, if they wish, their own words (kept encrypted); then what became of it. One complaint per
-// session: once filed, the page shows its status instead of the form. The session's practitioner, on the
+// session: once filed, the page shows its status instead of the form (upheld: where its refund is). The
+// session's practitioner, on the
 // same page, follows it: what of their payment is held or came back, and the client's words once an
 // administrator shares them (the statement links its holds here).
 (() => {
@@ -28,6 +29,7 @@
   // --- state ---------------------------------------------------------------------------------------
   let booking = null;
   let complaint = null;
+  let refund = null; // an upheld complaint's refund, as the client sees it (on its way, made, sent again)
   let notice = null; // [key, vars, final]: what the page says above the form (or instead of it)
   let busy = false;
   let retry = null;
@@ -54,6 +56,12 @@
       const list = await api("/v1/complaints?limit=500");
       if (!list.ok) throw new Error(String(list.status));
       complaint = (await list.json()).complaints.find((c) => c.booking_id === bookingId) || null;
+      refund = null;
+      if (complaint && !practitioner && complaint.status === "upheld") {
+        const refunds = await api("/v1/ledger/refunds?limit=500");
+        if (!refunds.ok) throw new Error(String(refunds.status));
+        refund = (await refunds.json()).refunds.find((r) => r.complaint_id === complaint.id) || null;
+      }
       if (complaint && practitioner) {
         // one at a time, with the client's words if an administrator shared them
         const one = await api(`/v1/complaints/${encodeURIComponent(complaint.id)}`);
@@ -162,9 +170,23 @@
           ? (c.refund_minor != null ? t("status_upheld_text", { amount: money(c.refund_minor, c.currency) }) : t("status_upheld_all"))
           : t("status_" + c.status + "_text");
       }
+      renderRefund(c);
       $("filed-on").textContent = when(Date.parse(c.filed_at));
       $("filed-reason").textContent = t("reason_" + c.reason);
     }
+  }
+
+  // Where the client's refund is: on its way (made by the ledger, or handed to the payment service), reached
+  // them, or sent again after the payment service could not make it.
+  function renderRefund(c) {
+    const shown = !practitioner && c.status === "upheld" && (c.refund_minor == null || c.refund_minor > 0);
+    $("refund-state").hidden = !shown;
+    if (!shown) return;
+    $("refund-state").dataset.refund = refund ? refund.status : "coming";
+    $("refund-state").textContent = refund && refund.status === "paid"
+      ? t("refund_made", { date: new Intl.DateTimeFormat(PAGE.locale(lang), { dateStyle: "long" })
+        .format(new Date(refund.answered_at)) })
+      : t(refund && refund.status === "failed" ? "refund_retrying" : "refund_on_way");
   }
 
   // The practitioner's side of the complaint: what of their payment is held, or came back to them, and the
