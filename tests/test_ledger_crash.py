@@ -1,10 +1,12 @@
 """The ledger's own process (`session-server ledger`) killed with SIGKILL at random points of a backlog,
-twenty times, then left to finish: its balances equal a clean replay of the stream, and no practitioner
-is paid twice for a week."""
+twenty times, then left to finish: its balances equal a clean replay of the stream, no practitioner
+is paid twice for a week, and every refund it owes a client is one refund, handed to the payment gateway in
+one refund file (its refund job was killed too, wherever it was)."""
 
 from __future__ import annotations
 
 import asyncio
+import csv
 import os
 import random
 import signal
@@ -61,6 +63,15 @@ def _start(tmp_path: Path, redis_url: str, stdout: int = subprocess.DEVNULL) -> 
                             stdout=stdout, stderr=subprocess.DEVNULL)
 
 
+def _refund_files(directory: Path) -> list[tuple[str, int]]:
+    """Every (refund id, amount) line of the refund files handed to the gateway."""
+    found: list[tuple[str, int]] = []
+    for f in sorted(directory.glob("refunds-*.csv")):
+        with f.open(encoding="utf-8") as lines:
+            found += [(row["refund_id"], int(row["amount_minor"])) for row in csv.DictReader(lines)]
+    return found
+
+
 @pytest.mark.slow
 async def test_killed_twenty_times_the_ledger_ends_as_a_clean_replay_and_pays_no_one_twice(
         tmp_path: Path, system_redis_url: str) -> None:
@@ -102,6 +113,11 @@ async def test_killed_twenty_times_the_ledger_ends_as_a_clean_replay_and_pays_no
                 return bool(g and g["last-delivered-id"] == last and g["pending"] == 0)
 
             await eventually(caught_up, timeout=120, what="the ledger caught up")
+
+            async def refunds_handed_over() -> bool:
+                return not await redis.zcard("ledger:refunds:due") and not await redis.exists("ledger:refund_sending")
+
+            await eventually(refunds_handed_over, timeout=30, what="every refund handed to the gateway")
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0
@@ -119,5 +135,15 @@ async def test_killed_twenty_times_the_ledger_ends_as_a_clean_replay_and_pays_no
         assert payouts and max(per_week.values()) == 1
         got = await balances(redis)
         assert sum(v for k, v in got.items() if k.endswith(":in_transit")) == sum(e.body["amount"] for e in payouts)
+
+        def owed(refunds: list[dict[str, str]]) -> dict[str, tuple[str, str, int]]:
+            return {r["refund_id"]: (r["client_id"], r["booking_id"], int(r["amount"])) for r in refunds}
+
+        refunds = owed(await LedgerStore(redis).refunds(count=BOOKINGS))
+        assert refunds and refunds == owed(await fresh.refunds(count=BOOKINGS))
+        payable = sum(v for k, v in got.items() if k.endswith(":refund_payable"))
+        assert sum(a for _c, _b, a in refunds.values()) == payable
+        in_files = await asyncio.to_thread(_refund_files, tmp_path / "data" / "refunds")
+        assert sorted(in_files) == sorted((rid, a) for rid, (_c, _b, a) in refunds.items())  # each in one file
     finally:
         await redis.aclose()
