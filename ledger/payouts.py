@@ -63,6 +63,19 @@ class PayoutExporter(Protocol):
         ...
 
 
+def write_whole(target: Path, text: str) -> str:
+    """Write a file handed to a bank or a gateway whole or not at all (a crash leaves the old one or none);
+    its name."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(target)
+    return target.name
+
+
 def format_major(amount_minor: int, decimals: int = 2) -> str:
     whole, part = divmod(amount_minor, 10**decimals)
     return f"{whole}.{part:0{decimals}d}"
@@ -89,15 +102,7 @@ class CsvTransferExporter:
         return out.getvalue()
 
     def export(self, sunday: str, payouts: Sequence[Mapping[str, str]]) -> str:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        target = self.path(sunday)
-        tmp = target.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(self.render(payouts))
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(target)  # whole or not at all
-        return target.name
+        return write_whole(self.path(sunday), self.render(payouts))
 
 
 class PayoutCalendar:

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from .payouts import format_major
+from .payouts import format_major, write_whole
 from .processor import event_fields, stable_id
 from .store import LedgerStore
 
@@ -99,15 +98,7 @@ class CsvRefundExporter:
         return out.getvalue()
 
     def export(self, batch: str, refunds: Sequence[Mapping[str, str]]) -> str:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        target = self.path(batch)
-        tmp = target.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(self.render(refunds))
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(target)  # whole or not at all
-        return target.name
+        return write_whole(self.path(batch), self.render(refunds))
 
 
 def batch_id(now: float) -> str:
