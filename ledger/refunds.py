@@ -47,14 +47,15 @@ return ARGV[2]
 """
 
 # KEYS: 1 the batch being handed over, 2 events stream. ARGV: 1 key prefix, 2 batch id, 3 sent at, 4 the file,
-# then per refund its id and its refund.sent event (5 fields). Marks the batch's refunds still `sending` as sent.
+# then per refund its id and its refund.sent event (5 fields). Marks the batch's refunds still `sending` in it as
+# sent, and closes the batch.
 SENT_LUA = """
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
 local P = ARGV[1] .. ':'
 local n = 0
 for i = 5, #ARGV, 6 do
   local key = P .. 'refund:' .. ARGV[i]
-  if redis.call('HGET', key, 'status') == 'sending' then
+  if redis.call('HGET', key, 'status') == 'sending' and redis.call('HGET', key, 'batch') == ARGV[2] then
     redis.call('HSET', key, 'status', 'sent', 'sent_at', ARGV[3], 'file', ARGV[4])
     redis.call('HINCRBY', key, 'tries', 1)
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', '1000000', '*', 'id', ARGV[i + 1], 'type', ARGV[i + 2],
@@ -129,8 +130,11 @@ class RefundJob:
         batch = raw.decode() if isinstance(raw, bytes) else str(raw)
         ids = [i.decode() if isinstance(i, bytes) else str(i)
                for i in await self.store.redis.lrange(self.store.key("refund_batch", batch), 0, -1)]
-        refunds = [r for r in await self.store.hashes([self.store.refund_key(i) for i in ids]) if r]
-        file = self.exporter.export(batch, refunds)
+        # only those still waiting in this batch: one answered meanwhile (a batch handed over again after a
+        # crash), or sent again into a later batch, is not handed over twice
+        refunds = [r for r in await self.store.hashes([self.store.refund_key(i) for i in ids])
+                   if r.get("status") == "sending" and r.get("batch") == batch]
+        file = self.exporter.export(batch, refunds) if refunds else ""
         at = datetime.fromtimestamp(now, UTC)
         args: list[Any] = [self.store.prefix, batch, at.isoformat().replace("+00:00", "Z"), file]
         for r in refunds:
@@ -139,4 +143,4 @@ class RefundJob:
                 "amount": int(r["amount"]), "currency": r["currency"], "batch": batch},
                 at, stable_id(r["refund_id"], "sent", batch))]
         await self._sent(keys=[self.sending_key, self.store.events_stream], args=args)
-        return [r["refund_id"] for r in refunds if r.get("status") == "sending"]
+        return [r["refund_id"] for r in refunds]

@@ -17,13 +17,15 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
+from ledger.processor import event_fields
 from ledger.refunds import CsvRefundExporter, RefundJob
 from session_server.app import create_app
 from session_server.events import EVENTS_STREAM
+from session_server.ledger.store import ComplaintStore
 
 from .bookings_support import every_day, first_slot, make_practitioner
 from .conftest import LiveServer, api_key_auth, auth, make_settings
-from .ledger_support import T0, created, make_consumer, publish, transition
+from .ledger_support import T0, at, created, iso, make_consumer, publish, transition
 from .support import eventually
 
 
@@ -202,3 +204,37 @@ async def test_a_refund_job_killed_mid_batch_hands_the_same_batch_again_and_neve
     statuses = {r["refund_id"]: (r["status"], r.get("tries")) for r in await store.refunds()}
     assert statuses == {rid: ("sent", "1") for rid in [*due, *third]}
     assert len(await _events(system_redis, "refund.sent")) == 3  # one per refund, the retried batch's once
+
+
+async def test_a_refund_answered_and_sent_again_while_its_batch_was_cut_short_is_not_in_two_files(
+        tmp_path: Path, redis_client: aioredis.Redis) -> None:
+    """The job died after writing a batch's file; the gateway read it anyway and could not make one of its
+    refunds, which an admin sent again. The cut batch is handed over again without that refund, which goes
+    in a batch of its own: the files the gateway is given never hold one refund twice."""
+    consumer = make_consumer(redis_client)
+    store = consumer.store
+    await publish(redis_client, created("b1", cid="c1"), created("b2", cid="c2"),
+                  transition("b1", "cancelled", cid="c1", now=T0, by="practitioner"),
+                  transition("b2", "cancelled", cid="c2", now=T0, by="admin"))
+    await consumer.ensure_group()
+    while await consumer.read_once(block=False):
+        pass
+    first, second = sorted(r["refund_id"] for r in await store.refunds())
+    exporter = _CrashOnce(tmp_path)
+    job = RefundJob(store, exporter)
+    with contextlib.suppress(SystemExit):
+        await job.step(T0 + 60)
+    desk = ComplaintStore(store)
+    await desk.answer_refund(first, "failed", "card expired", iso(T0 + 70),
+                             event_fields("refund.failed", {"refund_id": first}, at(T0 + 70), "x1"))
+    await desk.retry_refund(first, T0 + 80, "a1",
+                            event_fields("refund.retried", {"refund_id": first}, at(T0 + 80), "x2"))
+    assert await job.step(T0 + 120) == [second]
+    assert await job.step(T0 + 180) == [first]
+    (cut, cut_ids), (again, again_ids), (own, own_ids) = exporter.calls
+    assert (cut_ids, again_ids, own_ids) == ([first, second], [second], [first])
+    assert cut == again != own
+    files = {b: [row["refund_id"] for row in _rows(exporter.real.path(b))] for b in (cut, own)}
+    assert files == {cut: [second], own: [first]}
+    statuses = {r["refund_id"]: (r["status"], r.get("tries")) for r in await store.refunds()}
+    assert statuses == {first: ("sent", "1"), second: ("sent", "1")}
