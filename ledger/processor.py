@@ -235,14 +235,15 @@ class Processor:
             guards=[(key, "rev", rev)],
             sets=[(key, {"state": "settled", "outcome": outcome.value, "earned": str(s.earned),
                          "refund": str(s.refund), "settled_at": ev.iso_time, "rev": nxt})])
-        return self._refund(change, ev, f"settle:{bid}", money.client_id, bid, money.currency, s.refund,
-                            outcome.value)
+        return self._refund(change, ev, f"settle:{bid}", money.client_id, record.get("paid_booking") or bid,
+                            money.currency, s.refund, outcome.value)
 
     def _refund(self, change: Change, ev: Incoming, posting_id: str, client_id: str, booking_id: str,
                 currency: str, amount: int, reason: str, complaint_id: str = "") -> Change:
         """What the posting `posting_id` owes the client becomes a refund, in the same change: its record,
         its place among the refunds to hand to the payment gateway, and the `refund.created` event. One per
-        posting (its id is made from the posting's), against the booking the client paid for."""
+        posting (its id is made from the posting's), against `booking_id`, the booking the client paid for
+        (a free reschedule's is the booking first paid for: its record says which, `paid_booking`)."""
         if amount <= 0:
             return change
         rid = stable_id("refund", posting_id)
@@ -310,7 +311,7 @@ class Processor:
             guards=[(old_key, "rev", old_rev), (new_key, "rev", new_rev)],
             sets=[(old_key, {"state": "carried", "carried_to": new, "rev": old_next}),
                   (new_key, {**money_fields(carried), "state": "paid", "carried_from": old, "rev": new_next,
-                             "paid_at": ev.iso_time})])
+                             "paid_at": ev.iso_time, "paid_booking": record.get("paid_booking") or old})])
 
     # --- complaints ---
 
@@ -354,8 +355,8 @@ class Processor:
             postings=self._posting(ev, f"resolve:{cid}", f"complaint_{decision.value}", complaint["currency"],
                                    entries, bid),
             sets=[(ckey, {"resolution_posting": f"resolve:{cid}"})])
-        return self._refund(change, ev, f"resolve:{cid}", record["client_id"], bid, complaint["currency"], owed,
-                            "complaint_upheld", cid)
+        return self._refund(change, ev, f"resolve:{cid}", record["client_id"], record.get("paid_booking") or bid,
+                            complaint["currency"], owed, "complaint_upheld", cid)
 
     # --- payouts ---
 

@@ -9,8 +9,8 @@ and an admin sends it again.
 The refund job hands what is due to the gateway in batches: it claims the due refunds as one batch (status
 `sending`, in one script), has the exporter write the batch (a CSV refund file by default, the same batch
 giving the same file), then marks them `sent` with a `refund.sent` event each. A crash between the two
-hands the same batch over again, never a refund in two batches; the gateway also knows each refund by its
-id.
+hands the same batch over again (only its refunds still waiting), never a refund in two batches at once;
+each hand-over is the refund's id and its attempt, which the gateway's answer may name.
 """
 
 from __future__ import annotations
@@ -28,36 +28,47 @@ from .processor import event_fields, stable_id
 from .store import LedgerStore
 
 BATCH_LIMIT = 1000  # refunds handed over in one file at most
+LEASE_MS = 60_000  # a batch being handed over is another process's for this long (it may have died: then ours)
 
-# KEYS: 1 due zset, 2 the batch being handed over. ARGV: 1 key prefix, 2 a new batch id, 3 the limit.
-# The batch id handed over before a crash if there is one, else a new batch of the due refunds, or false.
+# KEYS: 1 due zset, 2 the batch being handed over (hash: batch, owner, until). ARGV: 1 key prefix, 2 a new batch id,
+# 3 the limit, 4 this job's id, 5 the lease (ms). The batch to hand over: one left open (by this job, or by
+# another whose lease ran out: it died), else a new batch of the due refunds (each `sending`, its try counted);
+# false if there is none, or if another job is handing one over now.
 CLAIM_LUA = """
-local open = redis.call('GET', KEYS[2])
-if open then return open end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local open = redis.call('HMGET', KEYS[2], 'batch', 'owner', 'until')
+if open[1] then
+  if open[2] ~= ARGV[4] and now < tonumber(open[3]) then return false end
+  redis.call('HSET', KEYS[2], 'owner', ARGV[4], 'until', now + tonumber(ARGV[5]))
+  return open[1]
+end
 local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)
 if #ids == 0 then return false end
 local P = ARGV[1] .. ':'
 for _, id in ipairs(ids) do
   redis.call('HSET', P .. 'refund:' .. id, 'status', 'sending', 'batch', ARGV[2])
+  redis.call('HINCRBY', P .. 'refund:' .. id, 'tries', 1)
   redis.call('RPUSH', P .. 'refund_batch:' .. ARGV[2], id)
 end
 redis.call('ZREM', KEYS[1], unpack(ids))
-redis.call('SET', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[2], 'batch', ARGV[2], 'owner', ARGV[4], 'until', now + tonumber(ARGV[5]))
 return ARGV[2]
 """
 
 # KEYS: 1 the batch being handed over, 2 events stream. ARGV: 1 key prefix, 2 batch id, 3 sent at, 4 the file,
-# then per refund its id and its refund.sent event (5 fields). Marks the batch's refunds still `sending` in it as
-# sent, and closes the batch.
+# 5 this job's id, then per refund its id and its refund.sent event (5 fields). Marks the batch's refunds still
+# `sending` in it as sent, and closes the batch (if it is still this job's).
 SENT_LUA = """
-if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+local open = redis.call('HMGET', KEYS[1], 'batch', 'owner')
+if open[1] ~= ARGV[2] or open[2] ~= ARGV[5] then return 0 end
 local P = ARGV[1] .. ':'
 local n = 0
-for i = 5, #ARGV, 6 do
+for i = 6, #ARGV, 6 do
   local key = P .. 'refund:' .. ARGV[i]
-  if redis.call('HGET', key, 'status') == 'sending' and redis.call('HGET', key, 'batch') == ARGV[2] then
+  local r = redis.call('HMGET', key, 'status', 'batch')
+  if r[1] == 'sending' and r[2] == ARGV[2] then
     redis.call('HSET', key, 'status', 'sent', 'sent_at', ARGV[3], 'file', ARGV[4])
-    redis.call('HINCRBY', key, 'tries', 1)
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', '1000000', '*', 'id', ARGV[i + 1], 'type', ARGV[i + 2],
       'v', ARGV[i + 3], 'time', ARGV[i + 4], 'body', ARGV[i + 5])
     n = n + 1
@@ -79,9 +90,11 @@ class RefundExporter(Protocol):
 
 class CsvRefundExporter:
     """A CSV refund file per batch, for the gateway's merchant portal: one line per refund, against the
-    booking whose payment it returns."""
+    booking whose payment it returns (the gateway's reference of that payment). The refund's id and its
+    attempt name one hand-over; nothing says who the client is or why the money goes back (a cancellation,
+    a no-show, a complaint), which the gateway has no need to know."""
 
-    HEADER = ("refund_id", "client_id", "booking_id", "amount_minor", "amount", "currency", "reason")
+    HEADER = ("refund_id", "attempt", "booking_id", "amount_minor", "amount", "currency")
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -94,8 +107,8 @@ class CsvRefundExporter:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(self.HEADER)
         for r in sorted(refunds, key=lambda r: (r["created_at"], r["refund_id"])):
-            writer.writerow((r["refund_id"], r["client_id"], r["booking_id"], r["amount"],
-                             format_major(int(r["amount"])), r["currency"], r["reason"]))
+            writer.writerow((r["refund_id"], r["tries"], r["booking_id"], r["amount"],
+                             format_major(int(r["amount"])), r["currency"]))
         return out.getvalue()
 
     def export(self, batch: str, refunds: Sequence[Mapping[str, str]]) -> str:
@@ -109,11 +122,17 @@ def batch_id(now: float) -> str:
 
 class RefundJob:
     """Runs in every process: hands the due refunds to the gateway. `step(now)` may run in several processes
-    at once: one batch is handed over at a time."""
+    at once: one batch is handed over at a time, by one of them (another takes it over only once its lease
+    has run out: the one handing it over died)."""
 
-    def __init__(self, store: LedgerStore, exporter: RefundExporter) -> None:
+    def __init__(self, store: LedgerStore, exporter: RefundExporter, *, owner: str | None = None,
+                 lease_ms: int = LEASE_MS) -> None:
         self.store = store
         self.exporter = exporter
+        self.lease_ms = lease_ms
+        # stable across restarts (the process's name, as its consumer's): a restarted process finishes the batch
+        # it left at once, without waiting for its own lease to run out
+        self.id = owner or uuid.uuid4().hex
         self._claim = store.redis.register_script(CLAIM_LUA)
         self._sent = store.redis.register_script(SENT_LUA)
 
@@ -124,7 +143,7 @@ class RefundJob:
     async def step(self, now: float) -> list[str]:
         """Hand over the due refunds (a batch left by a crash first); the ids of the refunds marked sent."""
         raw: Any = await self._claim(keys=[self.store.key("refunds", "due"), self.sending_key],
-                                     args=[self.store.prefix, batch_id(now), BATCH_LIMIT])
+                                     args=[self.store.prefix, batch_id(now), BATCH_LIMIT, self.id, self.lease_ms])
         if not raw:
             return []
         batch = raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -136,11 +155,11 @@ class RefundJob:
                    if r.get("status") == "sending" and r.get("batch") == batch]
         file = self.exporter.export(batch, refunds) if refunds else ""
         at = datetime.fromtimestamp(now, UTC)
-        args: list[Any] = [self.store.prefix, batch, at.isoformat().replace("+00:00", "Z"), file]
+        args: list[Any] = [self.store.prefix, batch, at.isoformat().replace("+00:00", "Z"), file, self.id]
         for r in refunds:
             args += [r["refund_id"], *event_fields("refund.sent", {
                 "refund_id": r["refund_id"], "client_id": r["client_id"], "booking_id": r["booking_id"],
-                "amount": int(r["amount"]), "currency": r["currency"], "batch": batch},
+                "amount": int(r["amount"]), "currency": r["currency"], "batch": batch, "attempt": int(r["tries"])},
                 at, stable_id(r["refund_id"], "sent", batch))]
-        await self._sent(keys=[self.sending_key, self.store.events_stream], args=args)
-        return [r["refund_id"] for r in refunds]
+        marked = await self._sent(keys=[self.sending_key, self.store.events_stream], args=args)
+        return [r["refund_id"] for r in refunds] if marked else []

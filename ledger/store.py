@@ -15,7 +15,8 @@ Redis layout (prefix `ledger` by default; amounts are integers in minor units):
                                 clients' and referrers'), the others' history being the postings
   {p}:daily:{CUR}:{YYYY-MM-DD}  hash: account class (e.g. practitioner:available) -> the day's net change
   {p}:days:{CUR}                zset: local days (Africa/Algiers) with postings -> their ordinal
-  {p}:booking:{id}              hash: the booking's money (see rules.BookingMoney), state, earned, rev
+  {p}:booking:{id}              hash: the booking's money (see rules.BookingMoney), state, earned, rev; a free
+                                reschedule's also carried_from and paid_booking (the booking first paid for)
   {p}:code:{CODE}               string: a discount code's kind (from code.created)
   {p}:practitioners:{CUR}       set: practitioners with an account in that currency
   {p}:complaint:{id}            hash: a complaint (written by the server's complaint routes; the ledger adds
@@ -25,13 +26,15 @@ Redis layout (prefix `ledger` by default; amounts are integers in minor units):
   {p}:payouts:{sunday}          zset: payout ids of one payout week -> amount
   {p}:payout_run:{sunday}       string: the id of the payout.run event for that week (written once)
   {p}:refund:{id}               hash: refund_id, client_id, booking_id, complaint_id, amount, currency, reason,
-                                status (owed|sending|sent|paid|failed), created_at; the refund job and the
-                                gateway's answers add batch, sent_at, answered_at, answer_reason, tries
+                                status (owed|sending|sent|paid|failed), created_at, posting; the refund job and
+                                the gateway's answers add batch, tries (the hand-overs: the attempt), sent_at,
+                                file, answered_at, answer_reason
   {p}:refunds                   zset: every refund id -> made at (epoch s)
   {p}:refunds:due               zset: refunds to hand to the payment gateway -> made (or sent again) at
   {p}:client:{id}:refunds       zset: a client's refunds -> made at
   {p}:refund_batch:{id}         list: the refund ids handed to the gateway together (one file)
-  {p}:refund_sending            string: the batch being handed over (a crash hands the same batch again)
+  {p}:refund_sending            hash: the batch being handed over, the job handing it over and its lease's end
+                                (a crash hands the same batch again, by whichever job takes it over)
   {p}:paydates                  hash: Sunday (ISO date) -> the payout date announced for it
   {p}:holiday_fixes             hash: estimated holiday date -> the date an admin confirmed or set
   {p}:failures                  hash: stream entry id -> times its handling failed

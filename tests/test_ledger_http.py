@@ -266,7 +266,7 @@ async def test_a_client_lists_their_own_complaints_including_those_filed_before_
         await server.stop()
     # as a deployment from before the index left them
     await redis_client.delete("ledger:client:c1:complaints", "ledger:client:c2:complaints",
-                              "ledger:complaints:client_index")
+                              "ledger:complaints:client_indexed")
     server = LiveServer(create_app(settings))
     await server.start()
     try:
@@ -295,6 +295,17 @@ async def test_a_client_lists_their_own_complaints_including_those_filed_before_
             assert r.status_code == 200, r.text
             assert await own("c1", status="rejected") == [filed["c1"][1]]
             assert await own("c1", status="open") == [filed["c1"][2], filed["c1"][0]]
+
+            # a complaint filed meanwhile by a process from before the index (a rolling deploy): the index job,
+            # which runs every few seconds in every process, puts it in
+            late = f"{9:032x}"
+            await redis_client.hset(f"ledger:complaint:{late}", mapping={
+                "complaint_id": late, "booking_id": "b9", "client_id": "c1", "practitioner_id": "p1",
+                "reason": "conduct", "status": "open", "filed_at": str(T_FILED + 9), "has_text": "0"})
+            await redis_client.zadd("ledger:complaints", {late: T_FILED + 9})
+            assert late not in await own("c1")
+            assert await server.app.state.ctx.ledger.complaints.index_clients() >= 1
+            assert await own("c1", limit=1) == [late]
     finally:
         await server.stop()
 

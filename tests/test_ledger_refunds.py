@@ -20,12 +20,12 @@ import redis.asyncio as aioredis
 from ledger.processor import event_fields
 from ledger.refunds import CsvRefundExporter, RefundJob
 from session_server.app import create_app
-from session_server.events import EVENTS_STREAM
+from session_server.events import EVENTS_STREAM, Event
 from session_server.ledger.store import ComplaintStore
 
 from .bookings_support import every_day, first_slot, make_practitioner
 from .conftest import LiveServer, api_key_auth, auth, make_settings
-from .ledger_support import T0, at, created, iso, make_consumer, publish, transition
+from .ledger_support import T0, at, created, iso, make_consumer, publish, transition, verdict
 from .support import eventually
 
 
@@ -72,13 +72,14 @@ async def test_a_cancelled_booking_is_refunded_through_the_gateway_and_a_failed_
 
             [refund] = await eventually(sent, what="the refund handed to the gateway")
             assert (refund["booking_id"], refund["amount_minor"], refund["currency"], refund["reason"],
-                    refund["tries"], refund["complaint_id"]) == (
+                    refund["attempt"], refund["complaint_id"]) == (
                 booking["id"], owed, "DZD", "cancelled_late" if late else "cancelled_in_time", 1, None)
             rid = refund["refund_id"]
+            # the gateway is told what it needs to return the payment: not who the client is, nor why
             [first_file] = sorted(refund_dir.glob("refunds-*.csv"))
-            assert [(row["refund_id"], row["client_id"], row["booking_id"], int(row["amount_minor"]),
-                     row["amount"]) for row in _rows(first_file)] == [
-                (rid, "c1", booking["id"], owed, f"{owed // 100}.{owed % 100:02d}")]
+            assert _rows(first_file) == [{"refund_id": rid, "attempt": "1", "booking_id": booking["id"],
+                                          "amount_minor": str(owed), "amount": f"{owed // 100}.{owed % 100:02d}",
+                                          "currency": "DZD"}]
 
             # who may see and answer it: the client their own, an admin all; nobody else
             assert (await http.get("/v1/ledger/refunds", headers=h("client", "c2"))).json() == {"refunds": []}
@@ -89,14 +90,27 @@ async def test_a_cancelled_booking_is_refunded_through_the_gateway_and_a_failed_
             r = await http.get("/v1/ledger/refunds", headers=admin, params={"client_id": "c1", "status": "sent"})
             assert [x["refund_id"] for x in r.json()["refunds"]] == [rid]
 
-            # bad input changes nothing
+            # bad input gets a clear refusal and changes nothing
+            before = (await http.get("/v1/ledger/refunds", headers=admin)).json()
+            length = await redis_client.xlen(EVENTS_STREAM)
             for bad in ("0" * 31, "g" * 32, "0" * 32):
                 r = await http.post(f"/v1/ledger/refunds/{bad}/answer", headers=admin, json={"status": "paid"})
                 assert r.status_code == 404 and r.json()["code"] == "refund_not_found", bad
-            r = await http.post(f"/v1/ledger/refunds/{rid}/answer", headers=admin, json={"status": "maybe"})
-            assert r.status_code == 422
+            for body in ({"status": "maybe"}, {"status": "paid", "reason": "why would a refund made have one"},
+                         {"status": "paid", "attempt": 0}, {"status": "failed", "surprise": 1}):
+                r = await http.post(f"/v1/ledger/refunds/{rid}/answer", headers=admin, json=body)
+                assert r.status_code == 422 and r.json()["code"] == "invalid_input", body
+            r = await http.post(f"/v1/ledger/refunds/{rid}/answer?attempt=1", headers=admin, json={"status": "paid"})
+            assert r.status_code == 422 and r.json()["code"] == "invalid_input"
+            r = await http.post(f"/v1/ledger/refunds/{rid}/answer", headers=admin,
+                                json={"status": "paid", "attempt": 2})
+            assert r.status_code == 409 and r.json()["code"] == "refund_attempt_stale"
             r = await http.post(f"/v1/ledger/refunds/{rid}/retry", headers=admin)
             assert r.status_code == 409 and r.json()["code"] == "refund_not_failed"
+            r = await http.post(f"/v1/ledger/refunds/{rid}/retry", headers=admin, json={"now": True})
+            assert r.status_code == 422 and r.json()["code"] == "invalid_input"
+            assert (await http.get("/v1/ledger/refunds", headers=admin)).json() == before
+            assert await redis_client.xlen(EVENTS_STREAM) == length
 
             # the gateway could not make it: nothing moves, the platform still owes it
             r = await http.post(f"/v1/ledger/refunds/{rid}/answer", headers=api_key_auth(),
@@ -121,14 +135,19 @@ async def test_a_cancelled_booking_is_refunded_through_the_gateway_and_a_failed_
             async def sent_again() -> dict[str, Any] | None:
                 r = await http.get("/v1/ledger/refunds", headers=c1)
                 found: dict[str, Any] = r.json()["refunds"][0]
-                return found if found["status"] == "sent" and found["tries"] == 2 else None
+                return found if found["status"] == "sent" and found["attempt"] == 2 else None
 
             await eventually(sent_again, what="the refund handed over a second time")
-            files = sorted(refund_dir.glob("refunds-*.csv"))
-            assert len(files) == 2 and [row["refund_id"] for row in _rows(files[-1])] == [rid]
+            [second_file] = [f for f in refund_dir.glob("refunds-*.csv") if f != first_file]
+            assert [(row["refund_id"], row["attempt"]) for row in _rows(second_file)] == [(rid, "2")]
+            # a late answer for the first hand-over is refused: it would speak of the second
+            r = await http.post(f"/v1/ledger/refunds/{rid}/answer", headers=admin,
+                                json={"status": "failed", "reason": "late news", "attempt": 1})
+            assert r.status_code == 409 and r.json()["code"] == "refund_attempt_stale"
 
             # the gateway made it: the money is back with the client, the platform owes nothing more
-            r = await http.post(f"/v1/ledger/refunds/{rid}/answer", headers=admin, json={"status": "paid"})
+            r = await http.post(f"/v1/ledger/refunds/{rid}/answer", headers=admin,
+                                json={"status": "paid", "attempt": 2})
             assert r.status_code == 200 and r.json()["status"] == "paid"
 
             async def refunded() -> dict[str, Any] | None:
@@ -236,5 +255,61 @@ async def test_a_refund_answered_and_sent_again_while_its_batch_was_cut_short_is
     assert cut == again != own
     files = {b: [row["refund_id"] for row in _rows(exporter.real.path(b))] for b in (cut, own)}
     assert files == {cut: [second], own: [first]}
+    # the first was handed over twice (in the cut batch, which the gateway read, and on its own): two attempts
     statuses = {r["refund_id"]: (r["status"], r.get("tries")) for r in await store.refunds()}
-    assert statuses == {first: ("sent", "1"), second: ("sent", "1")}
+    assert statuses == {first: ("sent", "2"), second: ("sent", "1")}
+
+
+async def test_a_free_reschedule_cancelled_is_refunded_against_the_booking_the_client_paid_for(
+        redis_client: aioredis.Redis) -> None:
+    """The client paid for b1; a technical problem stopped it and it was held again as b2 (paid for by
+    nothing: b1's money carried over), then b3; the practitioner cancelled b3. The refund returns b1's
+    payment, the only one the gateway knows."""
+    consumer = make_consumer(redis_client)
+    moves = []
+    for old, new in (("b1", "b2"), ("b2", "b3")):
+        moves += [verdict(old, "interrupted", now=T0 + 100),
+                  created(new, share=0, platform=0, now=T0 + 200),
+                  Event("booking.rescheduled", {"booking_id": old, "new_booking_id": new}, time=at(T0 + 200))]
+    await publish(redis_client, created("b1", share=300_000, platform=50_000), *moves,
+                  transition("b3", "cancelled", now=T0 + 300, by="practitioner"))
+    await consumer.ensure_group()
+    while await consumer.read_once(block=False):
+        pass
+    assert [(r["booking_id"], r["amount"], r["reason"]) for r in await consumer.store.refunds()] == [
+        ("b1", "350000", "cancelled_by_practitioner")]
+
+
+class _Recording:
+    def __init__(self, directory: Path) -> None:
+        self.real = CsvRefundExporter(directory)
+        self.calls: list[list[str]] = []
+
+    def export(self, batch: str, refunds: Any) -> str:
+        self.calls.append(sorted(r["refund_id"] for r in refunds))
+        return self.real.export(batch, refunds)
+
+
+async def test_a_batch_another_process_is_handing_over_is_left_to_it_until_its_lease_runs_out(
+        tmp_path: Path, redis_client: aioredis.Redis) -> None:
+    """Two processes run the refund job. One died while handing a batch over; the other does not hand the
+    same batch over beside it (into files of its own) while the first one's lease lasts, and takes it over
+    once the lease has run out."""
+    consumer = make_consumer(redis_client)
+    await publish(redis_client, created("b1", cid="c1"), created("b2", cid="c2"),
+                  transition("b1", "cancelled", cid="c1", now=T0, by="practitioner"),
+                  transition("b2", "cancelled", cid="c2", now=T0, by="admin"))
+    await consumer.ensure_group()
+    while await consumer.read_once(block=False):
+        pass
+    due = sorted(r["refund_id"] for r in await consumer.store.refunds())
+    first = RefundJob(consumer.store, _CrashOnce(tmp_path / "first"))
+    with contextlib.suppress(SystemExit):
+        await first.step(T0 + 60)
+    other = _Recording(tmp_path / "other")
+    second = RefundJob(consumer.store, other)
+    assert await second.step(T0 + 61) == [] and other.calls == []  # the first one's, for now
+    await redis_client.hset("ledger:refund_sending", "until", "0")  # its lease ran out: it is gone
+    assert sorted(await second.step(T0 + 120)) == due and other.calls == [due]
+    statuses = {r["refund_id"]: (r["status"], r.get("tries")) for r in await consumer.store.refunds()}
+    assert statuses == {rid: ("sent", "1") for rid in due}  # the same hand-over, finished by another

@@ -60,6 +60,11 @@ class Booking:
     state: str = "paid"  # paid | interrupted | settled | carried
     earned: int = 0
     complained: bool = False
+    paid_for: str = ""  # a free reschedule's: the booking the client paid for (its refunds return that payment)
+
+    @property
+    def payment(self) -> str:
+        return self.paid_for or self.bid
 
 
 @dataclass
@@ -79,7 +84,7 @@ class Auditor:
         escrow = f"booking:{b.bid}:escrow"
         self.move(escrow, f"client:{b.cid}:refund_payable", refund)
         if refund:
-            self.refunds.append((b.cid, b.bid, refund))
+            self.refunds.append((b.cid, b.payment, refund))
         self.move(escrow, f"practitioner:{b.pid}:available", earned)
         rest = b.total - refund - earned
         credit = min(b.credit, rest) if session_held and b.referrer else 0
@@ -220,7 +225,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.audit.move(f"booking:{old.bid}:escrow", f"booking:{new}:escrow", old.total)
         old.state = "carried"
         self.bookings[new] = Booking(new, old.pid, old.cid, old.total, old.share, old.platform, old.discount,
-                                     old.platform_funded, old.referrer, old.credit, starts)
+                                     old.platform_funded, old.referrer, old.credit, starts, paid_for=old.payment)
         body: dict[str, Any] = ({"rescheduled_from": old.bid, "rescheduled_to": new} if spelling else
                                 {"booking_id": old.bid, "new_booking_id": new})
         body.update({"client_total": 0, "practitioner_share": old.share, "platform_share": old.platform})
@@ -258,7 +263,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.audit.move(f"practitioner:{b.pid}:held", f"client:{b.cid}:refund_payable", refund)
         self.audit.move(f"practitioner:{b.pid}:held", f"practitioner:{b.pid}:available", held - refund)
         if refund:
-            self.audit.refunds.append((b.cid, bid, refund))
+            self.audit.refunds.append((b.cid, b.payment, refund))
         self.send(Event("complaint.resolved", {"complaint_id": cid, "booking_id": bid, "client_id": b.cid,
                                                "practitioner_id": b.pid, "decision": "upheld" if upheld else "rejected",
                                                "refund_minor": refund, "held": held}, time=at(self.now)))

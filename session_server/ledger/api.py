@@ -83,7 +83,21 @@ class RefundsQuery(Body):
 
 class RefundAnswerIn(Body):
     status: Literal["paid", "failed"]
-    reason: Text = Field(default="", max_length=500, description="why the gateway could not make it (with failed)")
+    reason: Text = Field(default="", max_length=500, description="why the gateway could not make it (with failed "
+                                                                 "only)")
+    attempt: int | None = Field(default=None, ge=1, le=1000,
+                                description="the hand-over answered (the refund file's `attempt`); absent: the "
+                                            "latest. An answer for an earlier one is refused")
+
+    @model_validator(mode="after")
+    def _reason_only_when_failed(self) -> RefundAnswerIn:
+        if self.status == "paid" and self.reason:
+            raise ValueError("a refund made has no reason: send one with failed only")
+        return self
+
+
+class _Nothing(Body):
+    """A route that takes no body: one sent is refused, not ignored."""
 
 
 class PayoutsQuery(Body):
@@ -250,10 +264,11 @@ async def answer_payout(request: Request) -> Response:
 
 def _refund_view(r: dict[str, str]) -> dict[str, Any]:
     return {"refund_id": r["refund_id"], "client_id": r["client_id"], "booking_id": r["booking_id"],
+            "attempt": int(r.get("tries", "0")),
             "complaint_id": r.get("complaint_id") or None, "amount_minor": int(r["amount"]),
             "currency": r["currency"], "reason": r["reason"], "status": r["status"], "created_at": r["created_at"],
             "sent_at": r.get("sent_at"), "answered_at": r.get("answered_at"),
-            "answer_reason": r.get("answer_reason") or None, "tries": int(r.get("tries", "0"))}
+            "answer_reason": r.get("answer_reason") or None}
 
 
 def _refund_id(request: Request) -> str:
@@ -281,19 +296,24 @@ async def list_refunds(request: Request) -> Response:
 @documented("The payment gateway's answer for a refund: paid (the money is back with the client), or failed "
             "(it stays owed until an admin sends it again)", auth=("bearer", "api_key"), roles=("admin",),
             body=RefundAnswerIn, responses={200: out.RefundOut},
-            errors=("wrong_role", "refund_not_found", "refund_not_sent", "refund_answered"), tags=("ledger",))
+            query=NoQuery, errors=("wrong_role", "refund_not_found", "refund_not_sent", "refund_answered",
+                                   "refund_attempt_stale"), tags=("ledger",))
 async def answer_refund(request: Request) -> Response:
     authenticate_admin(request)
+    parse_query(request, NoQuery)
     body = await read_json(request, RefundAnswerIn)
-    found = await _service(request).answer_refund(_refund_id(request), body.status == "paid", body.reason)
+    found = await _service(request).answer_refund(_refund_id(request), body.status == "paid", body.reason,
+                                                  body.attempt)
     return JSONResponse(_refund_view(found))
 
 
 @documented("Send a refund the gateway could not make again (in the refund job's next batch)",
-            auth=("bearer", "api_key"), roles=("admin",), responses={200: out.RefundOut},
+            auth=("bearer", "api_key"), roles=("admin",), query=NoQuery, responses={200: out.RefundOut},
             errors=("wrong_role", "refund_not_found", "refund_not_failed"), tags=("ledger",))
 async def retry_refund(request: Request) -> Response:
     admin = authenticate_admin(request)
+    parse_query(request, NoQuery)
+    await read_json(request, _Nothing)
     found = await _service(request).retry_refund(_refund_id(request), admin.sub)
     return JSONResponse(_refund_view(found))
 

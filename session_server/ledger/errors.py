@@ -83,6 +83,12 @@ class RefundAnswered(Conflict):
     code = "refund_answered"
 
 
+class RefundAttemptStale(Conflict):
+    """The answer names an earlier hand-over of this refund than its latest: it was handed over again since."""
+
+    code = "refund_attempt_stale"
+
+
 class RefundNotFailed(Conflict):
     """Only a refund the gateway could not make is sent again."""
 
@@ -108,5 +114,6 @@ def script_refusal(status: str) -> DomainError:
         "refund_not_sent": RefundNotSent("this refund has not been handed to the payment gateway yet"),
         "refund_answered": RefundAnswered("this refund was answered already"),
         "refund_not_failed": RefundNotFailed("only a refund the gateway could not make is sent again"),
+        "refund_attempt_stale": RefundAttemptStale("this answer is for an earlier hand-over of the refund"),
     }
     return refusals[status]

@@ -1,5 +1,6 @@
 """The ledger feature: its routes, its service on the context, and (unless a separate `session-server
-ledger` process runs them) its consumer and Sunday payout job, owned by the lifespan's task supervisor."""
+ledger` process runs them) its consumer, Sunday payout job and refund job, owned by the lifespan's task
+supervisor."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from ..redis_client import blocking_client
 from . import api
 from .service import LedgerService
 from .store import ComplaintStore, ComplaintText
-from .worker import BLOCK_MS, build_consumer, build_payouts, consumer_name
+from .worker import BLOCK_MS, build_consumer, build_payouts, build_refunds, consumer_name
+
+COMPLAINT_INDEX_EVERY_S = 10.0
 
 
 class LedgerFeature:
@@ -31,8 +34,14 @@ class LedgerFeature:
                                    currency=settings.currency,
                                    complaint_window_days=settings.ledger_complaint_window_days,
                                    payout_minimum=settings.ledger_payout_minimum_minor)
-        # a client's complaints are read from an index of their own; those filed before it existed go in once
+        # a client's complaints are read from an index of their own: those filed before it existed go in now,
+        # and those a process from before it files (a rolling deploy) within seconds
         await complaints.index_clients()
+
+        async def index_complaints() -> None:
+            await complaints.index_clients()
+
+        ctx.tasks.every("ledger.complaint_index", COMPLAINT_INDEX_EVERY_S, index_complaints)
         if not settings.ledger_in_process:
             return
         registry = ctx.metrics.registry
@@ -58,6 +67,7 @@ class LedgerFeature:
         ticker = build_payouts(settings, store, ctx.clock)
         # it looks at its clock every second: a test moving a manual clock sees it run at once
         ctx.tasks.every("ledger.payouts", min(1.0, settings.ledger_payout_check_interval_s), ticker.step)
+        ctx.tasks.every("ledger.refunds", 1.0, build_refunds(settings, store, ctx.clock, name=name).step)
 
     async def stop(self, ctx: AppContext) -> None:
         return None  # the supervisor cancels the consumer and the job

@@ -102,7 +102,10 @@ class PayoutsOut(_Out):
 class RefundOut(_Out):
     refund_id: str
     client_id: str
-    booking_id: str
+    booking_id: str = Field(description="the booking whose payment it returns (for a free reschedule, the booking "
+                                        "first paid for)")
+    attempt: int = Field(description="how many times it was handed to the gateway (0: not yet); the refund file's "
+                                     "`attempt`")
     complaint_id: str | None = Field(description="the upheld complaint it comes from, if any")
     amount_minor: int
     currency: str
@@ -116,7 +119,6 @@ class RefundOut(_Out):
     sent_at: str | None
     answered_at: str | None
     answer_reason: str | None = Field(description="why the gateway could not make it (failed)")
-    tries: int = Field(description="how many times it was handed to the gateway")
 
 
 class RefundsOut(_Out):

@@ -172,7 +172,7 @@ class LedgerService:
             start += page
         return found[:limit]
 
-    async def answer_refund(self, refund_id: str, ok: bool, reason: str) -> dict[str, str]:
+    async def answer_refund(self, refund_id: str, ok: bool, reason: str, attempt: int | None = None) -> dict[str, str]:
         now = self.clock.now()
         refund = await self.refund(refund_id)
         status = "paid" if ok else "failed"
@@ -182,7 +182,7 @@ class LedgerService:
         if not ok:
             body["reason"] = reason
         event = event_fields(f"refund.{status}", body, datetime.fromtimestamp(now, UTC), _event_id())
-        await self.complaints.answer_refund(refund_id, status, reason, _iso(now), event)
+        await self.complaints.answer_refund(refund_id, status, reason, _iso(now), event, attempt)
         return await self.refund(refund_id)
 
     async def retry_refund(self, refund_id: str, by: str) -> dict[str, str]:

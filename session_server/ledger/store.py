@@ -12,7 +12,7 @@ Keys (beside the ledger's own, ledger/store.py, where the refunds' are listed):
   {p}:complaints                zset: complaint id -> filed at (epoch s)
   {p}:practitioner:{id}:complaints  zset: the practitioner's complaints -> filed at
   {p}:client:{id}:complaints    zset: the client's complaints -> filed at
-  {p}:complaints:client_index   string: set once every complaint filed before that index is in it
+  {p}:complaints:client_indexed  string: the filing time up to which every complaint is in its client's index
 """
 
 from __future__ import annotations
@@ -46,18 +46,20 @@ redis.call('XADD', KEYS[6], 'MAXLEN', '~', '1000000', '*', 'id', ARGV[2], 'type'
 return {'ok'}
 """
 
-# KEYS: 1 complaints zset. ARGV: 1 key prefix, 2 start, 3 count. The client index of the complaints filed before
-# it existed: each complaint of this page of the zset goes into its client's zset (ZADD: done twice, the same).
-# The number of complaints read.
+# KEYS: 1 complaints zset, 2 the index's cursor. ARGV: 1 key prefix, 2 offset, 3 count. The clients' index of the
+# complaints filed since the cursor (a filing time, in seconds; those of that second again): each goes into its
+# client's zset (ZADD: done twice, the same). A complaint filed by a process from before the index (during a
+# rolling deploy) is indexed so. The number read and the last one's filing time.
 INDEX_CLIENTS_LUA = """
-local found = redis.call('ZRANGE', KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[2]) + tonumber(ARGV[3]) - 1,
-  'WITHSCORES')
+local since = redis.call('GET', KEYS[2]) or '-inf'
+local found = redis.call('ZRANGEBYSCORE', KEYS[1], since, '+inf', 'WITHSCORES', 'LIMIT', tonumber(ARGV[2]),
+  tonumber(ARGV[3]))
 local P = ARGV[1] .. ':'
 for i = 1, #found, 2 do
   local client = redis.call('HGET', P .. 'complaint:' .. found[i], 'client_id')
   if client then redis.call('ZADD', P .. 'client:' .. client .. ':complaints', found[i + 1], found[i]) end
 end
-return #found / 2
+return {#found / 2, found[#found] or ''}
 """
 
 # KEYS: 1 complaint hash, 2 stream. ARGV: 1 decision, 2 refund ('' all held), 3 by, 4 at, 5-9 event (its body
@@ -107,16 +109,19 @@ return {'ok'}
 """
 
 
-# KEYS: 1 refund hash, 2 stream. ARGV: 1 status (paid|failed), 2 reason, 3 at, 4-8 event. The gateway answers
-# a refund handed to it (sending: a crash stopped the job just before it marked the batch sent).
+# KEYS: 1 refund hash, 2 stream. ARGV: 1 status (paid|failed), 2 reason, 3 at, 4 the attempt answered ('' for the
+# latest), 5-9 event. The gateway answers a refund handed to it (sending: a crash stopped the job just before it
+# marked the batch sent), once per hand-over; an answer naming an earlier hand-over is refused.
 ANSWER_REFUND_LUA = """
-local s = redis.call('HGET', KEYS[1], 'status')
+local r = redis.call('HMGET', KEYS[1], 'status', 'tries')
+local s = r[1]
 if not s then return {'no_refund'} end
+if ARGV[4] ~= '' and ARGV[4] ~= (r[2] or '0') then return {'refund_attempt_stale'} end
 if s == 'owed' then return {'refund_not_sent'} end
 if s ~= 'sent' and s ~= 'sending' then return {'refund_answered'} end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'answer_reason', ARGV[2], 'answered_at', ARGV[3])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', '1000000', '*', 'id', ARGV[4], 'type', ARGV[5], 'v', ARGV[6],
-  'time', ARGV[7], 'body', ARGV[8])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', '1000000', '*', 'id', ARGV[5], 'type', ARGV[6], 'v', ARGV[7],
+  'time', ARGV[8], 'body', ARGV[9])
 return {'ok'}
 """
 
@@ -196,20 +201,20 @@ class ComplaintStore:
             args=[filed_at, *event, *pairs]))
 
     async def index_clients(self, page: int = 1000) -> int:
-        """Put the complaints filed before clients had an index of their own into it, once (a marker says it
-        was done); the number of complaints read."""
-        marker = self.ledger.key("complaints", "client_index")
-        if await self.ledger.redis.exists(marker):
-            return 0
-        start = 0
+        """Put the complaints filed since the last call into their clients' index (all of them the first time,
+        those filed before the index existed included); the number read."""
+        cursor = self.ledger.key("complaints", "client_indexed")
+        offset, last = 0, ""
         while True:
-            read = int(await self._index_clients(keys=[self.ledger.key("complaints")],
-                                                 args=[self.ledger.prefix, start, page]))
-            start += read
-            if read < page:
+            read, at = await self._index_clients(keys=[self.ledger.key("complaints"), cursor],
+                                                 args=[self.ledger.prefix, offset, page])
+            offset += int(read)
+            last = _s(at) or last
+            if int(read) < page:
                 break
-        await self.ledger.redis.set(marker, "1")
-        return start
+        if last:
+            await self.ledger.redis.set(cursor, last)
+        return offset
 
     async def resolve(self, cid: str, decision: str, refund: int | None, by: str, at: str,
                       event: list[str]) -> tuple[int, int]:
@@ -227,9 +232,11 @@ class ComplaintStore:
         self._check(await self._answer(keys=[self.ledger.payout_key(payout_id), self.ledger.events_stream],
                                        args=[status, reason, at, *event]))
 
-    async def answer_refund(self, refund_id: str, status: str, reason: str, at: str, event: list[str]) -> None:
+    async def answer_refund(self, refund_id: str, status: str, reason: str, at: str, event: list[str],
+                            attempt: int | None = None) -> None:
         self._check(await self._answer_refund(keys=[self.ledger.refund_key(refund_id), self.ledger.events_stream],
-                                              args=[status, reason, at, *event]))
+                                              args=[status, reason, at, "" if attempt is None else attempt,
+                                                    *event]))
 
     async def retry_refund(self, refund_id: str, now: int, by: str, event: list[str]) -> None:
         self._check(await self._retry_refund(

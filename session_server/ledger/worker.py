@@ -8,7 +8,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -67,19 +67,14 @@ def build_consumer(settings: Settings, store: LedgerStore, reader: aioredis.Redi
 class PayoutTicker:
     """The payout job's turns: the first one interval after the start (by the app's clock), not at it, so
     that a process starting writes no event before it has run for a while. Between turns it only looks for a
-    run the consumer has applied since, to write its transfer file without waiting a whole interval. At every
-    call, the refunds due are handed to the payment gateway: a client waits for their money no longer than
-    that."""
+    run the consumer has applied since, to write its transfer file without waiting a whole interval."""
 
     job: PayoutJob
     clock: Clock
     interval_s: float
-    refunds: RefundJob | None = None
     _due: float | None = None
 
     async def step(self) -> None:
-        if self.refunds is not None:
-            await self.refunds.step(self.clock.now())
         now = self.clock.monotonic()
         if self._due is None:
             self._due = now + self.interval_s
@@ -92,8 +87,24 @@ class PayoutTicker:
 
 def build_payouts(settings: Settings, store: LedgerStore, clock: Clock) -> PayoutTicker:
     return PayoutTicker(PayoutJob(store, exporter_of(settings), currency=settings.currency), clock,
-                        settings.ledger_payout_check_interval_s,
-                        refunds=RefundJob(store, refund_exporter_of(settings)))
+                        settings.ledger_payout_check_interval_s)
+
+
+@dataclass
+class RefundTicker:
+    """The refund job's turns, every second: a client waits for their money no longer than that, and a
+    refund job that fails (its files' disk full, say) never holds up the payouts, which run on their own."""
+
+    job: RefundJob
+    clock: Clock
+
+    async def step(self) -> None:
+        await self.job.step(self.clock.now())
+
+
+def build_refunds(settings: Settings, store: LedgerStore, clock: Clock, *, name: str) -> RefundTicker:
+    """`name`: the process's, stable across its restarts (its consumer's)."""
+    return RefundTicker(RefundJob(store, refund_exporter_of(settings), owner=name), clock)
 
 
 async def run_apart(settings: Settings, consumer: str | None = None, clock: Clock | None = None) -> None:
@@ -108,21 +119,25 @@ async def run_apart(settings: Settings, consumer: str | None = None, clock: Cloc
     consumer_ = build_consumer(settings, store, reader, name=consumer or consumer_name(settings, "ledger"),
                                on_dead_letter=lambda reason: log.error("ledger dead letter: %s", reason))
     ticker = build_payouts(settings, store, clock or SystemClock())
+    refunds = build_refunds(settings, store, clock or SystemClock(), name=consumer_.consumer)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    async def payouts() -> None:
+    async def every_second(step: Callable[[], Awaitable[None]], what: str, interval_s: float = 1.0) -> None:
         while True:
             try:
-                await ticker.step()
+                await step()
             except Exception:
-                log.exception("ledger payout job failed; retrying at its next turn")
-            await asyncio.sleep(min(1.0, settings.ledger_payout_check_interval_s))
+                log.exception("ledger %s failed; retrying at its next turn", what)
+            await asyncio.sleep(interval_s)
 
     print(f"Ledger consumer {consumer_.consumer} running", flush=True)
-    tasks = [asyncio.create_task(consumer_.run()), asyncio.create_task(payouts())]
+    tasks = [asyncio.create_task(consumer_.run()),
+             asyncio.create_task(every_second(ticker.step, "payout job",
+                                              min(1.0, settings.ledger_payout_check_interval_s))),
+             asyncio.create_task(every_second(refunds.step, "refund job"))]
     try:
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
