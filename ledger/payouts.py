@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
 from . import paydates
+from .exports import format_major, write_whole
 from .intake import utc_text
 from .processor import event_fields, stable_id
 from .store import LedgerStore
@@ -61,24 +61,6 @@ class PayoutExporter(Protocol):
     def export(self, sunday: str, payouts: Sequence[Mapping[str, str]]) -> str:
         """Write the transfer order; a reference to it (a file name)."""
         ...
-
-
-def write_whole(target: Path, text: str) -> str:
-    """Write a file handed to a bank or a gateway whole or not at all (a crash leaves the old one or none);
-    its name."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(target)
-    return target.name
-
-
-def format_major(amount_minor: int, decimals: int = 2) -> str:
-    whole, part = divmod(amount_minor, 10**decimals)
-    return f"{whole}.{part:0{decimals}d}"
 
 
 class CsvTransferExporter:

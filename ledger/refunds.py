@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from .payouts import format_major, write_whole
+from .exports import format_major, write_whole
 from .processor import event_fields, stable_id
 from .store import LedgerStore
 
