@@ -36,6 +36,7 @@ VERDICT_OUTCOMES = {
     "both_no_show": Outcome.BOTH_NO_SHOW,
 }
 INTERRUPTED = "interrupted"
+MAX_CARRIES = 50  # a booking's money carried along this many free reschedules at most, when going back along them
 _BOOKING_FIELDS = ("booking_id", "rescheduled_from", "rescheduled_to", "new_booking_id")  # fields naming bookings
 _HANDLERS = {t: "_" + t.replace(".", "_") for t in TYPES}  # event type -> the Processor method that decides it
 
@@ -235,8 +236,21 @@ class Processor:
             guards=[(key, "rev", rev)],
             sets=[(key, {"state": "settled", "outcome": outcome.value, "earned": str(s.earned),
                          "refund": str(s.refund), "settled_at": ev.iso_time, "rev": nxt})])
-        return self._refund(change, ev, f"settle:{bid}", money.client_id, record.get("paid_booking") or bid,
-                            money.currency, s.refund, outcome.value)
+        paid_for = await self._paid_booking(view, bid, record)
+        return self._refund(change, ev, f"settle:{bid}", money.client_id, paid_for, money.currency, s.refund,
+                            outcome.value)
+
+    async def _paid_booking(self, view: View, bid: str, record: dict[str, str]) -> str:
+        """The booking the client paid for: this one, or for a free reschedule the booking first paid for (its
+        record says so; for one carried before records said it, found by going back along `carried_from`)."""
+        for _hop in range(MAX_CARRIES):
+            if record.get("paid_booking"):
+                return record["paid_booking"]
+            if not record.get("carried_from"):
+                return bid
+            bid = record["carried_from"]
+            record = await view.record(self.store.booking_key(bid))
+        return bid
 
     def _refund(self, change: Change, ev: Incoming, posting_id: str, client_id: str, booking_id: str,
                 currency: str, amount: int, reason: str, complaint_id: str = "") -> Change:
@@ -311,7 +325,7 @@ class Processor:
             guards=[(old_key, "rev", old_rev), (new_key, "rev", new_rev)],
             sets=[(old_key, {"state": "carried", "carried_to": new, "rev": old_next}),
                   (new_key, {**money_fields(carried), "state": "paid", "carried_from": old, "rev": new_next,
-                             "paid_at": ev.iso_time, "paid_booking": record.get("paid_booking") or old})])
+                             "paid_at": ev.iso_time, "paid_booking": await self._paid_booking(view, old, record)})])
 
     # --- complaints ---
 
@@ -355,8 +369,9 @@ class Processor:
             postings=self._posting(ev, f"resolve:{cid}", f"complaint_{decision.value}", complaint["currency"],
                                    entries, bid),
             sets=[(ckey, {"resolution_posting": f"resolve:{cid}"})])
-        return self._refund(change, ev, f"resolve:{cid}", record["client_id"], record.get("paid_booking") or bid,
-                            complaint["currency"], owed, "complaint_upheld", cid)
+        paid_for = await self._paid_booking(view, bid, record)
+        return self._refund(change, ev, f"resolve:{cid}", record["client_id"], paid_for, complaint["currency"], owed,
+                            "complaint_upheld", cid)
 
     # --- payouts ---
 

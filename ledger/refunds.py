@@ -7,8 +7,8 @@ for. The money stays in the client's `refund_payable` until the gateway says it 
 and an admin sends it again.
 
 The refund job hands what is due to the gateway in batches: it claims the due refunds as one batch (status
-`sending`, in one script), has the exporter write the batch (a CSV refund file by default, the same batch
-giving the same file), then marks them `sent` with a `refund.sent` event each. A crash between the two
+`sending`, in one script), has the exporter write the batch (a CSV refund file by default, named after the
+batch), then marks them `sent` with a `refund.sent` event each. A crash between the two
 hands the same batch over again (only its refunds still waiting), never a refund in two batches at once;
 each hand-over is the refund's id and its attempt, which the gateway's answer may name.
 """
@@ -28,18 +28,20 @@ from .processor import event_fields, stable_id
 from .store import LedgerStore
 
 BATCH_LIMIT = 1000  # refunds handed over in one file at most
-LEASE_MS = 60_000  # a batch being handed over is another process's for this long (it may have died: then ours)
+LEASE_MS = 15_000  # a batch being handed over is its job's for this long (writing a file takes far less)
 
 # KEYS: 1 due zset, 2 the batch being handed over (hash: batch, owner, until). ARGV: 1 key prefix, 2 a new batch id,
-# 3 the limit, 4 this job's id, 5 the lease (ms). The batch to hand over: one left open (by this job, or by
-# another whose lease ran out: it died), else a new batch of the due refunds (each `sending`, its try counted);
-# false if there is none, or if another job is handing one over now.
+# 3 the limit, 4 this job's id, 5 the lease (ms). The batch to hand over: one left open by this job (its last try
+# failed: the lease is not made longer, so that a job that keeps failing lets another take the batch), or by
+# another job whose lease ran out (it died, or keeps failing), else a new batch of the due refunds (each
+# `sending`, its attempt counted); false if there is none, or if another job is handing one over now.
 CLAIM_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local open = redis.call('HMGET', KEYS[2], 'batch', 'owner', 'until')
 if open[1] then
-  if open[2] ~= ARGV[4] and now < tonumber(open[3]) then return false end
+  if open[2] == ARGV[4] then return open[1] end
+  if now < tonumber(open[3]) then return false end
   redis.call('HSET', KEYS[2], 'owner', ARGV[4], 'until', now + tonumber(ARGV[5]))
   return open[1]
 end
@@ -80,8 +82,8 @@ return n
 
 
 class RefundExporter(Protocol):
-    """Hands a batch of refunds to the payment gateway; the same batch gives the same file, so handing it
-    over again after a crash is harmless."""
+    """Hands a batch of refunds to the payment gateway. A batch handed over again after a crash has the same
+    name, and holds its refunds still waiting (those the gateway answered meanwhile are left out)."""
 
     def export(self, batch: str, refunds: Sequence[Mapping[str, str]]) -> str:
         """Hand the refunds over; a reference to what was handed (a file name)."""
@@ -125,14 +127,13 @@ class RefundJob:
     at once: one batch is handed over at a time, by one of them (another takes it over only once its lease
     has run out: the one handing it over died)."""
 
-    def __init__(self, store: LedgerStore, exporter: RefundExporter, *, owner: str | None = None,
-                 lease_ms: int = LEASE_MS) -> None:
+    def __init__(self, store: LedgerStore, exporter: RefundExporter, *, lease_ms: int = LEASE_MS) -> None:
         self.store = store
         self.exporter = exporter
         self.lease_ms = lease_ms
-        # stable across restarts (the process's name, as its consumer's): a restarted process finishes the batch
-        # it left at once, without waiting for its own lease to run out
-        self.id = owner or uuid.uuid4().hex
+        # this job's, in this process's run: a batch a dead run left is taken over once its lease has run out,
+        # by whichever job comes first (a restarted process's too), never by two at once
+        self.id = uuid.uuid4().hex
         self._claim = store.redis.register_script(CLAIM_LUA)
         self._sent = store.redis.register_script(SENT_LUA)
 

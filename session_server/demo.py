@@ -122,7 +122,8 @@ async def seed_demo(ctx: AppContext, *, now: int | None = None, echo: bool = Tru
         print(f"  client:       {links['client']}", flush=True)
         print(f"  the practitioner's statement (earnings and payouts): {statement}", flush=True)
         print(f"  the support board (live sessions, never their content): {support}", flush=True)
-        print(f"  the administration (complaints, the platform's money, payouts, refunds): {administration}", flush=True)
+        print(f"  the administration (complaints, the platform's money, payouts, refunds): {administration}",
+              flush=True)
     log.info("demo data seeded (booking %s)", booking.id)
     return {"booking_id": booking.id, "starts_at": starts_at, "links": links, "statement": statement,
             "support": support, "admin": administration,

@@ -131,13 +131,14 @@ async def test_a_client_files_a_complaint_from_the_page_and_sees_what_becomes_of
             # the payment service made the refund: the page says when it reached her
             admin = auth(bearer(Role.ADMIN, "a1"))
 
-            async def handed_over() -> str | None:
+            async def handed_over() -> dict[str, Any] | None:
                 r = await http.get("/v1/ledger/refunds", headers=admin, params={"client_id": "c1", "status": "sent"})
                 found = [x for x in r.json()["refunds"] if x["complaint_id"] == filed["id"]]
-                return found[0]["refund_id"] if found and found[0]["amount_minor"] == 100_000 else None
+                return found[0] if found and found[0]["amount_minor"] == 100_000 else None
 
-            rid = await eventually(handed_over, timeout=30, what="the complaint's refund handed to the gateway")
-            r = await http.post(f"/v1/ledger/refunds/{rid}/answer", headers=admin, json={"status": "paid"})
+            sent = await eventually(handed_over, timeout=30, what="the complaint's refund handed to the gateway")
+            r = await http.post(f"/v1/ledger/refunds/{sent['refund_id']}/answer", headers=admin,
+                                json={"status": "paid", "attempt": sent["attempt"]})
             assert r.status_code == 200, r.text
             page = await open_page(bearer(Role.CLIENT, "c1"), "ar")
             await page.locator("#refund-state[data-refund='paid']").wait_for()

@@ -85,7 +85,7 @@ async def test_a_cancelled_booking_is_refunded_through_the_gateway_and_a_failed_
             assert (await http.get("/v1/ledger/refunds", headers=h("client", "c2"))).json() == {"refunds": []}
             r = await http.get("/v1/ledger/refunds", headers=h("practitioner", "p1"))
             assert r.status_code == 403 and r.json()["code"] == "wrong_role"
-            r = await http.post(f"/v1/ledger/refunds/{rid}/answer", headers=c1, json={"status": "paid"})
+            r = await http.post(f"/v1/ledger/refunds/{rid}/answer", headers=c1, json={"status": "paid", "attempt": 1})
             assert r.status_code == 403
             r = await http.get("/v1/ledger/refunds", headers=admin, params={"client_id": "c1", "status": "sent"})
             assert [x["refund_id"] for x in r.json()["refunds"]] == [rid]
@@ -94,17 +94,20 @@ async def test_a_cancelled_booking_is_refunded_through_the_gateway_and_a_failed_
             before = (await http.get("/v1/ledger/refunds", headers=admin)).json()
             length = await redis_client.xlen(EVENTS_STREAM)
             for bad in ("0" * 31, "g" * 32, "0" * 32):
-                r = await http.post(f"/v1/ledger/refunds/{bad}/answer", headers=admin, json={"status": "paid"})
+                r = await http.post(f"/v1/ledger/refunds/{bad}/answer", headers=admin,
+                                    json={"status": "paid", "attempt": 1})
                 assert r.status_code == 404 and r.json()["code"] == "refund_not_found", bad
-            for body in ({"status": "maybe"}, {"status": "paid", "reason": "why would a refund made have one"},
-                         {"status": "paid", "attempt": 0}, {"status": "failed", "surprise": 1}):
+            for body in ({"status": "maybe", "attempt": 1}, {"status": "paid"},  # an answer names its hand-over
+                         {"status": "paid", "attempt": 1, "reason": "why would a refund made have one"},
+                         {"status": "paid", "attempt": 0}, {"status": "failed", "attempt": 1, "surprise": 1}):
                 r = await http.post(f"/v1/ledger/refunds/{rid}/answer", headers=admin, json=body)
                 assert r.status_code == 422 and r.json()["code"] == "invalid_input", body
-            r = await http.post(f"/v1/ledger/refunds/{rid}/answer?attempt=1", headers=admin, json={"status": "paid"})
+            paid_1 = {"status": "paid", "attempt": 1}
+            r = await http.post(f"/v1/ledger/refunds/{rid}/answer?x=1", headers=admin, json=paid_1)
             assert r.status_code == 422 and r.json()["code"] == "invalid_input"
             r = await http.post(f"/v1/ledger/refunds/{rid}/answer", headers=admin,
                                 json={"status": "paid", "attempt": 2})
-            assert r.status_code == 409 and r.json()["code"] == "refund_attempt_stale"
+            assert r.status_code == 409 and r.json()["code"] == "refund_not_sent"  # no second hand-over yet
             r = await http.post(f"/v1/ledger/refunds/{rid}/retry", headers=admin)
             assert r.status_code == 409 and r.json()["code"] == "refund_not_failed"
             r = await http.post(f"/v1/ledger/refunds/{rid}/retry", headers=admin, json={"now": True})
@@ -114,10 +117,10 @@ async def test_a_cancelled_booking_is_refunded_through_the_gateway_and_a_failed_
 
             # the gateway could not make it: nothing moves, the platform still owes it
             r = await http.post(f"/v1/ledger/refunds/{rid}/answer", headers=api_key_auth(),
-                                json={"status": "failed", "reason": "card expired"})
+                                json={"status": "failed", "reason": "card expired", "attempt": 1})
             assert r.status_code == 200, r.text
             assert (r.json()["status"], r.json()["answer_reason"]) == ("failed", "card expired")
-            r = await http.post(f"/v1/ledger/refunds/{rid}/answer", headers=admin, json={"status": "paid"})
+            r = await http.post(f"/v1/ledger/refunds/{rid}/answer", headers=admin, json=paid_1)
             assert r.status_code == 409 and r.json()["code"] == "refund_answered"
 
             async def liabilities() -> dict[str, Any]:
@@ -245,7 +248,7 @@ async def test_a_refund_answered_and_sent_again_while_its_batch_was_cut_short_is
         await job.step(T0 + 60)
     desk = ComplaintStore(store)
     await desk.answer_refund(first, "failed", "card expired", iso(T0 + 70),
-                             event_fields("refund.failed", {"refund_id": first}, at(T0 + 70), "x1"))
+                             event_fields("refund.failed", {"refund_id": first}, at(T0 + 70), "x1"), attempt=1)
     await desk.retry_refund(first, T0 + 80, "a1",
                             event_fields("refund.retried", {"refund_id": first}, at(T0 + 80), "x2"))
     assert await job.step(T0 + 120) == [second]
@@ -271,9 +274,16 @@ async def test_a_free_reschedule_cancelled_is_refunded_against_the_booking_the_c
         moves += [verdict(old, "interrupted", now=T0 + 100),
                   created(new, share=0, platform=0, now=T0 + 200),
                   Event("booking.rescheduled", {"booking_id": old, "new_booking_id": new}, time=at(T0 + 200))]
-    await publish(redis_client, created("b1", share=300_000, platform=50_000), *moves,
-                  transition("b3", "cancelled", now=T0 + 300, by="practitioner"))
+    await publish(redis_client, created("b1", share=300_000, platform=50_000), *moves)
     await consumer.ensure_group()
+    while await consumer.read_once(block=False):
+        pass
+    assert await redis_client.hget("ledger:booking:b3", "paid_booking") == b"b1"
+    # (and a ledger whose carried bookings were recorded before they said which booking was paid for: the
+    # refund goes back along the carries)
+    await redis_client.hdel("ledger:booking:b2", "paid_booking")
+    await redis_client.hdel("ledger:booking:b3", "paid_booking")
+    await publish(redis_client, transition("b3", "cancelled", now=T0 + 300, by="practitioner"))
     while await consumer.read_once(block=False):
         pass
     assert [(r["booking_id"], r["amount"], r["reason"]) for r in await consumer.store.refunds()] == [

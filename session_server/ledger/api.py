@@ -85,9 +85,8 @@ class RefundAnswerIn(Body):
     status: Literal["paid", "failed"]
     reason: Text = Field(default="", max_length=500, description="why the gateway could not make it (with failed "
                                                                  "only)")
-    attempt: int | None = Field(default=None, ge=1, le=1000,
-                                description="the hand-over answered (the refund file's `attempt`); absent: the "
-                                            "latest. An answer for an earlier one is refused")
+    attempt: int = Field(ge=1, le=1000, description="the hand-over answered: the refund file's `attempt` (an answer "
+                                                    "for an earlier one than the latest is refused)")
 
     @model_validator(mode="after")
     def _reason_only_when_failed(self) -> RefundAnswerIn:

@@ -67,7 +67,7 @@ class LedgerFeature:
         ticker = build_payouts(settings, store, ctx.clock)
         # it looks at its clock every second: a test moving a manual clock sees it run at once
         ctx.tasks.every("ledger.payouts", min(1.0, settings.ledger_payout_check_interval_s), ticker.step)
-        ctx.tasks.every("ledger.refunds", 1.0, build_refunds(settings, store, ctx.clock, name=name).step)
+        ctx.tasks.every("ledger.refunds", 1.0, build_refunds(settings, store, ctx.clock).step)
 
     async def stop(self, ctx: AppContext) -> None:
         return None  # the supervisor cancels the consumer and the job

@@ -172,7 +172,7 @@ class LedgerService:
             start += page
         return found[:limit]
 
-    async def answer_refund(self, refund_id: str, ok: bool, reason: str, attempt: int | None = None) -> dict[str, str]:
+    async def answer_refund(self, refund_id: str, ok: bool, reason: str, attempt: int) -> dict[str, str]:
         now = self.clock.now()
         refund = await self.refund(refund_id)
         status = "paid" if ok else "failed"

@@ -12,7 +12,7 @@ Keys (beside the ledger's own, ledger/store.py, where the refunds' are listed):
   {p}:complaints                zset: complaint id -> filed at (epoch s)
   {p}:practitioner:{id}:complaints  zset: the practitioner's complaints -> filed at
   {p}:client:{id}:complaints    zset: the client's complaints -> filed at
-  {p}:complaints:client_indexed  string: the filing time up to which every complaint is in its client's index
+  {p}:complaints:client_indexed  string: a filing time before which every complaint is in its client's index
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ redis.call('XADD', KEYS[6], 'MAXLEN', '~', '1000000', '*', 'id', ARGV[2], 'type'
   'time', ARGV[5], 'body', ARGV[6])
 return {'ok'}
 """
+
+INDEX_MARGIN_S = 300  # the complaints' index reads again those filed this long before the last one it saw
 
 # KEYS: 1 complaints zset, 2 the index's cursor. ARGV: 1 key prefix, 2 offset, 3 count. The clients' index of the
 # complaints filed since the cursor (a filing time, in seconds; those of that second again): each goes into its
@@ -109,15 +111,16 @@ return {'ok'}
 """
 
 
-# KEYS: 1 refund hash, 2 stream. ARGV: 1 status (paid|failed), 2 reason, 3 at, 4 the attempt answered ('' for the
-# latest), 5-9 event. The gateway answers a refund handed to it (sending: a crash stopped the job just before it
-# marked the batch sent), once per hand-over; an answer naming an earlier hand-over is refused.
+# KEYS: 1 refund hash, 2 stream. ARGV: 1 status (paid|failed), 2 reason, 3 at, 4 the attempt answered, 5-9 event.
+# The gateway answers a hand-over of a refund (sending: a crash stopped the job just before it marked the batch
+# sent), once: an answer for an earlier hand-over than the latest, or for one not made, is refused.
 ANSWER_REFUND_LUA = """
 local r = redis.call('HMGET', KEYS[1], 'status', 'tries')
 local s = r[1]
 if not s then return {'no_refund'} end
-if ARGV[4] ~= '' and ARGV[4] ~= (r[2] or '0') then return {'refund_attempt_stale'} end
-if s == 'owed' then return {'refund_not_sent'} end
+local tries, attempt = tonumber(r[2] or '0'), tonumber(ARGV[4])
+if attempt > tries then return {'refund_not_sent'} end
+if attempt < tries then return {'refund_attempt_stale'} end
 if s ~= 'sent' and s ~= 'sending' then return {'refund_answered'} end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'answer_reason', ARGV[2], 'answered_at', ARGV[3])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', '1000000', '*', 'id', ARGV[5], 'type', ARGV[6], 'v', ARGV[7],
@@ -213,7 +216,9 @@ class ComplaintStore:
             if int(read) < page:
                 break
         if last:
-            await self.ledger.redis.set(cursor, last)
+            # from a while before the last one seen, next time: a complaint whose filing time is earlier than one
+            # indexed already but that lands later (a slow request, another process's clock) is not missed
+            await self.ledger.redis.set(cursor, str(float(last) - INDEX_MARGIN_S))
         return offset
 
     async def resolve(self, cid: str, decision: str, refund: int | None, by: str, at: str,
@@ -233,10 +238,9 @@ class ComplaintStore:
                                        args=[status, reason, at, *event]))
 
     async def answer_refund(self, refund_id: str, status: str, reason: str, at: str, event: list[str],
-                            attempt: int | None = None) -> None:
+                            attempt: int) -> None:
         self._check(await self._answer_refund(keys=[self.ledger.refund_key(refund_id), self.ledger.events_stream],
-                                              args=[status, reason, at, "" if attempt is None else attempt,
-                                                    *event]))
+                                              args=[status, reason, at, attempt, *event]))
 
     async def retry_refund(self, refund_id: str, now: int, by: str, event: list[str]) -> None:
         self._check(await self._retry_refund(

@@ -102,9 +102,8 @@ class RefundTicker:
         await self.job.step(self.clock.now())
 
 
-def build_refunds(settings: Settings, store: LedgerStore, clock: Clock, *, name: str) -> RefundTicker:
-    """`name`: the process's, stable across its restarts (its consumer's)."""
-    return RefundTicker(RefundJob(store, refund_exporter_of(settings), owner=name), clock)
+def build_refunds(settings: Settings, store: LedgerStore, clock: Clock) -> RefundTicker:
+    return RefundTicker(RefundJob(store, refund_exporter_of(settings)), clock)
 
 
 async def run_apart(settings: Settings, consumer: str | None = None, clock: Clock | None = None) -> None:
@@ -119,7 +118,7 @@ async def run_apart(settings: Settings, consumer: str | None = None, clock: Cloc
     consumer_ = build_consumer(settings, store, reader, name=consumer or consumer_name(settings, "ledger"),
                                on_dead_letter=lambda reason: log.error("ledger dead letter: %s", reason))
     ticker = build_payouts(settings, store, clock or SystemClock())
-    refunds = build_refunds(settings, store, clock or SystemClock(), name=consumer_.consumer)
+    refunds = build_refunds(settings, store, clock or SystemClock())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
