@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
+from ledger.consumer import LedgerConsumer
 from ledger.processor import event_fields
 from ledger.refunds import CsvRefundExporter, RefundJob
 from session_server.app import create_app
@@ -193,29 +194,37 @@ class _CrashOnce:
         return ref
 
 
-async def test_a_refund_job_killed_mid_batch_hands_the_same_batch_again_and_never_a_refund_twice(
-        tmp_path: Path, redis_client: aioredis.Redis) -> None:
-    system_redis = redis_client
-    consumer = make_consumer(system_redis)
-    store = consumer.store
-    # two cancelled bookings: two refunds due
-    await publish(system_redis, created("b1", cid="c1"), created("b2", cid="c2"),
+async def _two_refunds_due(redis: aioredis.Redis) -> tuple[LedgerConsumer, list[str]]:
+    """Two cancelled bookings, applied by a ledger consumer: two refunds due (their ids, sorted)."""
+    consumer = make_consumer(redis)
+    await publish(redis, created("b1", cid="c1"), created("b2", cid="c2"),
                   transition("b1", "cancelled", cid="c1", now=T0, by="practitioner"),
                   transition("b2", "cancelled", cid="c2", now=T0, by="admin"))
+    await _drain(consumer)
+    due = sorted(r["refund_id"] for r in await consumer.store.refunds())
+    assert len(due) == 2
+    return consumer, due
+
+
+async def _drain(consumer: LedgerConsumer) -> None:
     await consumer.ensure_group()
     while await consumer.read_once(block=False):
         pass
-    due = [r["refund_id"] for r in await store.refunds()]
-    assert len(due) == 2
+
+
+async def test_a_refund_job_killed_mid_batch_hands_the_same_batch_again_and_never_a_refund_twice(
+        tmp_path: Path, redis_client: aioredis.Redis) -> None:
+    system_redis = redis_client
+    consumer, due = await _two_refunds_due(redis_client)
+    store = consumer.store
     exporter = _CrashOnce(tmp_path)
     job = RefundJob(store, exporter)
     with contextlib.suppress(SystemExit):
         await job.step(T0 + 60)
     # a refund made after the crash waits for the next batch: the one handed over is handed over whole again
     await publish(system_redis, created("b3", cid="c3"), transition("b3", "cancelled", cid="c3", now=T0, by="admin"))
-    while await consumer.read_once(block=False):
-        pass
-    assert sorted(await job.step(T0 + 120)) == sorted(due)
+    await _drain(consumer)
+    assert sorted(await job.step(T0 + 120)) == due
     third = [r["refund_id"] for r in await store.refunds(client_id="c3")]
     assert await job.step(T0 + 180) == third
     assert await job.step(T0 + 240) == []  # nothing due
@@ -233,15 +242,8 @@ async def test_a_refund_answered_and_sent_again_while_its_batch_was_cut_short_is
     """The job died after writing a batch's file; the gateway read it anyway and could not make one of its
     refunds, which an admin sent again. The cut batch is handed over again without that refund, which goes
     in a batch of its own: the files the gateway is given never hold one refund twice."""
-    consumer = make_consumer(redis_client)
+    consumer, (first, second) = await _two_refunds_due(redis_client)
     store = consumer.store
-    await publish(redis_client, created("b1", cid="c1"), created("b2", cid="c2"),
-                  transition("b1", "cancelled", cid="c1", now=T0, by="practitioner"),
-                  transition("b2", "cancelled", cid="c2", now=T0, by="admin"))
-    await consumer.ensure_group()
-    while await consumer.read_once(block=False):
-        pass
-    first, second = sorted(r["refund_id"] for r in await store.refunds())
     exporter = _CrashOnce(tmp_path)
     job = RefundJob(store, exporter)
     with contextlib.suppress(SystemExit):
@@ -275,17 +277,14 @@ async def test_a_free_reschedule_cancelled_is_refunded_against_the_booking_the_c
                   created(new, share=0, platform=0, now=T0 + 200),
                   Event("booking.rescheduled", {"booking_id": old, "new_booking_id": new}, time=at(T0 + 200))]
     await publish(redis_client, created("b1", share=300_000, platform=50_000), *moves)
-    await consumer.ensure_group()
-    while await consumer.read_once(block=False):
-        pass
+    await _drain(consumer)
     assert await redis_client.hget("ledger:booking:b3", "paid_booking") == b"b1"
     # (and a ledger whose carried bookings were recorded before they said which booking was paid for: the
     # refund goes back along the carries)
     await redis_client.hdel("ledger:booking:b2", "paid_booking")
     await redis_client.hdel("ledger:booking:b3", "paid_booking")
     await publish(redis_client, transition("b3", "cancelled", now=T0 + 300, by="practitioner"))
-    while await consumer.read_once(block=False):
-        pass
+    await _drain(consumer)
     assert [(r["booking_id"], r["amount"], r["reason"]) for r in await consumer.store.refunds()] == [
         ("b1", "350000", "cancelled_by_practitioner")]
 
@@ -305,14 +304,7 @@ async def test_a_batch_another_process_is_handing_over_is_left_to_it_until_its_l
     """Two processes run the refund job. One died while handing a batch over; the other does not hand the
     same batch over beside it (into files of its own) while the first one's lease lasts, and takes it over
     once the lease has run out."""
-    consumer = make_consumer(redis_client)
-    await publish(redis_client, created("b1", cid="c1"), created("b2", cid="c2"),
-                  transition("b1", "cancelled", cid="c1", now=T0, by="practitioner"),
-                  transition("b2", "cancelled", cid="c2", now=T0, by="admin"))
-    await consumer.ensure_group()
-    while await consumer.read_once(block=False):
-        pass
-    due = sorted(r["refund_id"] for r in await consumer.store.refunds())
+    consumer, due = await _two_refunds_due(redis_client)
     first = RefundJob(consumer.store, _CrashOnce(tmp_path / "first"))
     with contextlib.suppress(SystemExit):
         await first.step(T0 + 60)
