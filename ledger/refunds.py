@@ -141,6 +141,15 @@ class RefundJob:
     def sending_key(self) -> str:
         return self.store.key("refund_sending")
 
+    async def waiting(self) -> tuple[int, int]:
+        """How many refunds wait: to be handed to the gateway (due), and for an admin (the gateway could not
+        make them)."""
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.store.key("refunds", "due"))
+            pipe.zcard(self.store.key("refunds", "failed"))
+            due, failed = await pipe.execute()
+        return int(due), int(failed)
+
     async def step(self, now: float) -> list[str]:
         """Hand over the due refunds (a batch left by a crash first); the ids of the refunds marked sent."""
         raw: Any = await self._claim(keys=[self.store.key("refunds", "due"), self.sending_key],

@@ -31,6 +31,7 @@ Redis layout (prefix `ledger` by default; amounts are integers in minor units):
                                 file, answered_at, answer_reason
   {p}:refunds                   zset: every refund id -> made at (epoch s)
   {p}:refunds:due               zset: refunds to hand to the payment gateway -> made (or sent again) at
+  {p}:refunds:failed            zset: refunds the gateway could not make, waiting for an admin -> answered at
   {p}:client:{id}:refunds       zset: a client's refunds -> made at
   {p}:refund_batch:{id}         list: the refund ids handed to the gateway together (one file)
   {p}:refund_sending            hash: the batch being handed over, the job handing it over and its lease's end

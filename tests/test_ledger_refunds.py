@@ -25,7 +25,7 @@ from session_server.events import EVENTS_STREAM, Event
 from session_server.ledger.store import ComplaintStore
 
 from .bookings_support import every_day, first_slot, make_practitioner
-from .conftest import LiveServer, api_key_auth, auth, make_settings
+from .conftest import LiveServer, api_key_auth, auth, make_settings, metrics_auth
 from .ledger_support import T0, at, created, iso, make_consumer, publish, transition, verdict
 from .support import eventually
 
@@ -132,6 +132,14 @@ async def test_a_cancelled_booking_is_refunded_through_the_gateway_and_a_failed_
             day = await liabilities()
             assert (day["liabilities"]["refunds_payable_minor"], day["refunded_total_minor"]) == (owed, 0)
 
+            # the operators' metrics: one refund waits for an admin, none to be handed over
+            async def waiting(due: int, failed: int) -> str | None:
+                text = (await http.get("/metrics", headers=metrics_auth())).text
+                return text if (f'ledger_refunds_waiting{{for="due"}} {due}.0' in text
+                                and f'ledger_refunds_waiting{{for="failed"}} {failed}.0' in text) else None
+
+            await eventually(lambda: waiting(0, 1), what="one failed refund in the metrics")
+
             # an admin sends it again: the next batch hands it over in a file of its own
             r = await http.post(f"/v1/ledger/refunds/{rid}/retry", headers=admin)
             assert r.status_code == 200 and r.json()["status"] in ("owed", "sending", "sent")
@@ -142,6 +150,8 @@ async def test_a_cancelled_booking_is_refunded_through_the_gateway_and_a_failed_
                 return found if found["status"] == "sent" and found["attempt"] == 2 else None
 
             await eventually(sent_again, what="the refund handed over a second time")
+            metrics = await eventually(lambda: waiting(0, 0), what="no refund waiting in the metrics")
+            assert "ledger_refunds_handed_over_total 2.0" in metrics
             [second_file] = [f for f in refund_dir.glob("refunds-*.csv") if f != first_file]
             assert [(row["refund_id"], row["attempt"]) for row in _rows(second_file)] == [(rid, "2")]
             # a late answer for the first hand-over is refused: it would speak of the second
@@ -250,7 +260,8 @@ async def test_a_refund_answered_and_sent_again_while_its_batch_was_cut_short_is
         await job.step(T0 + 60)
     desk = ComplaintStore(store)
     await desk.answer_refund(first, "failed", "card expired", iso(T0 + 70),
-                             event_fields("refund.failed", {"refund_id": first}, at(T0 + 70), "x1"), attempt=1)
+                             event_fields("refund.failed", {"refund_id": first}, at(T0 + 70), "x1"), attempt=1,
+                             now=T0 + 70)
     await desk.retry_refund(first, T0 + 80, "a1",
                             event_fields("refund.retried", {"refund_id": first}, at(T0 + 80), "x2"))
     assert await job.step(T0 + 120) == [second]

@@ -4,7 +4,7 @@ supervisor."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from starlette.routing import BaseRoute
 
 from ledger.store import LedgerStore
@@ -67,7 +67,18 @@ class LedgerFeature:
         ticker = build_payouts(settings, store, ctx.clock)
         # it looks at its clock every second: a test moving a manual clock sees it run at once
         ctx.tasks.every("ledger.payouts", min(1.0, settings.ledger_payout_check_interval_s), ticker.step)
-        ctx.tasks.every("ledger.refunds", 1.0, build_refunds(settings, store, ctx.clock).step)
+        handed = Counter("ledger_refunds_handed_over", "refunds handed to the payment gateway (each hand-over)",
+                         registry=registry)
+        waiting = Gauge("ledger_refunds_waiting", "refunds not made yet, by what they wait for: due (to be handed "
+                        "to the gateway: alert if it stays up) or failed (the gateway could not make them: an admin "
+                        "sends them again)", ["for"], registry=registry)
+
+        def refunds_turn(handed_over: int, due: int, failed: int) -> None:
+            handed.inc(handed_over)
+            waiting.labels("due").set(due)
+            waiting.labels("failed").set(failed)
+
+        ctx.tasks.every("ledger.refunds", 1.0, build_refunds(settings, store, ctx.clock, refunds_turn).step)
 
     async def stop(self, ctx: AppContext) -> None:
         return None  # the supervisor cancels the consumer and the job

@@ -182,7 +182,7 @@ class LedgerService:
         if not ok:
             body["reason"] = reason
         event = event_fields(f"refund.{status}", body, datetime.fromtimestamp(now, UTC), _event_id())
-        await self.complaints.answer_refund(refund_id, status, reason, _iso(now), event, attempt)
+        await self.complaints.answer_refund(refund_id, status, reason, _iso(now), event, attempt, int(now))
         return await self.refund(refund_id)
 
     async def retry_refund(self, refund_id: str, by: str) -> dict[str, str]:

@@ -111,9 +111,10 @@ return {'ok'}
 """
 
 
-# KEYS: 1 refund hash, 2 stream. ARGV: 1 status (paid|failed), 2 reason, 3 at, 4 the attempt answered, 5-9 event.
-# The gateway answers a hand-over of a refund (sending: a crash stopped the job just before it marked the batch
-# sent), once: an answer for an earlier hand-over than the latest, or for one not made, is refused.
+# KEYS: 1 refund hash, 2 stream, 3 failed zset. ARGV: 1 status (paid|failed), 2 reason, 3 at, 4 the attempt
+# answered, 5-9 event, 10 now (epoch s). The gateway answers a hand-over of a refund (sending: a crash stopped the
+# job just before it marked the batch sent), once: an answer for an earlier hand-over than the latest, or for
+# one not made, is refused. A failed one waits for an admin among the failed.
 ANSWER_REFUND_LUA = """
 local r = redis.call('HMGET', KEYS[1], 'status', 'tries')
 local s = r[1]
@@ -123,19 +124,21 @@ if attempt > tries then return {'refund_not_sent'} end
 if attempt < tries then return {'refund_attempt_stale'} end
 if s ~= 'sent' and s ~= 'sending' then return {'refund_answered'} end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'answer_reason', ARGV[2], 'answered_at', ARGV[3])
+if ARGV[1] == 'failed' then redis.call('ZADD', KEYS[3], ARGV[10], redis.call('HGET', KEYS[1], 'refund_id')) end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', '1000000', '*', 'id', ARGV[5], 'type', ARGV[6], 'v', ARGV[7],
   'time', ARGV[8], 'body', ARGV[9])
 return {'ok'}
 """
 
-# KEYS: 1 refund hash, 2 due zset, 3 stream. ARGV: 1 refund id, 2 now (epoch s), 3 by, 4-8 event. A refund the
-# gateway could not make is due again: the refund job hands it over in its next batch.
+# KEYS: 1 refund hash, 2 due zset, 3 stream, 4 failed zset. ARGV: 1 refund id, 2 now (epoch s), 3 by, 4-8 event. A
+# refund the gateway could not make is due again: the refund job hands it over in its next batch.
 RETRY_REFUND_LUA = """
 local s = redis.call('HGET', KEYS[1], 'status')
 if not s then return {'no_refund'} end
 if s ~= 'failed' then return {'refund_not_failed'} end
 redis.call('HSET', KEYS[1], 'status', 'owed', 'retried_by', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', '1000000', '*', 'id', ARGV[4], 'type', ARGV[5], 'v', ARGV[6],
   'time', ARGV[7], 'body', ARGV[8])
 return {'ok'}
@@ -238,13 +241,15 @@ class ComplaintStore:
                                        args=[status, reason, at, *event]))
 
     async def answer_refund(self, refund_id: str, status: str, reason: str, at: str, event: list[str],
-                            attempt: int) -> None:
-        self._check(await self._answer_refund(keys=[self.ledger.refund_key(refund_id), self.ledger.events_stream],
-                                              args=[status, reason, at, attempt, *event]))
+                            attempt: int, now: int) -> None:
+        self._check(await self._answer_refund(
+            keys=[self.ledger.refund_key(refund_id), self.ledger.events_stream, self.ledger.key("refunds", "failed")],
+            args=[status, reason, at, attempt, *event, now]))
 
     async def retry_refund(self, refund_id: str, now: int, by: str, event: list[str]) -> None:
         self._check(await self._retry_refund(
-            keys=[self.ledger.refund_key(refund_id), self.ledger.key("refunds", "due"), self.ledger.events_stream],
+            keys=[self.ledger.refund_key(refund_id), self.ledger.key("refunds", "due"), self.ledger.events_stream,
+                  self.ledger.key("refunds", "failed")],
             args=[refund_id, now, by, *event]))
 
     async def complaint_ids(self, practitioner_id: str | None, start: int, count: int, *,

@@ -93,17 +93,22 @@ def build_payouts(settings: Settings, store: LedgerStore, clock: Clock) -> Payou
 @dataclass
 class RefundTicker:
     """The refund job's turns, every second: a client waits for their money no longer than that, and a
-    refund job that fails (its files' disk full, say) never holds up the payouts, which run on their own."""
+    refund job that fails (its files' disk full, say) never holds up the payouts, which run on their own.
+    After each turn it says how many were handed over and how many wait (for the metrics)."""
 
     job: RefundJob
     clock: Clock
+    on_turn: Callable[[int, int, int], None] | None = None  # handed over, due, failed
 
     async def step(self) -> None:
-        await self.job.step(self.clock.now())
+        handed = await self.job.step(self.clock.now())
+        if self.on_turn is not None:
+            self.on_turn(len(handed), *await self.job.waiting())
 
 
-def build_refunds(settings: Settings, store: LedgerStore, clock: Clock) -> RefundTicker:
-    return RefundTicker(RefundJob(store, refund_exporter_of(settings)), clock)
+def build_refunds(settings: Settings, store: LedgerStore, clock: Clock,
+                  on_turn: Callable[[int, int, int], None] | None = None) -> RefundTicker:
+    return RefundTicker(RefundJob(store, refund_exporter_of(settings)), clock, on_turn)
 
 
 async def run_apart(settings: Settings, consumer: str | None = None, clock: Clock | None = None) -> None:
