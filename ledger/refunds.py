@@ -10,11 +10,12 @@ The refund job hands what is due to the gateway in batches: it claims the due re
 `sending`, in one script), has the exporter write the batch (a CSV refund file by default, named after the
 batch), then marks them `sent` with a `refund.sent` event each. A crash between the two
 hands the same batch over again (only its refunds still waiting), never a refund in two batches at once;
-each hand-over is the refund's id and its attempt, which the gateway's answer may name.
+each hand-over is the refund's id and its attempt, which the gateway's answer names.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import uuid
@@ -76,7 +77,7 @@ for i = 6, #ARGV, 6 do
     n = n + 1
   end
 end
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], P .. 'refund_batch:' .. ARGV[2])
 return n
 """
 
@@ -125,7 +126,7 @@ def batch_id(now: float) -> str:
 class RefundJob:
     """Runs in every process: hands the due refunds to the gateway. `step(now)` may run in several processes
     at once: one batch is handed over at a time, by one of them (another takes it over only once its lease
-    has run out: the one handing it over died)."""
+    has run out: the one handing it over died, or keeps failing)."""
 
     def __init__(self, store: LedgerStore, exporter: RefundExporter, *, lease_ms: int = LEASE_MS) -> None:
         self.store = store
@@ -163,7 +164,8 @@ class RefundJob:
         # crash), or sent again into a later batch, is not handed over twice
         refunds = [r for r in await self.store.hashes([self.store.refund_key(i) for i in ids])
                    if r.get("status") == "sending" and r.get("batch") == batch]
-        file = self.exporter.export(batch, refunds) if refunds else ""
+        # (a file written and synced to disk: not on the event loop)
+        file = await asyncio.to_thread(self.exporter.export, batch, refunds) if refunds else ""
         at = datetime.fromtimestamp(now, UTC)
         args: list[Any] = [self.store.prefix, batch, at.isoformat().replace("+00:00", "Z"), file, self.id]
         for r in refunds:

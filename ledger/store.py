@@ -33,7 +33,7 @@ Redis layout (prefix `ledger` by default; amounts are integers in minor units):
   {p}:refunds:due               zset: refunds to hand to the payment gateway -> made (or sent again) at
   {p}:refunds:failed            zset: refunds the gateway could not make, waiting for an admin -> answered at
   {p}:client:{id}:refunds       zset: a client's refunds -> made at
-  {p}:refund_batch:{id}         list: the refund ids handed to the gateway together (one file)
+  {p}:refund_batch:{id}         list: the refund ids handed to the gateway together (one file), until done
   {p}:refund_sending            hash: the batch being handed over, the job handing it over and its lease's end
                                 (a crash hands the same batch again, by whichever job takes it over)
   {p}:paydates                  hash: Sunday (ISO date) -> the payout date announced for it
