@@ -15,6 +15,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..auth import USER_ID, Identity, Permission, Role, authenticate, authenticate_admin, authenticate_any
 from ..context import AppContext
+from ..errors import DomainError
 from ..http import Body, NoQuery, Text, documented, parse_query, private_page_headers, read_json
 from . import responses as out
 from .errors import ComplaintNotFound, NotYourStatement, PayoutNotFound, RefundNotFound
@@ -254,9 +255,7 @@ async def list_payouts(request: Request) -> Response:
 async def answer_payout(request: Request) -> Response:
     authenticate_admin(request)
     body = await read_json(request, PayoutAnswerIn)
-    payout_id = request.path_params["payout_id"]
-    if len(payout_id) != 32 or not all(c in "0123456789abcdef" for c in payout_id):
-        raise PayoutNotFound("no such payout")
+    payout_id = _ledger_id(request, "payout_id", PayoutNotFound("no such payout"))
     found = await _service(request).answer_payout(payout_id, body.status == "paid", body.reason)
     return JSONResponse(_payout_view(found))
 
@@ -270,11 +269,17 @@ def _refund_view(r: dict[str, str]) -> dict[str, Any]:
             "answer_reason": r.get("answer_reason") or None}
 
 
+def _ledger_id(request: Request, name: str, unknown: DomainError) -> str:
+    """A payout's or a refund's id from the path: 32 lowercase hex digits (the ledger makes them so), or
+    `unknown` (no such record) without asking Redis."""
+    value = str(request.path_params[name])
+    if len(value) != 32 or not all(c in "0123456789abcdef" for c in value):
+        raise unknown
+    return value
+
+
 def _refund_id(request: Request) -> str:
-    refund_id = str(request.path_params["refund_id"])
-    if len(refund_id) != 32 or not all(c in "0123456789abcdef" for c in refund_id):
-        raise RefundNotFound("no such refund")
-    return refund_id
+    return _ledger_id(request, "refund_id", RefundNotFound("no such refund"))
 
 
 @documented("Refunds, the newest first: an admin's view of every client's (or one's), a client's own",

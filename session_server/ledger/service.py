@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -29,7 +30,7 @@ from .store import ComplaintStore, ComplaintText
 
 DAY_S = 86400
 STATEMENT_ACCOUNTS = ("available", "held", "in_transit", "paid")
-COMPLAINT_PAGE = 500  # complaints read at once while looking for those of one status
+RECORDS_PAGE = 500  # complaints or refunds read at once while looking for those of one status
 
 
 def _iso(ts: float) -> str:
@@ -38,6 +39,22 @@ def _iso(ts: float) -> str:
 
 def _event_id() -> str:
     return uuid.uuid4().hex
+
+
+async def _with_status(page: Callable[[int, int], Awaitable[list[dict[str, str]]]], status: str | None,
+                       limit: int) -> list[dict[str, str]]:
+    """Up to `limit` records with this status (any if None), in the order `page(start, count)` reads them:
+    page by page until that many are found, so that one waiting long is not lost behind newer ones of
+    another status."""
+    found: list[dict[str, str]] = []
+    start, count = 0, max(limit, RECORDS_PAGE)
+    while len(found) < limit:
+        records = await page(start, count)
+        found += [r for r in records if r and (status is None or r.get("status") == status)]
+        if len(records) < count:
+            break
+        start += count
+    return found[:limit]
 
 
 @dataclass
@@ -106,17 +123,12 @@ class LedgerService:
         """Up to `limit` complaints with this status (any if None), the newest first (or the oldest: a queue),
         every one's, a practitioner's or a client's: read page by page until that many are found, so that a
         complaint waiting long is not lost behind newer ones decided since."""
-        found: list[dict[str, Any]] = []
-        start, page = 0, max(limit, COMPLAINT_PAGE)
-        while len(found) < limit:
-            ids = await self.complaints.complaint_ids(practitioner_id, start, page, oldest_first=oldest_first,
+        async def page(start: int, count: int) -> list[dict[str, str]]:
+            ids = await self.complaints.complaint_ids(practitioner_id, start, count, oldest_first=oldest_first,
                                                       client_id=client_id)
-            records = await self.store.hashes([self.store.complaint_key(i) for i in ids])
-            found += [r for r in records if r and (status is None or r.get("status") == status)]
-            if len(ids) < page:
-                break
-            start += page
-        return found[:limit]
+            return await self.store.hashes([self.store.complaint_key(i) for i in ids])
+
+        return await _with_status(page, status, limit)
 
     async def resolve(self, cid: str, decision: str, refund: int | None, by: str) -> dict[str, Any]:
         record = await self.complaint(cid)
@@ -162,15 +174,11 @@ class LedgerService:
 
     async def refunds(self, client_id: str | None, status: str | None, limit: int) -> list[dict[str, str]]:
         """Up to `limit` refunds with this status (any if None), the newest first: every client's or one's."""
-        found: list[dict[str, str]] = []
-        start, page = 0, max(limit, COMPLAINT_PAGE)
-        while len(found) < limit:
-            records = await self.store.refunds(client_id=client_id, start=start, count=page)
-            found += [r for r in records if r and (status is None or r.get("status") == status)]
-            if len(records) < page:
-                break
-            start += page
-        return found[:limit]
+
+        async def page(start: int, count: int) -> list[dict[str, str]]:
+            return await self.store.refunds(client_id=client_id, start=start, count=count)
+
+        return await _with_status(page, status, limit)
 
     async def answer_refund(self, refund_id: str, ok: bool, reason: str, attempt: int) -> dict[str, str]:
         now = self.clock.now()

@@ -129,7 +129,7 @@ async def run_apart(settings: Settings, consumer: str | None = None, clock: Cloc
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    async def every_second(step: Callable[[], Awaitable[None]], what: str, interval_s: float = 1.0) -> None:
+    async def turns(step: Callable[[], Awaitable[None]], what: str, interval_s: float = 1.0) -> None:
         while True:
             try:
                 await step()
@@ -139,9 +139,8 @@ async def run_apart(settings: Settings, consumer: str | None = None, clock: Cloc
 
     print(f"Ledger consumer {consumer_.consumer} running", flush=True)
     tasks = [asyncio.create_task(consumer_.run()),
-             asyncio.create_task(every_second(ticker.step, "payout job",
-                                              min(1.0, settings.ledger_payout_check_interval_s))),
-             asyncio.create_task(every_second(refunds.step, "refund job"))]
+             asyncio.create_task(turns(ticker.step, "payout job", min(1.0, settings.ledger_payout_check_interval_s))),
+             asyncio.create_task(turns(refunds.step, "refund job"))]
     try:
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)

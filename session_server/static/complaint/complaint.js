@@ -1,9 +1,8 @@
 // A client's complaint about one of their sessions (docs/ledger.md, "Complaints"): the reasons from a fixed
 // list and, if they wish, their own words (kept encrypted); then what became of it. One complaint per
 // session: once filed, the page shows its status instead of the form (upheld: where its refund is). The
-// session's practitioner, on the
-// same page, follows it: what of their payment is held or came back, and the client's words once an
-// administrator shares them (the statement links its holds here).
+// session's practitioner, on the same page, follows it: what of their payment is held or came back, and the
+// client's words once an administrator shares them (the statement links its holds here).
 (() => {
   "use strict";
 
@@ -177,7 +176,7 @@
   }
 
   // Where the client's refund is: on its way (made by the ledger, or handed to the payment service), reached
-  // them, or sent again after the payment service could not make it.
+  // them, or not through yet (the payment service could not make it: the administration follows it up).
   function renderRefund(c) {
     const shown = !practitioner && c.status === "upheld" && (c.refund_minor == null || c.refund_minor > 0);
     $("refund-state").hidden = !shown;
